@@ -1,0 +1,1 @@
+"""Learners marl trains (imported as marl.agents)."""

@@ -1,0 +1,1 @@
+"""Environments marl trains on (imported as marl.envs)."""

@@ -1,0 +1,413 @@
+"""The two faces of the embedded SMAC simulator over one numba core.
+
+- `SMACVecEnv`: E battles stepped together (marl's `VecEnv`), resetting themselves.
+- `SMACEnv`: one battle behind SMAC's `MultiAgentEnv` API (`StarCraft2Env`), so that code written
+  for SMAC runs on it unchanged.
+
+Both are deterministic under a seed: battle e of a VecEnv seeded with s plays the same as an
+SMACEnv seeded with s when e = 0, whatever E is.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from marl.spec import EnvSpec, ObsBlock, Step
+
+from . import core
+from .maps import SMACMap, get_map
+from .units import F_HP, F_SHIELD, I_KIND, KIND_MEDIVAC, TYPE_NAMES, unit_tables
+
+SIGHT_RANGE = 9.0
+SHOOT_RANGE = 6.0
+N_ACTIONS_NO_ATTACK = 6
+
+# SMAC's StarCraft2Env options and their defaults
+DEFAULTS: dict[str, Any] = dict(
+    step_mul=8, move_amount=2, difficulty="7", game_version=None, seed=None, continuing_episode=False,
+    obs_all_health=True, obs_own_health=True, obs_last_action=False, obs_pathing_grid=False,
+    obs_terrain_height=False, obs_instead_of_state=False, obs_timestep_number=False,
+    state_last_action=True, state_timestep_number=False, reward_sparse=False, reward_only_positive=True,
+    reward_death_value=10, reward_win=200, reward_defeat=0, reward_negative_scale=0.5, reward_scale=True,
+    reward_scale_rate=20, replay_dir="", replay_prefix="", window_size_x=1920, window_size_y=1200,
+    heuristic_ai=False, heuristic_rest=False, debug=False,
+)
+# options that only concern the real game's process and are accepted and ignored here
+_IGNORED = {"game_version", "replay_dir", "replay_prefix", "window_size_x", "window_size_y", "debug",
+            "continuing_episode"}
+# options that must keep the one value the simulator implements
+_FIXED = {"step_mul": (8,), "move_amount": (2,), "difficulty": ("7",), "heuristic_ai": (False,),
+          "heuristic_rest": (False,)}
+
+
+class SMACError(ValueError):
+    """A bad option, action or call on the simulator; the message is one line."""
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """SMAC's defaults updated with `options`; unknown keys and bad types raise SMACError."""
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise SMACError(f"unknown SMAC option {unknown[0]!r}; accepted options: {', '.join(DEFAULTS)}")
+    out = dict(DEFAULTS)
+    for key, value in options.items():
+        default = DEFAULTS[key]
+        if key in _FIXED and value not in _FIXED[key]:
+            raise SMACError(f"{key}={value!r} is not supported by the embedded simulator; accepted: "
+                            f"{', '.join(repr(v) for v in _FIXED[key])}")
+        if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
+            raise SMACError(f"SMAC option {key} must be True or False, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise SMACError(f"SMAC option {key} must be a number, got {value!r}")
+        out[key] = value
+    return out
+
+
+class SMACBatch:
+    """E battles of one map: the arrays the kernels work on and their flags."""
+
+    def __init__(self, map_name: str, n_envs: int = 1, autoreset: bool = True, threads: int | None = None,
+                 **options):
+        if not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
+            raise SMACError(f"n_envs must be a positive integer, got {n_envs!r}")
+        try:
+            self.map: SMACMap = get_map(map_name)
+        except ValueError as err:
+            raise SMACError(str(err)) from None
+        self.options = check_options(options)
+        o = self.options
+        m = self.map
+        E, A, N, U = int(n_envs), m.n_agents, m.n_enemies, m.n_units
+        self.n_envs, self.n_agents, self.n_enemies, self.n_units = E, A, N, U
+        self.n_actions = N_ACTIONS_NO_ATTACK + N
+        self.ft, self.it = unit_tables()
+        self.utype = np.ascontiguousarray(np.broadcast_to(m.unit_type, (E, U)))
+        self.tid = np.ascontiguousarray(np.broadcast_to(m.type_id, (E, U)))
+        self.spawn = np.ascontiguousarray(np.broadcast_to(m.spawn, (E, U, 2)))
+        self.sight = np.full((E, U), SIGHT_RANGE)
+        self.shoot = np.full((E, U), SHOOT_RANGE)
+        self.walk = m.pathing
+        self.cliff = m.cliff_pathing
+        self.height = m.height
+        self.enemy_order = m.enemy_order
+
+        self.shield_a = int(m.a_race == "P")
+        self.shield_e = int(m.b_race == "P")
+        bits = m.unit_type_bits
+        cfg = np.zeros(core.N_CFG_I, np.int64)
+        cfg[core.C_N_AGENTS], cfg[core.C_N_ENEMIES], cfg[core.C_N_ACTIONS] = A, N, self.n_actions
+        cfg[core.C_LIMIT] = m.limit
+        cfg[core.C_SHIELD_A], cfg[core.C_SHIELD_E], cfg[core.C_TYPE_BITS] = self.shield_a, self.shield_e, bits
+        for idx, key in [(core.C_OBS_ALL_HEALTH, "obs_all_health"), (core.C_OBS_OWN_HEALTH, "obs_own_health"),
+                         (core.C_OBS_LAST_ACTION, "obs_last_action"), (core.C_OBS_PATHING, "obs_pathing_grid"),
+                         (core.C_OBS_TERRAIN, "obs_terrain_height"), (core.C_OBS_TIMESTEP, "obs_timestep_number"),
+                         (core.C_STATE_LAST_ACTION, "state_last_action"),
+                         (core.C_STATE_TIMESTEP, "state_timestep_number"),
+                         (core.C_OBS_INSTEAD_OF_STATE, "obs_instead_of_state"),
+                         (core.C_REWARD_SPARSE, "reward_sparse"),
+                         (core.C_REWARD_ONLY_POSITIVE, "reward_only_positive"),
+                         (core.C_REWARD_SCALE, "reward_scale")]:
+            cfg[idx] = int(bool(o[key]))
+        cfg[core.C_MMM] = int(m.map_type == "MMM")
+        cfg[core.C_AUTORESET] = int(autoreset)
+        cfg[core.C_MAP_X], cfg[core.C_MAP_Y] = m.map_x, m.map_y
+        self.cfg_i = cfg
+        enemy_types = m.unit_type[A:]
+        self.max_reward = float(N * o["reward_death_value"] + o["reward_win"]
+                                + sum(self.ft[t, F_HP] + self.ft[t, F_SHIELD] for t in enemy_types))
+        self.cfg_f = np.array([o["reward_death_value"], o["reward_win"], o["reward_defeat"],
+                               o["reward_negative_scale"], o["reward_scale_rate"], self.max_reward], np.float64)
+
+        all_health, own_health = int(bool(o["obs_all_health"])), int(bool(o["obs_own_health"]))
+        self.move_dim = 4 + 8 * int(bool(o["obs_pathing_grid"])) + 9 * int(bool(o["obs_terrain_height"]))
+        self.enemy_dim = 4 + bits + (1 + self.shield_e) * all_health
+        self.ally_dim = (4 + bits + (1 + self.shield_a) * all_health
+                         + self.n_actions * int(bool(o["obs_last_action"])))
+        self.own_dim = bits + (1 + self.shield_a) * own_health
+        self.timestep_dim = int(bool(o["obs_timestep_number"]))
+        self.obs_dim = (self.move_dim + N * self.enemy_dim + (A - 1) * self.ally_dim + self.own_dim
+                        + self.timestep_dim)
+        if o["obs_instead_of_state"]:
+            self.state_dim = A * self.obs_dim
+        else:
+            self.state_dim = (A * (4 + self.shield_a + bits) + N * (3 + self.shield_e + bits)
+                              + A * self.n_actions * int(bool(o["state_last_action"]))
+                              + int(bool(o["state_timestep_number"])))
+
+        self.uf = np.zeros((E, U, core.NUF))
+        self.ui = np.zeros((E, U, core.NUI), np.int64)
+        self.ei = np.zeros((E, core.NEI), np.int64)
+        self.ef = np.zeros((E, core.NEF))
+        self.rng = np.zeros(E, np.uint64)
+        self.order_buf = np.zeros((E, U), np.int64)
+        self.obs = np.zeros((E, A, self.obs_dim), np.float32)
+        self.state = np.zeros((E, self.state_dim), np.float32)
+        self.avail = np.zeros((E, A, self.n_actions), np.bool_)
+        # one battle of 3s5z steps in ~20 us: below ~32 battles a second thread costs more than it gives
+        self._threads = max(1, min(threads or os.cpu_count() or 1, E // 16))
+        self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
+        self._started = False
+
+    def seed(self, seed: int | None) -> None:
+        """Give battle e the stream SeedSequence(seed, spawn_key=(e,)), independent of E."""
+        entropy = np.random.SeedSequence(seed).entropy if seed is None else int(seed)
+        for e in range(self.n_envs):
+            ss = np.random.SeedSequence(entropy, spawn_key=(e,))
+            self.rng[e] = ss.generate_state(1, np.uint64)[0]
+
+    def _run(self, kernel, *per_battle) -> None:
+        """Run a batch kernel over all battles, in slices on the thread pool when E is large."""
+        shared = (self.ft, self.it, self.walk, self.cliff, self.height, self.enemy_order, self.cfg_i, self.cfg_f)
+        own = (self.uf, self.ui, self.ei, self.ef, self.utype, self.spawn, self.tid, self.sight, self.shoot,
+               self.rng, self.order_buf) + per_battle
+        if self._pool is None:
+            kernel(*shared, *own)
+            return
+        bounds = np.linspace(0, self.n_envs, self._threads + 1).astype(int)
+        jobs = [self._pool.submit(kernel, *shared, *(a[lo:hi] for a in own))
+                for lo, hi in zip(bounds[:-1], bounds[1:])]
+        for job in jobs:
+            job.result()
+
+    def reset(self) -> None:
+        """Reset every battle and compute the first observations."""
+        self._run(core.reset_batch, self.obs, self.state, self.avail)
+        self._started = True
+
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """Step all battles with int actions[E, A]; fresh output arrays each call."""
+        if not self._started:
+            raise SMACError("step() called before reset()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.n_envs, self.n_agents) or not np.issubdtype(actions.dtype, np.integer):
+            raise SMACError(f"actions must be integers of shape ({self.n_envs}, {self.n_agents}), "
+                            f"got {actions.dtype} {actions.shape}")
+        E, A = self.n_envs, self.n_agents
+        out = dict(
+            obs=np.empty((E, A, self.obs_dim), np.float32), state=np.empty((E, self.state_dim), np.float32),
+            avail=np.empty((E, A, self.n_actions), np.bool_), reward=np.empty(E, np.float32),
+            done=np.empty(E, np.bool_), truncated=np.empty(E, np.bool_), won=np.empty(E, np.bool_),
+            alive=np.empty((E, A), np.bool_), episode_return=np.empty(E, np.float32),
+            episode_length=np.empty(E, np.int64), final_obs=np.empty((E, A, self.obs_dim), np.float32),
+            final_state=np.empty((E, self.state_dim), np.float32),
+        )
+        actions = actions.astype(np.int64, copy=False)
+        bad = core.first_invalid_action(actions, self.avail)
+        if bad >= 0:
+            e, a = divmod(int(bad), A)
+            act = int(actions[e, a])
+            ok = np.flatnonzero(self.avail[e, a]).tolist()
+            where = f"env {e}, " if E > 1 else ""
+            raise SMACError(f"{where}agent {a} cannot take action {act}; available actions: {ok}")
+        self._run(core.step_batch, actions, out["obs"], out["state"], out["avail"], out["reward"], out["done"],
+                  out["truncated"], out["won"], out["alive"], out["episode_return"], out["episode_length"],
+                  out["final_obs"], out["final_state"])
+        self.obs, self.state, self.avail = out["obs"], out["state"], out["avail"]
+        return out
+
+    def spec(self) -> EnvSpec:
+        """EnvSpec of these battles, with the observation's entity blocks."""
+        m = self.map
+        blocks = [ObsBlock("move", 1, self.move_dim), ObsBlock("enemy", self.n_enemies, self.enemy_dim),
+                  ObsBlock("ally", self.n_agents - 1, self.ally_dim), ObsBlock("own", 1, self.own_dim)]
+        if self.timestep_dim:
+            blocks.append(ObsBlock("timestep", 1, 1))
+        types = tuple(m.unit_names("ally"))
+        counts: dict[str, int] = {}
+        names = []
+        for t in types:
+            names.append(f"{t}_{counts.get(t, 0)}")
+            counts[t] = counts.get(t, 0) + 1
+        return EnvSpec(n_agents=self.n_agents, obs_dim=self.obs_dim, state_dim=self.state_dim,
+                       n_actions=self.n_actions, episode_limit=m.limit, agent_names=tuple(names),
+                       unit_types=types, obs_layout=tuple(blocks), name=f"smac:{m.name}")
+
+    def units(self, e: int = 0) -> dict[str, np.ndarray]:
+        """Battle e's units as named arrays (positions, health, shields, alive, type, team)."""
+        uf, ui = self.uf[e], self.ui[e]
+        return dict(x=uf[:, core.X].copy(), y=uf[:, core.Y].copy(), health=uf[:, core.HP].copy(),
+                    shield=uf[:, core.SH].copy(), energy=uf[:, core.EN].copy(),
+                    cooldown=uf[:, core.CD].copy(), alive=ui[:, core.ALIVE].astype(bool),
+                    order=ui[:, core.ORDER].copy(), target=ui[:, core.TARGET].copy(),
+                    unit_type=np.array([TYPE_NAMES[t].removesuffix("_rl") for t in self.utype[e]]),
+                    team=np.array([0] * self.n_agents + [1] * self.n_enemies))
+
+
+class SMACVecEnv:
+    """E embedded SMAC battles of one map as a marl VecEnv (arrays in and out, auto-reset)."""
+
+    def __init__(self, map_name: str = "3s5z", n_envs: int = 1, **options):
+        self.batch = SMACBatch(map_name, n_envs, autoreset=True, **options)
+        self.n_envs = self.batch.n_envs
+        self.spec = self.batch.spec()
+        self._seed = self.batch.options["seed"]
+
+    def reset(self, seed: int | None = None) -> Step:
+        """Reset all battles; battle e's randomness derives from (seed, e)."""
+        self.batch.seed(self._seed if seed is None else seed)
+        self.batch.reset()
+        b = self.batch
+        E, A = b.n_envs, b.n_agents
+        return Step(obs=b.obs.copy(), state=b.state.copy(), avail=b.avail.copy(), reward=np.zeros(E, np.float32),
+                    done=np.zeros(E, bool), truncated=np.zeros(E, bool),
+                    alive=b.ui[:, :A, core.ALIVE].astype(bool), t=b.ei[:, core.T].copy(),
+                    episode_return=np.zeros(E, np.float32), episode_length=np.zeros(E, np.int64),
+                    won=np.zeros(E, bool), final_obs=b.obs.copy(), final_state=b.state.copy())
+
+    def step(self, actions: np.ndarray) -> Step:
+        """Step all battles with int actions[E, A]; finished battles restart at once."""
+        out = self.batch.step(actions)
+        return Step(t=self.batch.ei[:, core.T].copy(), **out)
+
+    def close(self) -> None:
+        """Nothing to release: the battles live in this process's arrays."""
+
+
+class SMACEnv:
+    """One embedded SMAC battle behind SMAC's MultiAgentEnv API (StarCraft2Env's methods)."""
+
+    def __init__(self, map_name: str = "8m", **options):
+        self.batch = SMACBatch(map_name, 1, autoreset=False, **options)
+        b = self.batch
+        self.map_name = map_name
+        self.n_agents, self.n_enemies = b.n_agents, b.n_enemies
+        self.n_actions = b.n_actions
+        self.episode_limit = b.map.limit
+        self.max_reward = b.max_reward
+        self.map_type = b.map.map_type
+        self.map_x, self.map_y = b.map.map_x, b.map.map_y
+        self.unit_type_bits = b.map.unit_type_bits
+        self.shield_bits_ally, self.shield_bits_enemy = b.shield_a, b.shield_e
+        self.reward_scale = b.options["reward_scale"]
+        self._seed = b.options["seed"]
+        self._episode_count = 0
+        self._episode_steps = 0
+        self._total_steps = 0
+        self.battles_won = self.battles_game = self.timeouts = self.force_restarts = 0
+        self.battles_draw = 0
+        self.last_action = np.zeros((self.n_agents, self.n_actions), np.float32)
+        self._terminated = True
+        self._seeded = False
+
+    # --- episode control
+    def reset(self, seed: int | None = None):
+        """Start a new battle; returns (obs list, state) like SMAC."""
+        if seed is not None:
+            self._seed = seed
+            self._seeded = False
+        if not self._seeded:
+            self.batch.seed(self._seed)
+            self._seeded = True
+        self.batch.reset()
+        self._episode_steps = 0
+        self._terminated = False
+        self.last_action = np.zeros((self.n_agents, self.n_actions), np.float32)
+        return self.get_obs(), self.get_state()
+
+    def step(self, actions):
+        """Apply one action per agent; returns (reward, terminated, info) like SMAC."""
+        if self._terminated:
+            raise SMACError("step() called on a finished episode; call reset() first")
+        acts = np.asarray([int(a) for a in np.asarray(actions).reshape(-1)], np.int64)
+        if acts.shape != (self.n_agents,):
+            raise SMACError(f"expected {self.n_agents} actions, got {acts.shape[0]}")
+        out = self.batch.step(acts[None])
+        self.last_action = np.eye(self.n_actions, dtype=np.float32)[acts]
+        self._episode_steps += 1
+        self._total_steps += 1
+        ei = self.batch.ei[0]
+        info = {"battle_won": bool(out["won"][0]), "dead_allies": int(ei[core.DEAD_ALLIES]),
+                "dead_enemies": int(ei[core.DEAD_ENEMIES])}
+        terminated = bool(out["done"][0])
+        if terminated:
+            self._terminated = True
+            self._episode_count += 1
+            self.battles_game += 1
+            if out["won"][0]:
+                self.battles_won += 1
+            elif ei[core.RESULT] == core.DRAW:
+                self.battles_draw += 1
+            if out["truncated"][0]:
+                self.timeouts += 1
+                info["episode_limit"] = True
+        return float(out["reward"][0]), terminated, info
+
+    # --- observations
+    def get_obs(self):
+        """List of every agent's observation (float32 arrays)."""
+        return list(self.batch.obs[0])
+
+    def get_obs_agent(self, agent_id: int):
+        """Observation of one agent."""
+        return self.batch.obs[0, self._agent(agent_id)]
+
+    def get_obs_size(self) -> int:
+        """Length of one agent's observation."""
+        return self.batch.obs_dim
+
+    def get_state(self):
+        """The global state (float32)."""
+        return self.batch.state[0]
+
+    def get_state_size(self) -> int:
+        """Length of the global state."""
+        return self.batch.state_dim
+
+    def get_avail_actions(self):
+        """List of every agent's available-action flags (0/1 ints, like SMAC)."""
+        return [self.get_avail_agent_actions(a) for a in range(self.n_agents)]
+
+    def get_avail_agent_actions(self, agent_id: int):
+        """Available-action flags of one agent as a list of 0/1 ints."""
+        return self.batch.avail[0, self._agent(agent_id)].astype(int).tolist()
+
+    def get_total_actions(self) -> int:
+        """Number of actions, 6 + n_enemies."""
+        return self.n_actions
+
+    def get_env_info(self) -> dict:
+        """SMAC's env_info: state_shape, obs_shape, n_actions, n_agents, episode_limit."""
+        return {"state_shape": self.get_state_size(), "obs_shape": self.get_obs_size(),
+                "n_actions": self.n_actions, "n_agents": self.n_agents, "episode_limit": self.episode_limit}
+
+    def get_stats(self) -> dict:
+        """Battle counters: battles won and played, win rate, timeouts, restarts."""
+        return {"battles_won": self.battles_won, "battles_game": self.battles_game,
+                "battles_draw": self.battles_draw,
+                "win_rate": self.battles_won / self.battles_game if self.battles_game else 0.0,
+                "timeouts": self.timeouts, "restarts": self.force_restarts}
+
+    def get_unit_by_id(self, a_id: int) -> dict:
+        """Agent a_id's unit as a dict of its current fields."""
+        u = self.batch.units(0)
+        a = self._agent(a_id)
+        return {k: v[a] for k, v in u.items()}
+
+    def seed(self):
+        """The seed this environment was made with (SMAC returns it the same way)."""
+        return self._seed
+
+    def render(self, mode: str = "human"):
+        """Not drawn here: `marl replay` shows recorded battles."""
+        raise SMACError("SMACEnv does not render; record a replay and open it with `marl replay`")
+
+    def save_replay(self):
+        """SMAC writes an SC2 replay here; the embedded simulator has none to write."""
+        raise SMACError("SMACEnv has no StarCraft II replay; use marl's replay recording instead")
+
+    def close(self) -> None:
+        """Nothing to close: no game process runs."""
+
+    def _agent(self, agent_id: int) -> int:
+        if not 0 <= int(agent_id) < self.n_agents:
+            raise SMACError(f"agent id {agent_id} out of range; accepted: 0..{self.n_agents - 1}")
+        return int(agent_id)
+
+    def is_medivac(self, agent_id: int) -> bool:
+        """Whether this agent is a medivac (its attack actions heal allies instead)."""
+        return bool(self.batch.it[self.batch.utype[0, self._agent(agent_id)], I_KIND] == KIND_MEDIVAC)

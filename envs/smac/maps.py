@@ -1,0 +1,210 @@
+"""SMAC map definitions: roster, spawn placement, enemy orders and pathing, read from packaged data.
+
+The data files (`data/maps.json`, `data/pathing/<map>.txt`) are facts extracted from the SMAC map
+files. Agent order follows SMAC: allies sorted by unit type (SMAC's `*_RL` type ids are alphabetical),
+enemies in the order the map spawns them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+
+import numpy as np
+
+from .units import MAP_UNIT_NAMES, TYPE_INDEX, UNIT_TYPES
+
+# enemy order modes (kernel constants)
+EORDER_ATTACK_MOVE, EORDER_ATTACK_MOVE_SEGMENT, EORDER_HUNT, EORDER_HOLD = 0, 1, 2, 3
+
+
+class MapError(ValueError):
+    """An unknown map name or unusable map data."""
+
+
+@dataclass(frozen=True)
+class SMACMap:
+    """Everything the simulator needs to know about one SMAC map."""
+
+    name: str
+    n_agents: int
+    n_enemies: int
+    limit: int
+    a_race: str
+    b_race: str
+    unit_type_bits: int
+    map_type: str
+    map_x: int
+    map_y: int
+    unit_type: np.ndarray  # int[U]: index into units.TYPE_NAMES, allies first
+    type_id: np.ndarray  # int[U]: SMAC's one-hot index (ally and enemy rules differ)
+    spawn: np.ndarray  # float[U, 2]
+    enemy_order: np.ndarray  # float[5]: mode, x0, y0, x1, y1
+    pathing: np.ndarray  # bool[X, Y]: walkable for ground units
+    cliff_pathing: np.ndarray  # bool[X, Y]: walkable for cliff walkers (colossus)
+    height: np.ndarray  # float[X, Y]: terrain height as SMAC normalises it (/255)
+
+    @property
+    def n_units(self) -> int:
+        """Allies plus enemies."""
+        return self.n_agents + self.n_enemies
+
+    def unit_names(self, team: str) -> list[str]:
+        """Unit type names of the allies ("ally") or enemies ("enemy"), in slot order."""
+        from .units import TYPE_NAMES
+
+        sl = slice(0, self.n_agents) if team == "ally" else slice(self.n_agents, self.n_units)
+        return [TYPE_NAMES[t].removesuffix("_rl") for t in self.unit_type[sl]]
+
+
+def _data_text(relpath: str) -> str:
+    return resources.files(__package__).joinpath("data", relpath).read_text()
+
+
+@lru_cache(maxsize=1)
+def _maps_json() -> dict:
+    return json.loads(_data_text("maps.json"))
+
+
+def map_names() -> list[str]:
+    """The SMAC v1 maps the simulator plays, in alphabetical order."""
+    return sorted(k for k, v in _maps_json().items() if "n_agents" in v)
+
+
+def parse_pathing(text: str, map_x: int, map_y: int) -> tuple[np.ndarray, np.ndarray]:
+    """Walkable grid bool[X, Y] and cliff levels int[X, Y] from a pathing file's text."""
+    rows = [line for line in text.splitlines() if line and not line.startswith("# ")]
+    walk_rows, level_rows = rows[:map_y], rows[map_y:2 * map_y]
+    if len(level_rows) != map_y or any(len(r) != map_x for r in walk_rows + level_rows):
+        raise MapError(f"pathing grid is not {map_x}x{map_y} plus its cliff grid")
+    # the first printed row is y = map_y - 1
+    walk = np.array([[c == "." for c in r] for r in walk_rows[::-1]]).T
+    level = np.array([[int(c) for c in r] for r in level_rows[::-1]]).T
+    return walk, level
+
+
+def cliff_walkable(walk: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Cells a cliff walker may stand on: walkable ones, plus cliff faces between two levels.
+
+    A blocked cell is a cliff face when the walkable cells within two cells of it stand on at
+    least two different cliff levels; blocked cells elsewhere (map borders, walls) stay blocked.
+    """
+    out = walk.copy()
+    nx, ny = walk.shape
+    for x in range(nx):
+        for y in range(ny):
+            if walk[x, y]:
+                continue
+            x0, x1, y0, y1 = max(x - 2, 0), min(x + 3, nx), max(y - 2, 0), min(y + 3, ny)
+            levels = np.unique(level[x0:x1, y0:y1][walk[x0:x1, y0:y1]])
+            out[x, y] = len(levels) >= 2
+    return out
+
+
+def _lattice(n: int, spacing: float, cx: float, cy: float, ok) -> list[tuple[float, float]]:
+    """The n hexagonal-lattice points nearest (cx, cy) that satisfy ok(x, y)."""
+    pts = []
+    reach = int(math.ceil(math.sqrt(n))) + 6
+    for j in range(-reach, reach + 1):
+        for i in range(-reach, reach + 1):
+            x = cx + (i + 0.5 * (j % 2)) * spacing
+            y = cy + j * spacing * math.sqrt(3) / 2
+            pts.append((math.hypot(x - cx, y - cy), math.atan2(y - cy, x - cx), x, y))
+    pts.sort()
+    chosen = [(x, y) for _, _, x, y in pts if ok(x, y)]
+    if len(chosen) < n:
+        raise MapError(f"no room to place {n} units around ({cx}, {cy})")
+    return chosen[:n]
+
+
+def _enemy_type_id(map_type: str, name: str, ally_order: list[str]) -> int:
+    # SMAC reads enemy types from SC2's own ids: zealot (73) before stalker (74), unlike the allies
+    if map_type == "stalkers_and_zealots":
+        return {"zealot": 0, "stalker": 1}[name]
+    return ally_order.index(name) if name in ally_order else 0
+
+
+@cache
+def get_map(name: str) -> SMACMap:
+    """The SMACMap called `name`; an unknown name raises MapError listing the known maps."""
+    names = map_names()
+    if name not in names:
+        raise MapError(f"unknown SMAC map {name!r}; known maps: {', '.join(names)}")
+    m = _maps_json()[name]
+    map_x, map_y = m["map_size"]
+    walk, level = parse_pathing(_data_text(m["pathing"]), map_x, map_y)
+    cliff = cliff_walkable(walk, level)
+
+    allies, enemies = [], []
+    for group in m["spawns"]:
+        base = MAP_UNIT_NAMES[group["unit"]]
+        for _ in range(group["count"]):
+            if group["team"] == "ally":
+                allies.append((base, tuple(group["at"])))
+            else:
+                enemies.append((base, tuple(group["at"])))
+    allies.sort(key=lambda u: u[0])  # stable: SMAC orders agents by (RL) unit type first
+    ally_order = sorted({b for b, _ in allies})
+
+    def type_of(base: str, team: str) -> int:
+        if team == "ally" and base == "medivac":
+            return TYPE_INDEX["medivac_rl"]
+        return TYPE_INDEX[base]
+
+    roster = [(type_of(b, "ally"), at) for b, at in allies] + [(type_of(b, "enemy"), at) for b, at in enemies]
+    unit_type = np.array([t for t, _ in roster], np.int64)
+    type_id = np.array([ally_order.index(b) for b, _ in allies]
+                       + [_enemy_type_id(m["map_type"], b, ally_order) for b, _ in enemies], np.int64)
+    if m["unit_type_bits"] == 0:
+        type_id[:] = 0
+
+    spawn = np.zeros((len(roster), 2))
+    points: dict[tuple[float, float], list[int]] = {}
+    for slot, (_, at) in enumerate(roster):
+        points.setdefault(at, []).append(slot)
+    from .units import TYPE_NAMES
+
+    for (cx, cy), slots in points.items():
+        kinds = [UNIT_TYPES[TYPE_NAMES[unit_type[s]]] for s in slots]
+        spacing = 2 * max(k.radius for k in kinds) + 0.05
+        grid = cliff if all(k.cliff_walker for k in kinds) else walk
+
+        def ok(x, y, grid=grid):
+            return 0 <= x < map_x and 0 <= y < map_y and bool(grid[int(x), int(y)])
+
+        for s, (x, y) in zip(slots, _lattice(len(slots), spacing, cx, cy, ok)):
+            spawn[s] = (x, y)
+
+    enemy_order = np.zeros(5)
+    orders = m.get("enemy_orders_at_spawn", [])
+    if not orders:
+        enemy_order[0] = EORDER_HOLD
+    elif not isinstance(orders[0]["target"], list):
+        if "segment" in orders[0]["target"]:
+            (ax0, ay0), (ax1, ay1) = allies_spawn_points(m)
+            enemy_order[:] = (EORDER_ATTACK_MOVE_SEGMENT, ax0, ay0, ax1, ay1)
+        else:
+            enemy_order[0] = EORDER_HUNT
+    else:
+        enemy_order[:3] = (EORDER_ATTACK_MOVE, *orders[0]["target"])
+
+    return SMACMap(
+        name=name, n_agents=m["n_agents"], n_enemies=m["n_enemies"], limit=m["limit"],
+        a_race=m["a_race"], b_race=m["b_race"], unit_type_bits=m["unit_type_bits"],
+        map_type=m["map_type"], map_x=map_x, map_y=map_y, unit_type=unit_type, type_id=type_id,
+        spawn=spawn, enemy_order=enemy_order, pathing=walk, cliff_pathing=cliff,
+        height=level * 16.0 / 255.0,
+    )
+
+
+def allies_spawn_points(m: dict) -> list[tuple[float, float]]:
+    """The distinct spawn points of the ally groups of a raw maps.json entry, in file order."""
+    out: list[tuple[float, float]] = []
+    for group in m["spawns"]:
+        at = tuple(group["at"])
+        if group["team"] == "ally" and at not in out:
+            out.append(at)
+    return out

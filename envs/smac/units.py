@@ -1,0 +1,143 @@
+"""Unit types of the embedded SMAC simulator: SC2 engine stats packed into arrays for the kernels.
+
+Values are the engine's (LotV data, normal game speed, 16 game loops per game-second) with SMAC's own
+map overrides for the ally copies (`*_RL` units): the ally medivac flies at 2.75, and both hydralisk
+copies have 80 HP. Times are converted to game loops and speeds to distance per loop here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LOOPS_PER_SECOND = 16.0
+STEP_MUL = 8
+
+# attribute bits
+LIGHT, ARMORED, BIOLOGICAL, MECHANICAL, MASSIVE, STRUCTURE = 1, 2, 4, 8, 16, 32
+
+# what a unit's weapon can hit
+HITS_GROUND, HITS_AIR = 1, 2
+
+# behaviour families the kernels branch on
+KIND_NORMAL, KIND_MEDIVAC, KIND_BANELING, KIND_COLOSSUS, KIND_STATIC = 0, 1, 2, 3, 4
+
+# columns of the float table
+(F_HP, F_SHIELD, F_ARMOR, F_RADIUS, F_SPEED, F_SIGHT, F_DAMAGE, F_ATTACKS, F_BONUS, F_RANGE,
+ F_COOLDOWN, F_MAX_COOLDOWN, F_REGEN, F_SPLASH) = range(14)
+N_FLOAT_COLS = 14
+# columns of the int table
+I_ATTR, I_BONUS_ATTR, I_HITS, I_KIND, I_FLYING, I_CLIFF_WALKER, I_RACE = range(7)
+N_INT_COLS = 7
+
+ZERG_REGEN_PER_S = 0.2734
+SHIELD_REGEN_PER_S = 2.0
+SHIELD_REGEN_DELAY_S = 10.0
+MEDIVAC_ENERGY_START = 50.0
+MEDIVAC_ENERGY_MAX = 200.0
+MEDIVAC_ENERGY_REGEN_PER_S = 0.5625
+MEDIVAC_HEAL_PER_S = 9.0  # 12.6 HP/s at "Faster" = 9 HP per normal game-second
+MEDIVAC_HEAL_PER_ENERGY = 3.0
+MEDIVAC_HEAL_RANGE = 4.0
+BANELING_SPLASH_RADIUS = 2.2
+COLOSSUS_BEAM_HALF_LENGTH = 1.4  # the thermal lance sweeps a 2.8 long, 0.3 wide line at its target
+COLOSSUS_BEAM_HALF_WIDTH = 0.15
+
+
+@dataclass(frozen=True)
+class UnitType:
+    """One SC2 unit type as the simulator models it."""
+
+    name: str
+    sc2_id: int
+    race: str  # "P", "T" or "Z"
+    hp: float
+    shield: float
+    armor: float
+    attributes: int
+    radius: float
+    speed: float  # per normal game-second
+    sight: float
+    damage: float
+    attacks: int
+    bonus: float
+    bonus_attr: int
+    weapon_range: float
+    cooldown: float  # normal game-seconds
+    hits: int
+    kind: int
+    smac_max_cooldown: float  # SMAC's constant for the state's cooldown feature
+    flying: bool = False
+    cliff_walker: bool = False
+    splash: float = 0.0
+
+
+UNIT_TYPES: dict[str, UnitType] = {
+    u.name: u
+    for u in [
+        UnitType("marine", 48, "T", 45, 0, 0, LIGHT | BIOLOGICAL, 0.375, 2.25, 9, 6, 1, 0, 0, 5,
+                 0.8608, HITS_GROUND | HITS_AIR, KIND_NORMAL, 15),
+        UnitType("marauder", 51, "T", 125, 0, 1, ARMORED | BIOLOGICAL, 0.5625, 2.25, 10, 10, 1, 10,
+                 ARMORED, 6, 1.5, HITS_GROUND, KIND_NORMAL, 25),
+        UnitType("medivac", 54, "T", 150, 0, 1, ARMORED | MECHANICAL, 0.75, 2.5, 11, 0, 0, 0, 0,
+                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True),
+        UnitType("medivac_rl", 54, "T", 150, 0, 1, ARMORED | MECHANICAL, 0.75, 2.75, 11, 0, 0, 0, 0,
+                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True),
+        UnitType("stalker", 74, "P", 80, 80, 1, ARMORED | MECHANICAL, 0.625, 2.953125, 10, 13, 1, 5,
+                 ARMORED, 6, 1.8701, HITS_GROUND | HITS_AIR, KIND_NORMAL, 35),
+        UnitType("zealot", 73, "P", 100, 50, 1, LIGHT | BIOLOGICAL, 0.5, 2.25, 9, 8, 2, 0, 0, 0.1,
+                 1.2, HITS_GROUND, KIND_NORMAL, 22),
+        UnitType("colossus", 4, "P", 200, 150, 1, ARMORED | MECHANICAL | MASSIVE, 1.0, 2.25, 10, 10, 2,
+                 5, LIGHT, 7, 1.5, HITS_GROUND, KIND_COLOSSUS, 24, cliff_walker=True),
+        UnitType("hydralisk", 107, "Z", 80, 0, 0, LIGHT | BIOLOGICAL, 0.625, 2.25, 9, 12, 1, 0, 0, 5,
+                 0.825, HITS_GROUND | HITS_AIR, KIND_NORMAL, 10),
+        UnitType("zergling", 105, "Z", 35, 0, 0, LIGHT | BIOLOGICAL, 0.375, 2.953125, 8, 5, 1, 0, 0,
+                 0.1, 0.696, HITS_GROUND, KIND_NORMAL, 11),
+        UnitType("baneling", 9, "Z", 30, 0, 0, BIOLOGICAL, 0.375, 2.5, 8, 16, 1, 19, LIGHT, 0.25, 0,
+                 HITS_GROUND, KIND_BANELING, 1, splash=BANELING_SPLASH_RADIUS),
+        UnitType("spine_crawler", 98, "Z", 300, 0, 2, ARMORED | BIOLOGICAL | STRUCTURE, 1.125, 0, 11,
+                 25, 1, 5, ARMORED, 7, 1.85, HITS_GROUND, KIND_STATIC, 15),
+    ]
+}
+
+# maps.json names units the SC2 way; the ally copies are SMAC's *_RL units
+MAP_UNIT_NAMES = {
+    "Marine": "marine", "Marauder": "marauder", "Medivac": "medivac", "Stalker": "stalker",
+    "Zealot": "zealot", "Colossus": "colossus", "Hydralisk": "hydralisk", "Zergling": "zergling",
+    "Baneling": "baneling", "SpineCrawler": "spine_crawler",
+}
+
+TYPE_NAMES: list[str] = list(UNIT_TYPES)
+TYPE_INDEX: dict[str, int] = {name: i for i, name in enumerate(TYPE_NAMES)}
+_RACE_CODE = {"P": 0, "T": 1, "Z": 2}
+
+
+def unit_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Float and int tables, one row per unit type in TYPE_NAMES order, in kernel units (loops)."""
+    ft = np.zeros((len(TYPE_NAMES), N_FLOAT_COLS), np.float64)
+    it = np.zeros((len(TYPE_NAMES), N_INT_COLS), np.int64)
+    for i, name in enumerate(TYPE_NAMES):
+        u = UNIT_TYPES[name]
+        ft[i, F_HP] = u.hp
+        ft[i, F_SHIELD] = u.shield
+        ft[i, F_ARMOR] = u.armor
+        ft[i, F_RADIUS] = u.radius
+        ft[i, F_SPEED] = u.speed / LOOPS_PER_SECOND
+        ft[i, F_SIGHT] = u.sight
+        ft[i, F_DAMAGE] = u.damage
+        ft[i, F_ATTACKS] = u.attacks
+        ft[i, F_BONUS] = u.bonus
+        ft[i, F_RANGE] = u.weapon_range
+        ft[i, F_COOLDOWN] = u.cooldown * LOOPS_PER_SECOND
+        ft[i, F_MAX_COOLDOWN] = u.smac_max_cooldown
+        ft[i, F_REGEN] = ZERG_REGEN_PER_S / LOOPS_PER_SECOND if u.race == "Z" else 0.0
+        ft[i, F_SPLASH] = u.splash
+        it[i, I_ATTR] = u.attributes
+        it[i, I_BONUS_ATTR] = u.bonus_attr
+        it[i, I_HITS] = u.hits
+        it[i, I_KIND] = u.kind
+        it[i, I_FLYING] = int(u.flying)
+        it[i, I_CLIFF_WALKER] = int(u.cliff_walker)
+        it[i, I_RACE] = _RACE_CODE[u.race]
+    return ft, it

@@ -1,0 +1,102 @@
+"""The few types every environment and learner speaks: EnvSpec, ObsBlock, Step and VecEnv."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ObsBlock:
+    """A run of `count` entities of `width` features each inside the flat observation."""
+
+    name: str
+    count: int
+    width: int
+
+    @property
+    def size(self) -> int:
+        """Number of floats the block takes."""
+        return self.count * self.width
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Shapes and names of a multi-agent environment, as learners and loggers need them."""
+
+    n_agents: int
+    obs_dim: int
+    state_dim: int
+    n_actions: int
+    episode_limit: int
+    agent_names: tuple[str, ...]
+    unit_types: tuple[str, ...] = ()
+    reward_dim: int = 1
+    reward_names: tuple[str, ...] = ("reward",)
+    obs_layout: tuple[ObsBlock, ...] = ()
+    name: str = ""
+
+    def __post_init__(self):
+        if len(self.agent_names) != self.n_agents:
+            raise ValueError(f"{len(self.agent_names)} agent names for {self.n_agents} agents")
+        if len(self.reward_names) != self.reward_dim:
+            raise ValueError(f"{len(self.reward_names)} reward names for reward_dim {self.reward_dim}")
+        if self.obs_layout and sum(b.size for b in self.obs_layout) != self.obs_dim:
+            raise ValueError(f"obs_layout covers {sum(b.size for b in self.obs_layout)} of obs_dim {self.obs_dim}")
+
+    def block_slices(self) -> dict[str, slice]:
+        """Where each obs_layout block lies in the flat observation."""
+        out, start = {}, 0
+        for b in self.obs_layout:
+            out[b.name] = slice(start, start + b.size)
+            start += b.size
+        return out
+
+
+@dataclass
+class Step:
+    """What a VecEnv returns for E environments after reset or step.
+
+    Where `done` is set the environment has been reset already: `obs`, `state`, `avail` and `alive`
+    belong to the new episode, `final_obs` and `final_state` to the step the old one ended on, and
+    `episode_return`, `episode_length` and `won` describe the finished episode.
+    """
+
+    obs: np.ndarray  # f32[E, A, obs_dim]
+    state: np.ndarray  # f32[E, state_dim]
+    avail: np.ndarray  # bool[E, A, n_actions]
+    reward: np.ndarray  # f32[E] or f32[E, K]
+    done: np.ndarray  # bool[E]: the episode ended (terminated or truncated)
+    truncated: np.ndarray  # bool[E]: it ended by the time limit
+    alive: np.ndarray  # bool[E, A]
+    t: np.ndarray  # int[E]: steps taken in the current episode
+    episode_return: np.ndarray  # f32[E]
+    episode_length: np.ndarray  # int[E]
+    won: np.ndarray  # bool[E]
+    final_obs: np.ndarray | None = None
+    final_state: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_envs(self) -> int:
+        """E, the number of environments stepped together."""
+        return self.obs.shape[0]
+
+
+@runtime_checkable
+class VecEnv(Protocol):
+    """E environments stepped in lockstep with arrays in and out, resetting themselves."""
+
+    spec: EnvSpec
+    n_envs: int
+
+    def reset(self, seed: int | None = None) -> Step:
+        """Start every environment afresh; the same seed gives the same episodes."""
+
+    def step(self, actions: np.ndarray) -> Step:
+        """Advance every environment one step with int actions[E, A]."""
+
+    def close(self) -> None:
+        """Release whatever the environments hold."""
