@@ -890,8 +890,15 @@ def _step_batch(ft, it, walk, cliff, height, enemy_order, cfg_i, cfg_f,
             alive[e, a] = ui[e, a, ALIVE] != 0
 
 
+def _observe_batch(ft, it, walk, cliff, height, enemy_order, cfg_i, cfg_f,
+                   uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf, obs, state, avail):
+    """Recompute every battle's observation, state and avail from the unit arrays."""
+    for e in range(uf.shape[0]):
+        _observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
+
+
 # numba's parallel=True loses its threads when loaded from the cache, so the batch kernels are
 # cached serial nogil functions, and the Python side runs slices of battles on a thread pool
-N_SHARED_ARGS = 8
 reset_batch = njit(cache=True, nogil=True)(_reset_batch)
 step_batch = njit(cache=True, nogil=True)(_step_batch)
+observe_batch = njit(cache=True, nogil=True)(_observe_batch)

@@ -86,9 +86,9 @@ class SMACBatch:
         self.n_envs, self.n_agents, self.n_enemies, self.n_units = E, A, N, U
         self.n_actions = N_ACTIONS_NO_ATTACK + N
         self.ft, self.it = unit_tables()
-        self.utype = np.ascontiguousarray(np.broadcast_to(m.unit_type, (E, U)))
-        self.tid = np.ascontiguousarray(np.broadcast_to(m.type_id, (E, U)))
-        self.spawn = np.ascontiguousarray(np.broadcast_to(m.spawn, (E, U, 2)))
+        self.utype = np.broadcast_to(m.unit_type, (E, U)).copy()
+        self.tid = np.broadcast_to(m.type_id, (E, U)).copy()
+        self.spawn = np.broadcast_to(m.spawn, (E, U, 2)).copy()
         self.sight = np.full((E, U), SIGHT_RANGE)
         self.shoot = np.full((E, U), SHOOT_RANGE)
         self.walk = m.pathing
@@ -178,6 +178,10 @@ class SMACBatch:
         """Reset every battle and compute the first observations."""
         self._run(core.reset_batch, self.obs, self.state, self.avail)
         self._started = True
+
+    def observe(self) -> None:
+        """Recompute obs, state and avail after the unit arrays were edited (scenario set-up, tests)."""
+        self._run(core.observe_batch, self.obs, self.state, self.avail)
 
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
         """Step all battles with int actions[E, A]; fresh output arrays each call."""
