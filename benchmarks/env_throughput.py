@@ -64,6 +64,8 @@ def single_throughput(map_name: str, seconds: float = 3.0) -> dict:
     """Steps/s of the SMAC-API SMACEnv, one battle, Python calls as pymarl makes them."""
     env = SMACEnv(map_name, seed=0)
     env.reset()
+    env.step([1] * env.n_agents)  # compile / warm up
+    env.reset()
     rng = np.random.default_rng(0)
     n = 0
     t0 = time.perf_counter()

@@ -37,26 +37,30 @@ def test_env_info_matches_smac(name):
 
 
 def test_3s5z_and_3m_env_info():
-    assert SMACEnv("3s5z").get_env_info() == {"state_shape": 216, "obs_shape": 128, "n_actions": 14,
-                                                "n_agents": 8, "episode_limit": 150}
-    assert SMACEnv("3m").get_env_info() == {"state_shape": 48, "obs_shape": 30, "n_actions": 9,
-                                              "n_agents": 3, "episode_limit": 60}
+    info = SMACEnv("3s5z").get_env_info()
+    assert {k: info[k] for k in ("state_shape", "obs_shape", "n_actions", "n_agents", "episode_limit")} == {
+        "state_shape": 216, "obs_shape": 128, "n_actions": 14, "n_agents": 8, "episode_limit": 150}
+    assert info["agent_features"] == ["health", "energy/cooldown", "rel_x", "rel_y", "shield", "type_0", "type_1"]
+    assert info["enemy_features"] == ["health", "rel_x", "rel_y", "shield", "type_0", "type_1"]
+    info = SMACEnv("3m").get_env_info()
+    assert (info["state_shape"], info["obs_shape"], info["n_actions"], info["n_agents"], info["episode_limit"]) == (
+        48, 30, 9, 3, 60)
 
 
 def test_3m_observation_after_reset():
     env = SMACEnv("3m", seed=0)
     obs, state = env.reset()
     h = 0.8 * math.sqrt(3) / 2  # hexagonal spawn packing, 0.8 apart
-    # agent 0 at the spawn point (9, 16); agents 1 and 2 at (8.6, 16 - h) and (9.4, 16 - h)
+    # SMAC numbers agents by (type, x, y): agent 0 at (8.6, 16 - h), 1 at the spawn point (9, 16), 2 at (9.4, 16 - h)
     expected = np.zeros(30, np.float32)
     expected[0:4] = 1  # N, S, E, W all walkable
     # enemies 14 away: not visible -> zeros at [4:19]
     expected[19:24] = [1, 0.8 / 9, -0.4 / 9, -h / 9, 1.0]
     expected[24:29] = [1, 0.8 / 9, 0.4 / 9, -h / 9, 1.0]
     expected[29] = 1.0
-    np.testing.assert_allclose(obs[0], expected, atol=1e-6)
+    np.testing.assert_allclose(obs[1], expected, atol=1e-6)
     # state: allies [health, cooldown, (x-16)/32, (y-16)/32], enemies [health, x, y], last actions zero
-    np.testing.assert_allclose(state[0:4], [1, 0, (9 - 16) / 32, 0], atol=1e-6)
+    np.testing.assert_allclose(state[4:8], [1, 0, (9 - 16) / 32, 0], atol=1e-6)
     np.testing.assert_allclose(state[12:15], [1, (23 - 16) / 32, 0], atol=1e-6)
     assert not state[21:].any()
 
@@ -65,17 +69,17 @@ def test_move_north_and_its_features():
     env = SMACEnv("3m", seed=0)
     env.reset()
     freeze_enemies(env.batch)
-    env.step([2, 1, 1])  # agent 0 north; a marine walks 2.25/16 per loop, 8 loops = 1.125
-    u = env.get_unit_by_id(0)
+    env.step([1, 2, 1])  # agent 1 north; a marine walks 2.25/16 per loop, 8 loops = 1.125
+    u = env.get_unit_by_id(1)
     assert u["x"] == pytest.approx(9.0) and u["y"] == pytest.approx(17.125)
     h = 0.8 * math.sqrt(3) / 2
-    o = env.get_obs_agent(0)
+    o = env.get_obs_agent(1)
     np.testing.assert_allclose(o[19:24], [1, math.hypot(0.4, 1.125 + h) / 9, -0.4 / 9, -(1.125 + h) / 9, 1],
                                atol=1e-6)
     s = env.get_state()
-    assert s[3] == pytest.approx((17.125 - 16) / 32)
+    assert s[7] == pytest.approx((17.125 - 16) / 32)
     # last actions of all agents, one-hot, at the end of the state
-    np.testing.assert_array_equal(s[21:], np.eye(9)[[2, 1, 1]].reshape(-1))
+    np.testing.assert_array_equal(s[21:], np.eye(9)[[1, 2, 1]].reshape(-1))
 
 
 def test_visibility_is_strictly_inside_sight_range_and_attack_within_six():
@@ -297,7 +301,7 @@ def test_time_limit_ends_the_episode_not_won():
         r, done, info = env.step([1, 1, 1])
         assert done == (t == 59)
     assert info == {"battle_won": False, "dead_allies": 0, "dead_enemies": 0, "episode_limit": True}
-    assert env.get_stats()["timeouts"] == 1
+    assert env.get_stats()["timeouts"] == 1 and env.get_stats()["battles_draw"] == 1  # SMAC's draw count
 
 
 def test_mmm_only_medivacs_left_is_a_loss():
@@ -336,7 +340,8 @@ def test_optional_flags_change_shapes_as_in_smac():
     assert shapes(state_timestep_number=True) == (30, 49)
     assert shapes(obs_instead_of_state=True) == (30, 90)
     assert shapes(obs_all_health=False) == (30 - 3 - 2, 48)
-    assert shapes(obs_own_health=False) == (29, 48)
+    assert shapes(obs_own_health=False) == (30, 48)  # SMAC turns it back on while obs_all_health is on
+    assert shapes(obs_own_health=False, obs_all_health=False) == (24, 48)
 
 
 def test_obs_last_action_and_timestep_values():
@@ -418,3 +423,34 @@ def test_errors_are_one_line_and_name_what_is_accepted():
     assert str(err.value) == "agent 1 cannot take action 1; available actions: [0]"
     for e in (err,):
         assert "\n" not in str(e.value)
+
+
+def test_agents_numbered_by_type_then_position_like_smac():
+    m = get_map("3s5z")
+    names = m.unit_names("ally")
+    assert names == ["stalker"] * 3 + ["zealot"] * 5
+    for lo, hi in [(0, 3), (3, 8)]:
+        keys = [tuple(p) for p in m.spawn[lo:hi]]
+        assert keys == sorted(keys)
+    assert m.unit_names("enemy") == ["stalker"] * 3 + ["zealot"] * 5  # enemies in spawn order
+
+
+def test_timestep_feature_is_kept_for_dead_agents():
+    env = SMACEnv("3m", seed=0, obs_timestep_number=True)
+    env.reset()
+    freeze_enemies(env.batch)
+    stage(env.batch, 2, alive=False)
+    env.batch.observe()
+    env.step([1, 1, 0])
+    o = env.get_obs_agent(2)
+    assert o[-1] == pytest.approx(1 / 60) and not o[:-1].any()
+
+
+def test_returned_observations_are_copies():
+    env = SMACEnv("3m", seed=0)
+    obs, state = env.reset()
+    before = obs[0].copy(), state.copy()
+    env.step([4, 4, 4])
+    env.reset()
+    np.testing.assert_array_equal(obs[0], before[0])
+    np.testing.assert_array_equal(state, before[1])

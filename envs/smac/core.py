@@ -570,6 +570,8 @@ def compute_obs(uf, ui, ei, utype, ft, tid, walk, height, sight, cfg_i, e, avail
     obs[e] = 0.0
     for a in range(n_agents):
         if not ui[e, a, ALIVE]:
+            if cfg_i[C_OBS_TIMESTEP]:
+                obs[e, a, obs.shape[2] - 1] = ei[e, T] / cfg_i[C_LIMIT]  # SMAC appends it for the dead too
             continue
         x = uf[e, a, X]
         y = uf[e, a, Y]

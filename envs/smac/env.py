@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from typing import Any
 
 import numpy as np
+import yaml
 
 from marl.spec import EnvSpec, ObsBlock, Step
 
@@ -26,16 +28,8 @@ SIGHT_RANGE = 9.0
 SHOOT_RANGE = 6.0
 N_ACTIONS_NO_ATTACK = 6
 
-# SMAC's StarCraft2Env options and their defaults
-DEFAULTS: dict[str, Any] = dict(
-    step_mul=8, move_amount=2, difficulty="7", game_version=None, seed=None, continuing_episode=False,
-    obs_all_health=True, obs_own_health=True, obs_last_action=False, obs_pathing_grid=False,
-    obs_terrain_height=False, obs_instead_of_state=False, obs_timestep_number=False,
-    state_last_action=True, state_timestep_number=False, reward_sparse=False, reward_only_positive=True,
-    reward_death_value=10, reward_win=200, reward_defeat=0, reward_negative_scale=0.5, reward_scale=True,
-    reward_scale_rate=20, replay_dir="", replay_prefix="", window_size_x=1920, window_size_y=1200,
-    heuristic_ai=False, heuristic_rest=False, debug=False,
-)
+# SMAC's StarCraft2Env options and their defaults, from configs/envs/smac.yaml
+DEFAULTS: dict[str, Any] = yaml.safe_load(resources.files("marl.configs").joinpath("envs/smac.yaml").read_text())
 # options that only concern the real game's process and are accepted and ignored here
 _IGNORED = {"game_version", "replay_dir", "replay_prefix", "window_size_x", "window_size_y", "debug",
             "continuing_episode"}
@@ -80,6 +74,8 @@ class SMACBatch:
         except ValueError as err:
             raise SMACError(str(err)) from None
         self.options = check_options(options)
+        if self.options["obs_all_health"]:
+            self.options["obs_own_health"] = True  # SMAC forces this in its constructor too
         o = self.options
         m = self.map
         E, A, N, U = int(n_envs), m.n_agents, m.n_enemies, m.n_units
@@ -317,7 +313,7 @@ class SMACEnv:
         """Apply one action per agent; returns (reward, terminated, info) like SMAC."""
         if self._terminated:
             raise SMACError("step() called on a finished episode; call reset() first")
-        acts = np.asarray([int(a) for a in np.asarray(actions).reshape(-1)], np.int64)
+        acts = np.asarray([int(a) for a in actions], np.int64)  # as SMAC reads them: tensors on any device work
         if acts.shape != (self.n_agents,):
             raise SMACError(f"expected {self.n_agents} actions, got {acts.shape[0]}")
         out = self.batch.step(acts[None])
@@ -334,21 +330,20 @@ class SMACEnv:
             self.battles_game += 1
             if out["won"][0]:
                 self.battles_won += 1
-            elif ei[core.RESULT] == core.DRAW:
-                self.battles_draw += 1
             if out["truncated"][0]:
                 self.timeouts += 1
+                self.battles_draw += 1  # SMAC counts a timeout as its draw
                 info["episode_limit"] = True
         return float(out["reward"][0]), terminated, info
 
     # --- observations
     def get_obs(self):
         """List of every agent's observation (float32 arrays)."""
-        return list(self.batch.obs[0])
+        return list(self.batch.obs[0].copy())
 
     def get_obs_agent(self, agent_id: int):
         """Observation of one agent."""
-        return self.batch.obs[0, self._agent(agent_id)]
+        return self.batch.obs[0, self._agent(agent_id)].copy()
 
     def get_obs_size(self) -> int:
         """Length of one agent's observation."""
@@ -356,7 +351,7 @@ class SMACEnv:
 
     def get_state(self):
         """The global state (float32)."""
-        return self.batch.state[0]
+        return self.batch.state[0].copy()
 
     def get_state_size(self) -> int:
         """Length of the global state."""
@@ -377,7 +372,58 @@ class SMACEnv:
     def get_env_info(self) -> dict:
         """SMAC's env_info: state_shape, obs_shape, n_actions, n_agents, episode_limit."""
         return {"state_shape": self.get_state_size(), "obs_shape": self.get_obs_size(),
-                "n_actions": self.n_actions, "n_agents": self.n_agents, "episode_limit": self.episode_limit}
+                "n_actions": self.n_actions, "n_agents": self.n_agents, "episode_limit": self.episode_limit,
+                "agent_features": self._ally_state_names(), "enemy_features": self._enemy_state_names()}
+
+    def get_obs_move_feats_size(self) -> int:
+        """Size of the movement block of an observation."""
+        return self.batch.move_dim
+
+    def get_obs_enemy_feats_size(self) -> tuple[int, int]:
+        """(n_enemies, features per enemy) of an observation."""
+        return self.n_enemies, self.batch.enemy_dim
+
+    def get_obs_ally_feats_size(self) -> tuple[int, int]:
+        """(n_agents - 1, features per ally) of an observation."""
+        return self.n_agents - 1, self.batch.ally_dim
+
+    def get_obs_own_feats_size(self) -> int:
+        """Size of the own-unit block of an observation (the timestep slot, if any, is not in it)."""
+        return self.batch.own_dim
+
+    def get_ally_num_attributes(self) -> int:
+        """Features per ally in the state."""
+        return len(self._ally_state_names())
+
+    def get_enemy_num_attributes(self) -> int:
+        """Features per enemy in the state."""
+        return len(self._enemy_state_names())
+
+    def _ally_state_names(self) -> list[str]:
+        types = [f"type_{i}" for i in range(self.unit_type_bits)]
+        return ["health", "energy/cooldown", "rel_x", "rel_y"] + ["shield"] * self.shield_bits_ally + types
+
+    def _enemy_state_names(self) -> list[str]:
+        types = [f"type_{i}" for i in range(self.unit_type_bits)]
+        return ["health", "rel_x", "rel_y"] + ["shield"] * self.shield_bits_enemy + types
+
+    def unit_shoot_range(self, agent_id: int) -> float:
+        """Range within which attack actions are available (6)."""
+        return float(self.batch.shoot[0, self._agent(agent_id)])
+
+    def unit_sight_range(self, agent_id: int) -> float:
+        """Range within which other units are observed (9)."""
+        return float(self.batch.sight[0, self._agent(agent_id)])
+
+    def get_visibility_matrix(self) -> np.ndarray:
+        """bool[n_agents, n_agents + n_enemies]: which units each living agent sees."""
+        u = self.batch.units(0)
+        pos = np.stack([u["x"], u["y"]], 1)
+        d = np.linalg.norm(pos[: self.n_agents, None] - pos[None], axis=-1)
+        sight = self.batch.sight[0, : self.n_agents, None]
+        vis = (d < sight) & u["alive"][None] & u["alive"][: self.n_agents, None]
+        vis[np.arange(self.n_agents), np.arange(self.n_agents)] = False
+        return vis
 
     def get_stats(self) -> dict:
         """Battle counters: battles won and played, win rate, timeouts, restarts."""

@@ -2,7 +2,7 @@
 
 The data files (`data/maps.json`, `data/pathing/<map>.txt`) are facts extracted from the SMAC map
 files. Agent order follows SMAC: allies sorted by unit type (SMAC's `*_RL` type ids are alphabetical),
-enemies in the order the map spawns them.
+then by x and y of their spawn position; enemies in the order the map spawns them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from importlib import resources
 
 import numpy as np
 
-from .units import MAP_UNIT_NAMES, TYPE_INDEX, UNIT_TYPES
+from .units import MAP_UNIT_NAMES, TYPE_INDEX, TYPE_NAMES, UNIT_TYPES
 
 # enemy order modes (kernel constants)
 EORDER_ATTACK_MOVE, EORDER_ATTACK_MOVE_SEGMENT, EORDER_HUNT, EORDER_HOLD = 0, 1, 2, 3
@@ -54,7 +54,6 @@ class SMACMap:
 
     def unit_names(self, team: str) -> list[str]:
         """Unit type names of the allies ("ally") or enemies ("enemy"), in slot order."""
-        from .units import TYPE_NAMES
 
         sl = slice(0, self.n_agents) if team == "ally" else slice(self.n_agents, self.n_units)
         return [TYPE_NAMES[t].removesuffix("_rl") for t in self.unit_type[sl]]
@@ -146,7 +145,8 @@ def get_map(name: str) -> SMACMap:
                 allies.append((base, tuple(group["at"])))
             else:
                 enemies.append((base, tuple(group["at"])))
-    allies.sort(key=lambda u: u[0])  # stable: SMAC orders agents by (RL) unit type first
+    allies.sort(key=lambda u: u[0])  # by (RL) unit type; positions break ties below
+    n_allies = len(allies)
     ally_order = sorted({b for b, _ in allies})
 
     def type_of(base: str, team: str) -> int:
@@ -165,7 +165,6 @@ def get_map(name: str) -> SMACMap:
     points: dict[tuple[float, float], list[int]] = {}
     for slot, (_, at) in enumerate(roster):
         points.setdefault(at, []).append(slot)
-    from .units import TYPE_NAMES
 
     for (cx, cy), slots in points.items():
         kinds = [UNIT_TYPES[TYPE_NAMES[unit_type[s]]] for s in slots]
@@ -177,6 +176,12 @@ def get_map(name: str) -> SMACMap:
 
         for s, (x, y) in zip(slots, _lattice(len(slots), spacing, cx, cy, ok)):
             spawn[s] = (x, y)
+
+    # SMAC numbers the agents by (unit type, x, y) of where they stand at the start
+    names = [TYPE_NAMES[t].removesuffix("_rl") for t in unit_type]
+    order = sorted(range(n_allies), key=lambda s: (names[s], spawn[s, 0], spawn[s, 1]))
+    order += list(range(n_allies, len(roster)))
+    unit_type, type_id, spawn = unit_type[order], type_id[order], spawn[order]
 
     enemy_order = np.zeros(5)
     orders = m.get("enemy_orders_at_spawn", [])

@@ -1,0 +1,1 @@
+"""YAML defaults shipped with marl (read as package data: marl.configs)."""
