@@ -883,9 +883,9 @@ def _step_batch(ft, it, walk, cliff, height, enemy_order, cfg_i, cfg_f,
         _observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
         ep_return[e] = ef[e, EP_RETURN]
         ep_length[e] = ei[e, T]
+        final_obs[e] = obs[e]
+        final_state[e] = state[e]
         if done[e] and cfg_i[C_AUTORESET]:
-            final_obs[e] = obs[e]
-            final_state[e] = state[e]
             reset_env(uf, ui, ei, ef, utype, spawn, ft, it, enemy_order, rng, e, n_agents, n_units)
             _observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
         for a in range(n_agents):
