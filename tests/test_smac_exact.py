@@ -377,25 +377,35 @@ def test_moves_blocked_by_unwalkable_cells():
     assert env.get_obs_agent(0)[0:4].tolist() == [0, 1, 1, 1]
 
 
-def test_colossus_crosses_cliffs_zerglings_do_not():
+def test_colossus_crosses_cliffs_zerglings_take_the_ramp():
     b = SMACBatch("2c_vs_64zg", 1)
     b.seed(0)
     b.reset()
     freeze_enemies(b)
     A = b.n_agents
-    for u in range(A, b.n_units):
-        stage(b, u, x=2.5 + (u - A) % 8 * 0.8, y=4.0 + (u - A) // 8 * 0.8)
+    for u in range(A, b.n_units - 1):
+        stage(b, u, alive=False)
+    stage(b, 1, alive=False)
     stage(b, 0, x=16.0, y=16.0)
-    stage(b, A + 63, x=20.0, y=9.0)
+    zergling = b.n_units - 1
+    stage(b, zergling, x=20.0, y=9.0)
     b.ui[0, 0, core.ORDER] = core.ORD_MOVE
     b.uf[0, 0, core.TX], b.uf[0, 0, core.TY] = 16.0, 9.0
-    b.ui[0, A + 63, core.ORDER] = core.ORD_MOVE
-    b.uf[0, A + 63, core.TX], b.uf[0, A + 63, core.TY] = 20.0, 17.0
-    for _ in range(8 * 10):  # game loops straight from the kernel: every agent action would replace the order
-        core.simulate_loop(b.uf, b.ui, b.utype, b.ft, b.it, b.walk, b.cliff, b.rng, 0, A, b.n_units, b.order_buf[0])
+    b.ui[0, zergling, core.ORDER] = core.ORD_MOVE
+    b.uf[0, zergling, core.TX], b.uf[0, zergling, core.TY] = 20.0, 17.0
+    colossus_x, zergling_at_bar = [], []
+    for _ in range(8 * 60):  # game loops straight from the kernel: every agent action would replace the order
+        core.simulate_loop(b.uf, b.ui, b.utype, b.ft, b.it, b.walk, b.cliff, b.nav, b.rng, 0, A, b.n_units,
+                           b.order_buf[0])
+        u = b.units(0)
+        colossus_x.append(u["x"][0])
+        if 12.0 <= u["y"][zergling] < 14.0:
+            zergling_at_bar.append(u["x"][zergling])
+        assert b.map.pathing[int(u["x"][zergling]), int(u["y"][zergling])]
     u = b.units(0)
-    assert u["y"][0] == pytest.approx(9.0)  # walked over the cliff bar at y 12-13
-    assert u["y"][A + 63] < 12.0  # the zergling is stopped below the bar
+    assert u["y"][0] == pytest.approx(9.0) and set(colossus_x) == {16.0}  # straight over the cliff bar (y 12-13)
+    assert (u["x"][zergling], u["y"][zergling]) == (pytest.approx(20.0), pytest.approx(17.0))
+    assert zergling_at_bar and all(x < 4.0 or x >= 28.0 for x in zergling_at_bar)  # around it, by a side ramp
 
 
 def test_errors_are_one_line_and_name_what_is_accepted():

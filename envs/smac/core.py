@@ -134,8 +134,26 @@ def _walkable(x, y, ti, it, walk, cliff):
 
 
 @njit(cache=True, _nrt=False)
-def _move_toward(uf, utype, ft, it, walk, cliff, e, u, gx, gy, stop_dist):
-    """Walk unit u one loop toward (gx, gy), stopping stop_dist short; True once arrived."""
+def _step_to(uf, e, u, ti, it, walk, cliff, x, y, sx, sy):
+    """Take the step (sx, sy) if it lands on a walkable cell, else slide along the blocking wall."""
+    if _walkable(x + sx, y + sy, ti, it, walk, cliff):
+        uf[e, u, X] = x + sx
+        uf[e, u, Y] = y + sy
+        return True
+    if sx != 0.0 and _walkable(x + sx, y, ti, it, walk, cliff):
+        uf[e, u, X] = x + sx
+    elif sy != 0.0 and _walkable(x, y + sy, ti, it, walk, cliff):
+        uf[e, u, Y] = y + sy
+    return False
+
+
+@njit(cache=True, _nrt=False)
+def _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, gx, gy, stop_dist):
+    """Walk unit u one loop toward (gx, gy), stopping stop_dist short; True once arrived.
+
+    Units walk straight while they can. When a wall blocks the straight step, they follow the
+    map's precomputed shortest grid path (`nav`) around it, e.g. to the ramps of a cliff.
+    """
     ti = utype[e, u]
     x = uf[e, u, X]
     y = uf[e, u, Y]
@@ -150,14 +168,98 @@ def _move_toward(uf, utype, ft, it, walk, cliff, e, u, gx, gy, stop_dist):
     step = min(speed, d - stop_dist)
     sx = dx / d * step
     sy = dy / d * step
-    if _walkable(x + sx, y + sy, ti, it, walk, cliff):
-        uf[e, u, X] = x + sx
-        uf[e, u, Y] = y + sy
-    elif sx != 0.0 and _walkable(x + sx, y, ti, it, walk, cliff):
-        uf[e, u, X] = x + sx  # slide along the wall
-    elif sy != 0.0 and _walkable(x, y + sy, ti, it, walk, cliff):
-        uf[e, u, Y] = y + sy
-    return step >= d - stop_dist - 1e-9
+    nx, ny = walk.shape
+    layer = 1 if it[ti, I_CLIFF_WALKER] else 0
+    cx, cy = int(x), int(y)
+    goal = nav_goal(nav, layer, gx, gy, nx, ny)
+    here = cx * ny + cy
+    grid_d = nav[layer, goal, here] if not it[ti, I_FLYING] else -1
+    # with nothing in the way the grid path is as long as the straight (Chebyshev) one; longer means a
+    # wall stands between, so follow the path around it instead of pressing against the wall
+    if grid_d < 0 or grid_d <= max(abs(goal // ny - cx), abs(goal % ny - cy)) + 1:
+        if _step_to(uf, e, u, ti, it, walk, cliff, x, y, sx, sy):
+            return step >= d - stop_dist - 1e-9
+        return False
+    best = -1
+    best_d = 1 << 30
+    best_e = 1e18
+    for ox in range(-1, 2):
+        for oy in range(-1, 2):
+            px, py = cx + ox, cy + oy
+            if (ox == 0 and oy == 0) or px < 0 or py < 0 or px >= nx or py >= ny:
+                continue
+            nd = nav[layer, goal, px * ny + py]
+            if nd < 0:
+                continue
+            eu = math.hypot(px + 0.5 - gx, py + 0.5 - gy)
+            if nd < best_d or (nd == best_d and eu < best_e):
+                best, best_d, best_e = px * ny + py, nd, eu
+    if best < 0:
+        return False
+    wx = best // ny + 0.5 - x
+    wy = best % ny + 0.5 - y
+    wd = math.hypot(wx, wy)
+    if wd > 1e-9:
+        _step_to(uf, e, u, ti, it, walk, cliff, x, y, wx / wd * min(speed, wd), wy / wd * min(speed, wd))
+    return False
+
+
+@njit(cache=True, _nrt=False)
+def nav_goal(nav, layer, gx, gy, nx, ny):
+    """The grid cell a path to (gx, gy) aims for: its own cell, clamped to the map."""
+    ix = min(max(int(gx), 0), nx - 1)
+    iy = min(max(int(gy), 0), ny - 1)
+    return ix * ny + iy
+
+
+@njit(cache=True)
+def nav_distances(grid):
+    """int16[C, C]: 8-connected grid steps from each cell to each goal cell, -1 where unreachable.
+
+    Row g holds the distances to goal cell g = x * Y + y. A blocked goal cell takes the distances of
+    the walkable cell nearest it, so units still head for the closest reachable spot. Diagonal steps
+    may not cut a blocked corner.
+    """
+    nx, ny = grid.shape
+    n = nx * ny
+    out = np.full((n, n), -1, np.int16)
+    queue = np.empty(n, np.int64)
+    for g in range(n):
+        gx, gy = g // ny, g % ny
+        if not grid[gx, gy]:
+            continue
+        out[g, g] = 0
+        head, tail = 0, 1
+        queue[0] = g
+        while head < tail:
+            c = queue[head]
+            head += 1
+            cx, cy = c // ny, c % ny
+            for ox in range(-1, 2):
+                for oy in range(-1, 2):
+                    px, py = cx + ox, cy + oy
+                    if (ox == 0 and oy == 0) or px < 0 or py < 0 or px >= nx or py >= ny or not grid[px, py]:
+                        continue
+                    if ox != 0 and oy != 0 and not (grid[cx + ox, cy] and grid[cx, cy + oy]):
+                        continue
+                    m = px * ny + py
+                    if out[g, m] < 0:
+                        out[g, m] = out[g, c] + 1
+                        queue[tail] = m
+                        tail += 1
+    for g in range(n):
+        gx, gy = g // ny, g % ny
+        if grid[gx, gy]:
+            continue
+        best, best_d = -1, 1e18
+        for m in range(n):
+            if grid[m // ny, m % ny]:
+                dd = (m // ny - gx) ** 2 + (m % ny - gy) ** 2
+                if dd < best_d:
+                    best, best_d = m, dd
+        if best >= 0:
+            out[g, :] = out[best, :]
+    return out
 
 
 # ---------------------------------------------------------------------------------- combat
@@ -246,7 +348,7 @@ def _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi):
 
 
 @njit(cache=True, _nrt=False)
-def _engage(uf, ui, utype, ft, it, walk, cliff, rng, e, u, t, lo, hi, may_move):
+def _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, may_move):
     """Fire at t when in weapon range (edge to edge) and ready; otherwise close in."""
     tu = utype[e, u]
     reach = ft[tu, F_RANGE] + ft[tu, F_RADIUS] + ft[utype[e, t], F_RADIUS]
@@ -254,11 +356,11 @@ def _engage(uf, ui, utype, ft, it, walk, cliff, rng, e, u, t, lo, hi, may_move):
         if uf[e, u, CD] <= 0.0:
             _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi)
     elif may_move:
-        _move_toward(uf, utype, ft, it, walk, cliff, e, u, uf[e, t, X], uf[e, t, Y], max(reach - 0.01, 0.0))
+        _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, t, X], uf[e, t, Y], max(reach - 0.01, 0.0))
 
 
 @njit(cache=True, _nrt=False)
-def _heal(uf, ui, utype, ft, it, walk, cliff, e, u, t):
+def _heal(uf, ui, utype, ft, it, walk, cliff, nav, e, u, t):
     """Medivac u heals t when within heal range and t is hurt; otherwise flies closer."""
     tu = utype[e, u]
     reach = ft[tu, F_RANGE] + ft[tu, F_RADIUS] + ft[utype[e, t], F_RADIUS]
@@ -269,7 +371,7 @@ def _heal(uf, ui, utype, ft, it, walk, cliff, e, u, t):
             uf[e, t, HP] += amount
             uf[e, u, EN] -= amount / MEDIVAC_HEAL_PER_ENERGY
     else:
-        _move_toward(uf, utype, ft, it, walk, cliff, e, u, uf[e, t, X], uf[e, t, Y], max(reach - 0.01, 0.0))
+        _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, t, X], uf[e, t, Y], max(reach - 0.01, 0.0))
 
 
 @njit(cache=True, _nrt=False)
@@ -309,24 +411,24 @@ def _nearest_friend(uf, ui, utype, ft, it, e, u, lo, hi, hurt_bio_only):
 
 
 @njit(cache=True, _nrt=False)
-def _ai_medivac(uf, ui, utype, ft, it, walk, cliff, e, u, flo, fhi):
+def _ai_medivac(uf, ui, utype, ft, it, walk, cliff, nav, e, u, flo, fhi):
     """An attack-moving medivac heals the nearest hurt bio friend in sight, else follows the army."""
     t = ui[e, u, TARGET]
     if t < 0 or not ui[e, t, ALIVE] or uf[e, t, HP] >= ft[utype[e, t], F_HP]:
         t = _nearest_friend(uf, ui, utype, ft, it, e, u, flo, fhi, True)
         ui[e, u, TARGET] = t
     if t >= 0:
-        _heal(uf, ui, utype, ft, it, walk, cliff, e, u, t)
+        _heal(uf, ui, utype, ft, it, walk, cliff, nav, e, u, t)
         return
     f = _nearest_friend(uf, ui, utype, ft, it, e, u, flo, fhi, False)
     if f >= 0:
-        _move_toward(uf, utype, ft, it, walk, cliff, e, u, uf[e, f, X], uf[e, f, Y], 1.5)
+        _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, f, X], uf[e, f, Y], 1.5)
     elif ui[e, u, ORDER] == ORD_AMOVE:
-        _move_toward(uf, utype, ft, it, walk, cliff, e, u, uf[e, u, TX], uf[e, u, TY], ARRIVE_DIST)
+        _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, u, TX], uf[e, u, TY], ARRIVE_DIST)
 
 
 @njit(cache=True, _nrt=False)
-def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, rng, e, u, lo, hi):
+def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, lo, hi):
     """Attack-move / hunt / hold for a unit with a weapon, fighting hostiles in [lo, hi)."""
     tu = utype[e, u]
     order = ui[e, u, ORDER]
@@ -349,14 +451,14 @@ def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, rng, e, u, lo, hi):
             t = _acquire(uf, ui, utype, ft, it, e, u, lo, hi, scan, True)
     ui[e, u, TARGET] = t
     if t >= 0:
-        _engage(uf, ui, utype, ft, it, walk, cliff, rng, e, u, t, lo, hi, order != ORD_HOLD)
+        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, order != ORD_HOLD)
     elif order == ORD_AMOVE:
-        if _move_toward(uf, utype, ft, it, walk, cliff, e, u, uf[e, u, TX], uf[e, u, TY], ARRIVE_DIST):
+        if _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, u, TX], uf[e, u, TY], ARRIVE_DIST):
             ui[e, u, ORDER] = ORD_HUNT  # point reached: from now on go for the closest ally
 
 
 @njit(cache=True, _nrt=False)
-def _act(uf, ui, utype, ft, it, walk, cliff, rng, e, u, n_agents, n_units):
+def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units):
     """One game loop of unit u's order."""
     if u < n_agents:
         flo, fhi, hlo, hhi = 0, n_agents, n_agents, n_units
@@ -367,7 +469,7 @@ def _act(uf, ui, utype, ft, it, walk, cliff, rng, e, u, n_agents, n_units):
     if order == ORD_IDLE:
         return
     if order == ORD_MOVE:
-        if _move_toward(uf, utype, ft, it, walk, cliff, e, u, uf[e, u, TX], uf[e, u, TY], 0.0):
+        if _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, u, TX], uf[e, u, TY], 0.0):
             ui[e, u, ORDER] = ORD_IDLE
         return
     if order == ORD_ATTACK:
@@ -376,7 +478,7 @@ def _act(uf, ui, utype, ft, it, walk, cliff, rng, e, u, n_agents, n_units):
             ui[e, u, ORDER] = ORD_IDLE  # target gone (or out of this weapon's reach): stand
             ui[e, u, TARGET] = -1
             return
-        _engage(uf, ui, utype, ft, it, walk, cliff, rng, e, u, t, hlo, hhi, True)
+        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, hlo, hhi, True)
         return
     if order == ORD_HEAL:
         t = ui[e, u, TARGET]
@@ -384,16 +486,16 @@ def _act(uf, ui, utype, ft, it, walk, cliff, rng, e, u, n_agents, n_units):
             ui[e, u, ORDER] = ORD_IDLE
             ui[e, u, TARGET] = -1
             return
-        _heal(uf, ui, utype, ft, it, walk, cliff, e, u, t)
+        _heal(uf, ui, utype, ft, it, walk, cliff, nav, e, u, t)
         return
     if kind == KIND_MEDIVAC:
-        _ai_medivac(uf, ui, utype, ft, it, walk, cliff, e, u, flo, fhi)
+        _ai_medivac(uf, ui, utype, ft, it, walk, cliff, nav, e, u, flo, fhi)
     else:
-        _ai_fighter(uf, ui, utype, ft, it, walk, cliff, rng, e, u, hlo, hhi)
+        _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, hlo, hhi)
 
 
 @njit(cache=True, _nrt=False)
-def _collide(uf, ui, utype, ft, it, walk, cliff, e, n_units):
+def _collide(uf, ui, utype, ft, it, walk, cliff, nav, e, n_units):
     """Push overlapping ground units apart (massive units only collide with massive ones)."""
     for u in range(n_units):
         if not ui[e, u, ALIVE]:
@@ -449,7 +551,7 @@ def _regenerate(uf, ui, utype, ft, it, e, n_units):
 
 
 @njit(cache=True, _nrt=False)
-def simulate_loop(uf, ui, utype, ft, it, walk, cliff, rng, e, n_agents, n_units, order_buf):
+def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf):
     """One game loop of battle e: units act in a random order, then collide, then regenerate."""
     n = 0
     for u in range(n_units):
@@ -466,8 +568,8 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, rng, e, n_agents, n_units,
         if uf[e, u, CD] > -1.0:
             # counts below zero by less than a loop, so a 13.77-loop cooldown keeps its fraction
             uf[e, u, CD] = max(uf[e, u, CD] - 1.0, -1.0)
-        _act(uf, ui, utype, ft, it, walk, cliff, rng, e, u, n_agents, n_units)
-    _collide(uf, ui, utype, ft, it, walk, cliff, e, n_units)
+        _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units)
+    _collide(uf, ui, utype, ft, it, walk, cliff, nav, e, n_units)
     _regenerate(uf, ui, utype, ft, it, e, n_units)
 
 
@@ -802,7 +904,7 @@ def _observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, 
     compute_state(uf, ui, ei, utype, ft, it, tid, cfg_i, e, obs, state)
 
 
-def _reset_batch(ft, it, walk, cliff, height, enemy_order, cfg_i, cfg_f,
+def _reset_batch(ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f,
                  uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf, obs, state, avail):
     """Reset every battle and write its first observation."""
     n_agents = cfg_i[C_N_AGENTS]
@@ -824,7 +926,7 @@ def first_invalid_action(actions, avail):
     return -1
 
 
-def _step_batch(ft, it, walk, cliff, height, enemy_order, cfg_i, cfg_f,
+def _step_batch(ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f,
                 uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf, actions,
                 obs, state, avail, reward, done, truncated, won, alive, ep_return, ep_length, final_obs,
                 final_state):
@@ -860,7 +962,7 @@ def _step_batch(ft, it, walk, cliff, height, enemy_order, cfg_i, cfg_f,
                 ui[e, a, ORDER] = ORD_ATTACK
                 ui[e, a, TARGET] = n_agents + act - 6
         for _ in range(STEP_MUL):
-            simulate_loop(uf, ui, utype, ft, it, walk, cliff, rng, e, n_agents, n_units, order_buf[e])
+            simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf[e])
         r, code = _reward_and_outcome(uf, ui, ei, utype, ft, it, cfg_i, cfg_f, e)
         ei[e, T] += 1
         ei[e, RESULT] = code
@@ -892,7 +994,7 @@ def _step_batch(ft, it, walk, cliff, height, enemy_order, cfg_i, cfg_f,
             alive[e, a] = ui[e, a, ALIVE] != 0
 
 
-def _observe_batch(ft, it, walk, cliff, height, enemy_order, cfg_i, cfg_f,
+def _observe_batch(ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f,
                    uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf, obs, state, avail):
     """Recompute every battle's observation, state and avail from the unit arrays."""
     for e in range(uf.shape[0]):

@@ -89,6 +89,7 @@ class SMACBatch:
         self.shoot = np.full((E, U), SHOOT_RANGE)
         self.walk = m.pathing
         self.cliff = m.cliff_pathing
+        self.nav = m.nav()
         self.height = m.height
         self.enemy_order = m.enemy_order
 
@@ -158,7 +159,7 @@ class SMACBatch:
 
     def _run(self, kernel, *per_battle) -> None:
         """Run a batch kernel over all battles, in slices on the thread pool when E is large."""
-        shared = (self.ft, self.it, self.walk, self.cliff, self.height, self.enemy_order, self.cfg_i, self.cfg_f)
+        shared = (self.ft, self.it, self.walk, self.cliff, self.nav, self.height, self.enemy_order, self.cfg_i, self.cfg_f)
         own = (self.uf, self.ui, self.ei, self.ef, self.utype, self.spawn, self.tid, self.sight, self.shoot,
                self.rng, self.order_buf) + per_battle
         if self._pool is None:
@@ -210,6 +211,21 @@ class SMACBatch:
         self.obs, self.state, self.avail = out["obs"], out["state"], out["avail"]
         return out
 
+    _STATE_FIELDS = ("uf", "ui", "ei", "ef", "rng", "obs", "state", "avail", "utype", "tid", "spawn")
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of every array that defines the battles now, for an exact resume."""
+        return {k: getattr(self, k).copy() for k in self._STATE_FIELDS}
+
+    def restore(self, snap: dict[str, np.ndarray]) -> None:
+        """Put the battles back to a snapshot() of the same map and number of battles."""
+        for k in self._STATE_FIELDS:
+            mine = getattr(self, k)
+            if k not in snap or snap[k].shape != mine.shape or snap[k].dtype != mine.dtype:
+                raise SMACError(f"saved battles do not match these ({k}: expected {mine.dtype} {mine.shape})")
+            mine[...] = snap[k]
+        self._started = True
+
     def spec(self) -> EnvSpec:
         """EnvSpec of these battles, with the observation's entity blocks."""
         m = self.map
@@ -251,21 +267,32 @@ class SMACVecEnv:
         """Reset all battles; battle e's randomness derives from (seed, e)."""
         self.batch.seed(self._seed if seed is None else seed)
         self.batch.reset()
-        b = self.batch
-        E, A = b.n_envs, b.n_agents
-        return Step(obs=b.obs.copy(), state=b.state.copy(), avail=b.avail.copy(), reward=np.zeros(E, np.float32),
-                    done=np.zeros(E, bool), truncated=np.zeros(E, bool),
-                    alive=b.ui[:, :A, core.ALIVE].astype(bool), t=b.ei[:, core.T].copy(),
-                    episode_return=np.zeros(E, np.float32), episode_length=np.zeros(E, np.int64),
-                    won=np.zeros(E, bool), final_obs=b.obs.copy(), final_state=b.state.copy())
+        return self.set_state(self.batch.snapshot())
 
     def step(self, actions: np.ndarray) -> Step:
         """Step all battles with int actions[E, A]; finished battles restart at once."""
         out = self.batch.step(actions)
         return Step(t=self.batch.ei[:, core.T].copy(), **out)
 
+    def get_state(self) -> dict:
+        """Everything needed to continue these battles exactly (see set_state)."""
+        return self.batch.snapshot()
+
+    def set_state(self, state: dict) -> Step:
+        """Continue from get_state(); returns the Step the saved battles stood at."""
+        self.batch.restore(state)
+        b = self.batch
+        E = b.n_envs
+        return Step(obs=b.obs.copy(), state=b.state.copy(), avail=b.avail.copy(), reward=np.zeros(E, np.float32),
+                    done=np.zeros(E, bool), truncated=np.zeros(E, bool),
+                    alive=b.ui[:, :b.n_agents, core.ALIVE].astype(bool), t=b.ei[:, core.T].copy(),
+                    episode_return=np.zeros(E, np.float32), episode_length=np.zeros(E, np.int64),
+                    won=np.zeros(E, bool), final_obs=b.obs.copy(), final_state=b.state.copy())
+
     def close(self) -> None:
-        """Nothing to release: the battles live in this process's arrays."""
+        """Release the worker threads, if any."""
+        if self.batch._pool is not None:
+            self.batch._pool.shutdown(wait=False)
 
 
 class SMACEnv:

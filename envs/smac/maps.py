@@ -47,6 +47,10 @@ class SMACMap:
     cliff_pathing: np.ndarray  # bool[X, Y]: walkable for cliff walkers (colossus)
     height: np.ndarray  # float[X, Y]: terrain height as SMAC normalises it (/255)
 
+    def nav(self) -> np.ndarray:
+        """int16[2, C, C]: grid path lengths for ground units and for cliff walkers (cached per map)."""
+        return _nav_tables(self.name)
+
     @property
     def n_units(self) -> int:
         """Allies plus enemies."""
@@ -203,6 +207,16 @@ def get_map(name: str) -> SMACMap:
         spawn=spawn, enemy_order=enemy_order, pathing=walk, cliff_pathing=cliff,
         height=level * 16.0 / 255.0,
     )
+
+
+@lru_cache(maxsize=8)
+def _nav_tables(name: str) -> np.ndarray:
+    from .core import nav_distances
+
+    m = get_map(name)
+    cliff = nav_distances(m.cliff_pathing) if (m.cliff_pathing != m.pathing).any() else None
+    ground = nav_distances(m.pathing)
+    return np.stack([ground, ground if cliff is None else cliff])
 
 
 def allies_spawn_points(m: dict) -> list[tuple[float, float]]:
