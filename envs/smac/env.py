@@ -159,7 +159,8 @@ class SMACBatch:
 
     def _run(self, kernel, *per_battle) -> None:
         """Run a batch kernel over all battles, in slices on the thread pool when E is large."""
-        shared = (self.ft, self.it, self.walk, self.cliff, self.nav, self.height, self.enemy_order, self.cfg_i, self.cfg_f)
+        shared = (self.ft, self.it, self.walk, self.cliff, self.nav, self.height, self.enemy_order, self.cfg_i,
+                  self.cfg_f)
         own = (self.uf, self.ui, self.ei, self.ef, self.utype, self.spawn, self.tid, self.sight, self.shoot,
                self.rng, self.order_buf) + per_battle
         if self._pool is None:
