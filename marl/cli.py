@@ -1,4 +1,4 @@
-"""The `marl` command line: `marl envs` lists what can be trained (more commands join as they land)."""
+"""The `marl` command line: `marl train`, `marl eval` and `marl envs`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,68 @@ def _envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from marl import config as config_mod
+    from marl.trainer import Trainer, run_dir_name
+
+    if args.resume:
+        if args.env or args.overrides:
+            raise CLIError("--resume continues a run as it was configured; give only the run directory")
+        run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise CLIError(f"no run directory at {run_dir}")
+        config = config_mod.load_file(run_dir / "config.yaml")
+        trainer = Trainer(config, run_dir, resume=True)
+        print(f"resuming {run_dir} at {trainer.env_steps:,} env steps", file=sys.stderr)
+    else:
+        if not args.env:
+            raise CLIError("marl train needs an environment, e.g. `marl train smac 3m` (or --resume RUN_DIR)")
+        scenario, overrides = args.scenario, list(args.overrides)
+        if scenario is not None and "=" in scenario:
+            overrides.insert(0, scenario)
+            scenario = None
+        for flag, key in [("steps", "train.steps"), ("seed", "train.seed"), ("envs", "train.envs")]:
+            if getattr(args, flag) is not None:
+                overrides.append(f"{key}={getattr(args, flag)}")
+        config = config_mod.load(args.env, scenario, args.algo, overrides)
+        run_dir = Path(config["train"]["runs_dir"]) / run_dir_name(config)
+        trainer = Trainer(config, run_dir)
+        print(f"training {args.algo} on {args.env} {scenario or ''} -> {run_dir} (TensorBoard: tensorboard "
+              f"--logdir {run_dir.parent})", file=sys.stderr)
+    result = trainer.run()
+    ev = result["eval"]
+    if ev:
+        print(f"last evaluation: win rate {ev['win_rate']:.1%} over {ev['episodes']} episodes, "
+              f"mean return {ev['episode_return']:.2f}")
+    print(f"run directory: {run_dir}")
+    return 130 if result["interrupted"] else 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from marl import checkpoint
+    from marl import config as config_mod
+    from marl.registry import make_env, make_learner
+    from marl.trainer import LAST, evaluate
+
+    run_dir = Path(args.run_dir)
+    config = config_mod.load_file(run_dir / "config.yaml")
+    data = checkpoint.load(run_dir / "checkpoints" / LAST)
+    r, t = config["run"], config["train"]
+    env = make_env(r["env"], r["scenario"], min(args.episodes, 32), dict(config["env"]))
+    learner = make_learner(r["algo"], env.spec, config["algo"], seed=t["seed"], device=t["device"])
+    learner.load_state_dict(data["learner"])
+    res = evaluate(env, learner, args.episodes, seed=args.seed)
+    print(f"{r['env']} {r['scenario'] or ''} {r['algo']} after {data['counters']['env_steps']:,} env steps: "
+          f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
+          f"{res['episodes']} episodes, mean return {res['episode_return']:.2f}, "
+          f"mean episode length {res['episode_length']:.1f}")
+    return 0
+
+
 def _count(names: list[str]) -> str:
     counts: dict[str, int] = {}
     for n in names:
@@ -42,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `marl` command."""
     p = argparse.ArgumentParser(prog="marl", description="Multi-agent RL with learned communication.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    tr = sub.add_parser("train", help="train a learner: marl train ENV [SCENARIO] [--algo NAME] [key=value ...]")
+    tr.add_argument("env", nargs="?", help="environment, e.g. smac")
+    tr.add_argument("scenario", nargs="?", help="scenario, e.g. a SMAC map such as 3m or 3s5z")
+    tr.add_argument("overrides", nargs="*", help="config overrides such as algo.lr=0.0003 train.rollout=200")
+    tr.add_argument("--algo", default="mappo", help="learner (default: mappo)")
+    tr.add_argument("--steps", type=int, help="env steps to train for (train.steps)")
+    tr.add_argument("--seed", type=int, help="random seed (train.seed)")
+    tr.add_argument("--envs", type=int, help="parallel environments (train.envs)")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    tr.set_defaults(func=_train)
+    ev = sub.add_parser("eval", help="evaluate a run's last checkpoint deterministically")
+    ev.add_argument("run_dir")
+    ev.add_argument("--episodes", type=int, default=32)
+    ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation battles")
+    ev.set_defaults(func=_eval)
     e = sub.add_parser("envs", help="list environments and every SMAC map with its shapes")
     e.add_argument("env", nargs="?", help="only this environment (e.g. smac)")
     e.set_defaults(func=_envs)
@@ -51,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `marl` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides may follow options (`marl train smac 3m --steps 1000 algo.lr=3e-4`): collect them too
+    args, extra = parser.parse_known_args(argv)
+    leftovers = [x for x in extra if x.startswith("-") or "=" not in x or getattr(args, "command", None) != "train"]
+    if leftovers:
+        parser.error(f"unrecognized arguments: {' '.join(leftovers)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

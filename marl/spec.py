@@ -100,3 +100,63 @@ class VecEnv(Protocol):
 
     def close(self) -> None:
         """Release whatever the environments hold."""
+
+
+@dataclass
+class Rollout:
+    """T steps of E environments as contiguous arrays, plus what the learner stored when acting.
+
+    Index [t] holds the Step the learner acted on (`obs`, `state`, `avail`, `alive`), its `actions`,
+    and what the environment answered (`reward`, `done`, `truncated`). `extras` holds the learner's
+    own per-step arrays (log-probs, values, masks). `next_obs` ... `next_alive` describe the Step
+    after the last one, for bootstrapping; `final_t`, `final_e`, `final_obs`, `final_state` are the
+    pre-reset observations of episodes cut by the time limit, whose values are bootstrapped too.
+    """
+
+    obs: np.ndarray  # f32[T, E, A, obs_dim]
+    state: np.ndarray  # f32[T, E, state_dim]
+    avail: np.ndarray  # bool[T, E, A, n_actions]
+    alive: np.ndarray  # bool[T, E, A]
+    actions: np.ndarray  # int64[T, E, A]
+    reward: np.ndarray  # f32[T, E] or f32[T, E, K]
+    done: np.ndarray  # bool[T, E]
+    truncated: np.ndarray  # bool[T, E]
+    extras: dict
+    next_obs: np.ndarray
+    next_state: np.ndarray
+    next_avail: np.ndarray
+    next_alive: np.ndarray
+    final_t: np.ndarray  # int64[n]
+    final_e: np.ndarray  # int64[n]
+    final_obs: np.ndarray  # f32[n, A, obs_dim]
+    final_state: np.ndarray  # f32[n, state_dim]
+
+    @property
+    def steps(self) -> int:
+        """T, the number of steps per environment."""
+        return self.obs.shape[0]
+
+    @property
+    def n_envs(self) -> int:
+        """E, the number of environments."""
+        return self.obs.shape[1]
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """What the trainer needs from a learner; it never asks which learner it is."""
+
+    def act(self, step: Step, deterministic: bool = False) -> tuple[np.ndarray, dict]:
+        """Actions int[E, A] for a Step, and the per-step extras to store in the Rollout."""
+
+    def update(self, rollout: Rollout) -> dict:
+        """Learn from a Rollout; returns scalar metrics for the logger."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume learning exactly (models, optimisers, statistics)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from state_dict()."""
+
+    def diagnostics(self) -> dict:
+        """Extra things for the logger (images, histograms); empty when there are none."""

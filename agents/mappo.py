@@ -1,0 +1,164 @@
+"""MAPPO: a shared actor over each agent's observation, a centralised critic over the global state.
+
+Settings follow MAPPO's SMAC configuration (LEARNERS.md): GAE, clipped PPO, Huber value loss with
+clipping and running value normalisation, advantages normalised over living agents, losses masked
+for dead agents, unavailable actions at logits of -1e10. Both networks see the agent's one-hot id,
+so the critic gives one value per agent from the shared state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from marl.spec import EnvSpec, Rollout, Step
+
+from .ppo import ValueNorm, gae, masked_logits, mlp, next_values_of, policy_loss, team_reward, value_loss
+
+
+class MAPPO:
+    """The MAPPO learner (marl's Learner interface)."""
+
+    def __init__(self, spec: EnvSpec, cfg: dict, seed: int = 0, device: str = "cpu"):
+        if spec.reward_dim != 1:
+            raise ValueError(f"mappo learns one reward; this environment has {spec.reward_dim} objectives")
+        self.spec, self.cfg, self.device = spec, cfg, torch.device(device)
+        torch.manual_seed(seed)
+        A = spec.n_agents
+        ids = A if cfg["agent_id"] else 0
+        self.actor = mlp(spec.obs_dim + ids, cfg["hidden"], cfg["layers"], spec.n_actions, 0.01).to(self.device)
+        self.critic = mlp(spec.state_dim + ids, cfg["hidden"], cfg["layers"], 1, 1.0).to(self.device)
+        self.value_norm = ValueNorm().to(self.device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg["lr"], eps=cfg["adam_eps"])
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg["critic_lr"], eps=cfg["adam_eps"])
+        self.generator = torch.Generator().manual_seed(seed)
+        self._eye = torch.eye(A, device=self.device)
+
+    # ------------------------------------------------------------------ inputs
+    def _with_id(self, x: torch.Tensor) -> torch.Tensor:
+        """x[..., A, D] with each agent's one-hot id appended (when configured)."""
+        if not self.cfg["agent_id"]:
+            return x
+        return torch.cat([x, self._eye.expand(*x.shape[:-1], -1)], -1)
+
+    def _actor_in(self, obs: np.ndarray) -> torch.Tensor:
+        return self._with_id(torch.as_tensor(obs, device=self.device))
+
+    def _critic_in(self, state: np.ndarray) -> torch.Tensor:
+        s = torch.as_tensor(state, device=self.device)
+        s = s.unsqueeze(-2).expand(*s.shape[:-1], self.spec.n_agents, s.shape[-1])
+        return self._with_id(s)
+
+    def values(self, state: np.ndarray) -> np.ndarray:
+        """Denormalised values [..., A] of global states [..., state_dim]."""
+        with torch.no_grad():
+            v = self.critic(self._critic_in(state)).squeeze(-1)
+            if self.cfg["value_norm"]:
+                v = self.value_norm.denormalize(v)
+        return v.cpu().numpy()
+
+    # ------------------------------------------------------------------ acting
+    def act(self, step: Step, deterministic: bool = False) -> tuple[np.ndarray, dict]:
+        """Sample (or, deterministic, take the argmax of) masked actions; store log-probs and values."""
+        with torch.no_grad():
+            avail = torch.as_tensor(step.avail, device=self.device)
+            logits = masked_logits(self.actor(self._actor_in(step.obs)), avail)
+            if deterministic:
+                return logits.argmax(-1).cpu().numpy(), {}
+            probs = torch.softmax(logits, -1)
+            flat = probs.reshape(-1, probs.shape[-1])
+            actions = torch.multinomial(flat, 1, generator=self.generator).reshape(probs.shape[:-1])
+            log_prob = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            value = self.critic(self._critic_in(step.state)).squeeze(-1)
+        return actions.cpu().numpy(), {"log_prob": log_prob.cpu().numpy(), "value": value.cpu().numpy()}
+
+    # ------------------------------------------------------------------ learning
+    def update(self, rollout: Rollout) -> dict:
+        """PPO epochs over the rollout; returns mean losses, entropy, KL, clip fraction, grad norms."""
+        cfg = self.cfg
+        A = self.spec.n_agents
+        old_v = rollout.extras["value"]  # in the critic's (normalised) space
+        values = old_v
+        if cfg["value_norm"]:
+            values = self.value_norm.denormalize(torch.as_tensor(old_v)).numpy()
+        bootstrap = self.values(rollout.next_state)
+        final_values = self.values(rollout.final_state) if len(rollout.final_t) else np.zeros((0, A), np.float32)
+        nxt = next_values_of(values, bootstrap, rollout, final_values)
+        terminated = rollout.done & ~rollout.truncated
+        adv, returns = gae(values, nxt, team_reward(rollout, A), terminated.astype(np.float32),
+                           rollout.done.astype(np.float32), cfg["gamma"], cfg["gae_lambda"])
+
+        mask = torch.as_tensor(rollout.alive.reshape(-1), dtype=torch.float32, device=self.device)
+        returns_t = torch.as_tensor(returns.reshape(-1), dtype=torch.float32, device=self.device)
+        if cfg["value_norm"]:
+            self.value_norm.update(returns_t[mask > 0])
+            targets = self.value_norm.normalize(returns_t)
+        else:
+            targets = returns_t
+        adv_t = torch.as_tensor(adv.reshape(-1), dtype=torch.float32, device=self.device)
+        live = adv_t[mask > 0]
+        adv_t = (adv_t - live.mean()) / (live.std() + 1e-5) if live.numel() > 1 else adv_t
+
+        T, E = rollout.steps, rollout.n_envs
+        actor_in = self._actor_in(rollout.obs).reshape(T * E * A, -1)
+        critic_in = self._critic_in(rollout.state).reshape(T * E * A, -1)
+        avail = torch.as_tensor(rollout.avail.reshape(T * E * A, -1), device=self.device)
+        actions = torch.as_tensor(rollout.actions.reshape(-1), device=self.device)
+        old_lp = torch.as_tensor(rollout.extras["log_prob"].reshape(-1), device=self.device)
+        old_vt = torch.as_tensor(old_v.reshape(-1), device=self.device)
+
+        n = T * E * A
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
+                                                          "clip_frac", "grad_norm", "critic_grad_norm")}
+        for _ in range(cfg["ppo_epochs"]):
+            perm = torch.randperm(n, generator=self.generator).to(self.device)
+            for idx in perm.chunk(cfg["minibatches"]):
+                m = mask[idx]
+                logits = masked_logits(self.actor(actor_in[idx]), avail[idx])
+                logp_all = torch.log_softmax(logits, -1)
+                logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
+                entropy = -(logp_all.exp() * logp_all).sum(-1)
+                entropy = (entropy * m).sum() / m.sum().clamp(min=1)
+                p_loss, info = policy_loss(logp, old_lp[idx], adv_t[idx], cfg["clip"], m)
+                self.actor_opt.zero_grad()
+                (p_loss - cfg["entropy_coef"] * entropy).backward()
+                gn = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg["max_grad_norm"])
+                self.actor_opt.step()
+
+                v = self.critic(critic_in[idx]).squeeze(-1)
+                v_loss = value_loss(v, old_vt[idx], targets[idx], cfg["clip"], cfg["huber_delta"],
+                                    cfg["value_clip"], m)
+                self.critic_opt.zero_grad()
+                (cfg["value_coef"] * v_loss).backward()
+                cgn = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg["max_grad_norm"])
+                self.critic_opt.step()
+
+                stats["policy_loss"].append(p_loss.item())
+                stats["value_loss"].append(v_loss.item())
+                stats["entropy"].append(entropy.item())
+                stats["approx_kl"].append(info["approx_kl"])
+                stats["clip_frac"].append(info["clip_frac"])
+                stats["grad_norm"].append(float(gn))
+                stats["critic_grad_norm"].append(float(cgn))
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Networks, optimisers, value normalisation and the sampling generator."""
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "value_norm": self.value_norm.state_dict(), "actor_opt": self.actor_opt.state_dict(),
+                "critic_opt": self.critic_opt.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from state_dict()."""
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.value_norm.load_state_dict(state["value_norm"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.generator.set_state(state["generator"])
+
+    def diagnostics(self) -> dict:
+        """MAPPO has no graph or gates to show."""
+        return {}

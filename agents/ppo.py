@@ -1,0 +1,130 @@
+"""PPO machinery the on-policy learners share: GAE, value normalisation, clipped losses, MLPs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from marl.spec import Rollout
+
+
+class ValueNorm(nn.Module):
+    """Running mean and variance of value targets (debiased exponential average, as MAPPO uses)."""
+
+    def __init__(self, beta: float = 0.99999, eps: float = 1e-5):
+        super().__init__()
+        self.beta, self.eps = beta, eps
+        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean_sq", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("debias", torch.zeros((), dtype=torch.float64))
+
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch of targets into the running statistics."""
+        x = x.detach().double()
+        w = self.beta
+        self.mean.mul_(w).add_(x.mean() * (1 - w))
+        self.mean_sq.mul_(w).add_((x * x).mean() * (1 - w))
+        self.debias.mul_(w).add_(1 - w)
+
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.debias.clamp(min=self.eps)
+        mean = self.mean / d
+        var = (self.mean_sq / d - mean * mean).clamp(min=1e-2)
+        return mean.float(), var.sqrt().float()
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Targets in the critic's normalised space."""
+        mean, std = self._stats()
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Critic outputs back in return units."""
+        mean, std = self._stats()
+        return x * std + mean
+
+
+def mlp(inputs: int, hidden: int, layers: int, outputs: int, out_gain: float) -> nn.Sequential:
+    """ReLU MLP with orthogonal initialisation (sqrt 2 hidden, out_gain on the head) and LayerNorm input."""
+    mods: list[nn.Module] = [nn.LayerNorm(inputs)]
+    width = inputs
+    for _ in range(layers):
+        lin = nn.Linear(width, hidden)
+        nn.init.orthogonal_(lin.weight, math.sqrt(2))
+        nn.init.zeros_(lin.bias)
+        mods += [lin, nn.ReLU()]
+        width = hidden
+    head = nn.Linear(width, outputs)
+    nn.init.orthogonal_(head.weight, out_gain)
+    nn.init.zeros_(head.bias)
+    mods.append(head)
+    return nn.Sequential(*mods)
+
+
+def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """Unavailable actions get logits of -1e10, so they are never sampled."""
+    return logits.masked_fill(~avail, -1e10)
+
+
+def team_reward(rollout: Rollout, n_agents: int) -> np.ndarray:
+    """Team reward f32[T, E] broadcast to every agent: f32[T, E, A]."""
+    return np.repeat(rollout.reward[:, :, None], n_agents, axis=2)
+
+
+def gae(values: np.ndarray, next_values: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+        done: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimates and returns, all [T, E, A].
+
+    next_values[t] is the value of the state after step t (the pre-reset state where an episode was
+    cut by the time limit); terminated[t] zeroes it, done[t] stops the trace from crossing episodes.
+    """
+    T = values.shape[0]
+    adv = np.zeros_like(values)
+    running = np.zeros_like(values[0])
+    for t in range(T - 1, -1, -1):
+        not_term = 1.0 - terminated[t][..., None]
+        not_done = 1.0 - done[t][..., None]
+        delta = rewards[t] + gamma * next_values[t] * not_term - values[t]
+        running = delta + gamma * lam * not_done * running
+        adv[t] = running
+    return adv, adv + values
+
+
+def next_values_of(values: np.ndarray, bootstrap: np.ndarray, rollout: Rollout, final_values: np.ndarray
+                   ) -> np.ndarray:
+    """[T, E, A] value of the state after each step: values[t + 1], the bootstrap, or a final state's."""
+    nxt = np.empty_like(values)
+    nxt[:-1] = values[1:]
+    nxt[-1] = bootstrap
+    if len(rollout.final_t):
+        nxt[rollout.final_t, rollout.final_e] = final_values
+    return nxt
+
+
+def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, clip: float,
+                mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Clipped surrogate loss over the masked entries, with approx-KL and clip fraction."""
+    ratio = torch.exp(log_prob - old_log_prob)
+    surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    n = mask.sum().clamp(min=1)
+    loss = -(surr * mask).sum() / n
+    with torch.no_grad():
+        kl = (((ratio - 1) - (log_prob - old_log_prob)) * mask).sum() / n
+        clip_frac = (((ratio - 1).abs() > clip).float() * mask).sum() / n
+    return loss, {"approx_kl": float(kl), "clip_frac": float(clip_frac)}
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, targets: torch.Tensor, clip: float,
+               huber_delta: float, use_clip: bool, mask: torch.Tensor) -> torch.Tensor:
+    """Huber value loss, with PPO-style clipping around the old predictions, over the masked entries."""
+    def huber(err):
+        a = err.abs()
+        return torch.where(a <= huber_delta, 0.5 * err * err, huber_delta * (a - 0.5 * huber_delta))
+
+    loss = huber(targets - values)
+    if use_clip:
+        clipped = old_values + (values - old_values).clamp(-clip, clip)
+        loss = torch.max(loss, huber(targets - clipped))
+    return (loss * mask).sum() / mask.sum().clamp(min=1)

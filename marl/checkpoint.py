@@ -1,0 +1,107 @@
+"""Checkpoints that survive a crash: atomic writes, tensors-only loading, one-line errors.
+
+A checkpoint is a `torch.save` of plain containers (dicts, lists, numbers, strings) and tensors, so
+it loads with `torch.load(weights_only=True)`: a file from elsewhere cannot run code. Writes go to a
+temporary file in the same folder, are flushed to disk, then renamed over the old file, so a process
+killed at any moment leaves the previous complete checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "marl-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A missing, truncated or foreign checkpoint; the message is one line."""
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write data to path through a flushed temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write text to path atomically (UTF-8)."""
+    atomic_write_bytes(path, text.encode())
+
+
+def to_tensors(obj: Any) -> Any:
+    """Numpy arrays (and numpy scalars) inside obj turned into tensors, so weights_only can load them."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == np.uint64:
+            return {"__uint64__": torch.from_numpy(obj.view(np.int64).copy())}
+        return torch.from_numpy(np.ascontiguousarray(obj).copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_tensors(v) for v in obj]
+    return obj
+
+
+def to_numpy(obj: Any) -> Any:
+    """The inverse of to_tensors for the arrays a VecEnv saved."""
+    if isinstance(obj, dict) and set(obj) == {"__uint64__"}:
+        return obj["__uint64__"].numpy().view(np.uint64).copy()
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy().copy()
+    if isinstance(obj, dict):
+        return {k: to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_numpy(v) for v in obj]
+    return obj
+
+
+def save(path, payload: dict) -> None:
+    """Atomically write a checkpoint holding payload (tensors and plain containers only)."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load(path) -> dict:
+    """Read a checkpoint written by save(); anything else raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable marl checkpoint (truncated or foreign file: {first[:120]})"
+                              ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a marl checkpoint")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {data.get('version')}; this marl reads {VERSION}")
+    return data

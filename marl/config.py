@@ -1,0 +1,134 @@
+"""Run configuration: YAML defaults, per-scenario presets, dotted `key=value` overrides, validated.
+
+A config has three sections: `train` (configs/train.yaml), `env` (configs/envs/<env>.yaml) and `algo`
+(configs/algos/<algo>.yaml). A preset, configs/presets/<env>/<scenario>.yaml, may override keys of
+`train`, of `env` and, under `algos: {<algo>: ...}`, of one learner. The user's overrides come last:
+`algo.lr=3e-4 train.envs=16 env.obs_last_action=true`. Every value keeps the type of its default.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from typing import Any
+
+import yaml
+
+SECTIONS = ("train", "env", "algo")
+
+
+class ConfigError(ValueError):
+    """A bad key, value or file in the configuration; the message is one line."""
+
+
+def _read_yaml(relpath: str) -> dict | None:
+    node = resources.files("marl.configs").joinpath(relpath)
+    if not node.is_file():
+        return None
+    data = yaml.safe_load(node.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"configs/{relpath} must hold a mapping")
+    return data
+
+
+def available_algos() -> list[str]:
+    """Learners that have a defaults file under configs/algos/."""
+    folder = resources.files("marl.configs").joinpath("algos")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def parse_value(text: str) -> Any:
+    """A `key=value` value as YAML reads it (numbers, true/false, null, strings)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if default is None or value is None and default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} expects an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} expects a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} expects a string, got {value!r}")
+    if isinstance(default, list):
+        if isinstance(value, list):
+            return value
+        raise ConfigError(f"{key} expects a list, got {value!r}")
+    return value
+
+
+def apply(config: dict, key: str, value: Any) -> None:
+    """Set `section.name` to value, checking that the key exists and the type matches its default."""
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        raise ConfigError(f"unknown config key {key!r}; keys look like section.name with section one of: "
+                          f"{', '.join(SECTIONS)}")
+    known = config[section]
+    if name not in known:
+        raise ConfigError(f"unknown config key {key!r}; valid keys in {section}: {', '.join(sorted(known))}")
+    known[name] = _coerce(key, value, known[name])
+
+
+def load(env: str, scenario: str | None, algo: str, overrides: list[str] | dict | None = None) -> dict:
+    """The resolved config of a run: defaults, then the scenario preset, then the overrides."""
+    algos = available_algos()
+    if algo not in algos:
+        raise ConfigError(f"unknown learner {algo!r}; available: {', '.join(algos)}")
+    config = {"train": _read_yaml("train.yaml") or {}, "env": _read_yaml(f"envs/{env}.yaml") or {},
+              "algo": _read_yaml(f"algos/{algo}.yaml") or {}}
+    config["run"] = {"env": env, "scenario": scenario, "algo": algo}
+    preset = _read_yaml(f"presets/{env}/{scenario}.yaml") if scenario else None
+    if preset:
+        for section in ("train", "env"):
+            for k, v in (preset.get(section) or {}).items():
+                apply(config, f"{section}.{k}", v)
+        for k, v in ((preset.get("algos") or {}).get(algo) or {}).items():
+            apply(config, f"algo.{k}", v)
+    items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides or [])
+    for k, v in items:
+        apply(config, k, v)
+    return config
+
+
+def _split(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not key=value (for example algo.lr=0.0003)")
+    key, _, text = item.partition("=")
+    return key.strip(), parse_value(text.strip())
+
+
+def load_file(path) -> dict:
+    """A resolved config saved in a run directory."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no config.yaml in the run directory ({path})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not all(s in data for s in (*SECTIONS, "run")):
+        raise ConfigError(f"{path} is not a marl run config (needs sections train, env, algo, run)")
+    return data
+
+
+def dump(config: dict, path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from marl.checkpoint import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(copy.deepcopy(config), sort_keys=False))

@@ -1,0 +1,64 @@
+"""Collect T steps of a VecEnv with a learner into a Rollout (arrays of T x E x A)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from marl.spec import Learner, Rollout, Step, VecEnv
+
+
+def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict | None = None
+            ) -> tuple[Rollout, Step, list[dict]]:
+    """Step env `steps` times from `step`; returns the Rollout, the next Step and finished episodes.
+
+    When `timing` is given, the seconds spent acting and stepping the env are added to its "act" and
+    "env" entries.
+    """
+    E = step.n_envs
+    obs = np.empty((steps, *step.obs.shape), np.float32)
+    state = np.empty((steps, *step.state.shape), np.float32)
+    avail = np.empty((steps, *step.avail.shape), bool)
+    alive = np.empty((steps, *step.alive.shape), bool)
+    actions = np.empty((steps, *step.alive.shape), np.int64)
+    reward = None
+    done = np.empty((steps, E), bool)
+    truncated = np.empty((steps, E), bool)
+    extras: dict[str, np.ndarray] = {}
+    final_t, final_e, final_obs, final_state = [], [], [], []
+    episodes: list[dict] = []
+    for t in range(steps):
+        obs[t], state[t], avail[t], alive[t] = step.obs, step.state, step.avail, step.alive
+        t0 = time.perf_counter()
+        acts, extra = learner.act(step, deterministic=False)
+        t1 = time.perf_counter()
+        actions[t] = acts
+        for k, v in extra.items():
+            if k not in extras:
+                extras[k] = np.empty((steps, *np.shape(v)), np.asarray(v).dtype)
+            extras[k][t] = v
+        step = env.step(acts)
+        if timing is not None:
+            timing["act"] = timing.get("act", 0.0) + t1 - t0
+            timing["env"] = timing.get("env", 0.0) + time.perf_counter() - t1
+        if reward is None:
+            reward = np.empty((steps, *step.reward.shape), np.float32)
+        reward[t], done[t], truncated[t] = step.reward, step.done, step.truncated
+        for e in np.flatnonzero(step.truncated):
+            final_t.append(t)
+            final_e.append(e)
+            final_obs.append(step.final_obs[e])
+            final_state.append(step.final_state[e])
+        for e in np.flatnonzero(step.done):
+            episodes.append({"return": float(np.sum(step.episode_return[e])), "length": int(step.episode_length[e]),
+                             "won": bool(step.won[e])})
+    A = step.alive.shape[1]
+    rollout = Rollout(
+        obs=obs, state=state, avail=avail, alive=alive, actions=actions, reward=reward, done=done,
+        truncated=truncated, extras=extras, next_obs=step.obs, next_state=step.state, next_avail=step.avail,
+        next_alive=step.alive, final_t=np.asarray(final_t, np.int64), final_e=np.asarray(final_e, np.int64),
+        final_obs=np.asarray(final_obs, np.float32).reshape(len(final_t), A, step.obs.shape[-1]),
+        final_state=np.asarray(final_state, np.float32).reshape(len(final_t), step.state.shape[-1]),
+    )
+    return rollout, step, episodes

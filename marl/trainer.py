@@ -1,0 +1,171 @@
+"""The training loop: collect -> learner.update -> log -> evaluate -> checkpoint, resumable exactly.
+
+Ctrl-C finishes the update in progress, writes a checkpoint and returns (a second Ctrl-C aborts at
+once). A checkpoint holds the learner (networks, optimisers, statistics, its random generator), the
+environments' full state, torch's RNG state, the counters and the config, so that `--resume`
+continues exactly where the run stopped: on the CPU, N updates + resume + N updates give the same
+parameters as 2N updates in one go.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from marl import checkpoint
+from marl import config as config_mod
+from marl.logging import RunLogger
+from marl.registry import make_env, make_learner
+from marl.rollout import collect
+
+LAST = "last.pt"
+
+
+def run_dir_name(config: dict) -> str:
+    """runs/<env>-<scenario>-<algo>-<timestamp>-s<seed>."""
+    r = config["run"]
+    parts = [r["env"], r["scenario"], r["algo"]] if r["scenario"] else [r["env"], r["algo"]]
+    name = "-".join(str(p).replace(":", "_").replace("/", "_") for p in parts)
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{config['train']['seed']}"
+
+
+def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a win rate."""
+    if n == 0:
+        return 0.0, 0.0
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate(env, learner, episodes: int, seed: int) -> dict:
+    """Deterministic episodes of the learner: win rate (with 95% interval), mean return and length."""
+    step = env.reset(seed=seed)
+    results: list[tuple[float, int, bool]] = []
+    while len(results) < episodes:
+        actions, _ = learner.act(step, deterministic=True)
+        step = env.step(actions)
+        for e in np.flatnonzero(step.done):
+            results.append((float(np.sum(step.episode_return[e])), int(step.episode_length[e]), bool(step.won[e])))
+    results = results[:episodes]
+    wins = sum(w for _, _, w in results)
+    low, high = wilson(wins, episodes)
+    return {"win_rate": wins / episodes, "win_rate_low": low, "win_rate_high": high, "episodes": episodes,
+            "episode_return": float(np.mean([r for r, _, _ in results])),
+            "episode_length": float(np.mean([n for _, n, _ in results]))}
+
+
+class Trainer:
+    """One training run in its run directory."""
+
+    def __init__(self, config: dict, run_dir: Path, resume: bool = False, progress: bool = True):
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        t, r = config["train"], config["run"]
+        torch.set_num_threads(max(1, int(t["torch_threads"])))
+        self.env = make_env(r["env"], r["scenario"], t["envs"], dict(config["env"]))
+        self.spec = self.env.spec
+        self.learner = make_learner(r["algo"], self.spec, config["algo"], seed=t["seed"], device=t["device"])
+        self.update_index, self.env_steps, self.episodes = 0, 0, 0
+        self.last_eval: dict | None = None
+        self._eval_env = None
+        self._stop = False
+        if resume:
+            self._load()
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config_mod.dump(config, self.run_dir / "config.yaml")
+            torch.manual_seed(t["seed"])
+            self.step = self.env.reset(seed=t["seed"])
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict:
+        return {"learner": self.learner.state_dict(), "env": checkpoint.to_tensors(self.env.get_state()),
+                "torch_rng": torch.get_rng_state(),
+                "counters": {"update": self.update_index, "env_steps": self.env_steps, "episodes": self.episodes},
+                "last_eval": self.last_eval, "config": self.config}
+
+    def save(self) -> Path:
+        """Write checkpoints/last.pt atomically; returns its path."""
+        path = self.run_dir / "checkpoints" / LAST
+        checkpoint.save(path, self._payload())
+        return path
+
+    def _load(self) -> None:
+        data = checkpoint.load(self.run_dir / "checkpoints" / LAST)
+        self.learner.load_state_dict(data["learner"])
+        self.step = self.env.set_state(checkpoint.to_numpy(data["env"]))
+        torch.set_rng_state(data["torch_rng"])
+        c = data["counters"]
+        self.update_index, self.env_steps, self.episodes = c["update"], c["env_steps"], c["episodes"]
+        self.last_eval = data.get("last_eval")
+
+    # ------------------------------------------------------------------ loop
+    def _on_sigint(self, signum, frame):
+        if self._stop:
+            raise KeyboardInterrupt
+        self._stop = True
+
+    def evaluate(self) -> dict:
+        """Deterministic evaluation on a separate set of battles (training state is untouched)."""
+        t, r = self.config["train"], self.config["run"]
+        if self._eval_env is None:
+            self._eval_env = make_env(r["env"], r["scenario"], min(t["eval_episodes"], 32), dict(self.config["env"]))
+        return evaluate(self._eval_env, self.learner, t["eval_episodes"], seed=t["seed"] + 1_000_003)
+
+    def run(self, max_updates: int | None = None) -> dict:
+        """Train until the step budget (or max_updates more updates, or Ctrl-C); returns the last eval."""
+        t = self.config["train"]
+        per_update = t["rollout"] * self.env.n_envs
+        total = math.ceil(t["steps"] / per_update) * per_update  # the budget rounded up to whole updates
+        logger = RunLogger(self.run_dir, total, self.env_steps, progress=self.progress)
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        done_updates = 0
+        try:
+            while self.env_steps < t["steps"] and not self._stop:
+                if max_updates is not None and done_updates >= max_updates:
+                    break
+                timing: dict[str, float] = {}
+                start = time.perf_counter()
+                rollout, self.step, episodes = collect(self.env, self.learner, self.step, t["rollout"], timing)
+                t_up = time.perf_counter()
+                metrics = self.learner.update(rollout)
+                timing["update"] = time.perf_counter() - t_up
+                elapsed = time.perf_counter() - start
+                self.update_index += 1
+                done_updates += 1
+                self.env_steps += per_update
+                self.episodes += len(episodes)
+                sps = per_update / elapsed
+                if self.update_index % t["log_interval"] == 0 or self.update_index == 1:
+                    scalars = {f"loss/{k}": v for k, v in metrics.items()}
+                    scalars.update({"perf/env_steps_per_s": sps, "perf/seconds_env": timing.get("env", 0.0),
+                                    "perf/seconds_act": timing.get("act", 0.0), "perf/seconds_update": timing["update"]})
+                    if episodes:
+                        scalars.update({
+                            "train/episode_return": float(np.mean([e["return"] for e in episodes])),
+                            "train/win_rate": float(np.mean([e["won"] for e in episodes])),
+                            "train/episode_length": float(np.mean([e["length"] for e in episodes]))})
+                    logger.scalars(scalars, self.env_steps)
+                if t["eval_interval"] and self.update_index % t["eval_interval"] == 0:
+                    self.last_eval = self.evaluate()
+                    logger.scalars({f"eval/{k}": v for k, v in self.last_eval.items() if k != "episodes"},
+                                   self.env_steps)
+                if t["checkpoint_interval"] and self.update_index % t["checkpoint_interval"] == 0:
+                    self.save()
+                win = f"{self.last_eval['win_rate']:.0%}" if self.last_eval else None
+                logger.progress(per_update, sps=f"{sps:,.0f}", eval_win=win)
+            path = self.save()
+            if self._stop:
+                logger.message(f"interrupted: checkpoint saved at {path}; continue with: marl train --resume "
+                               f"{self.run_dir}")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            logger.close()
+        return {"update": self.update_index, "env_steps": self.env_steps, "eval": self.last_eval,
+                "interrupted": self._stop}
