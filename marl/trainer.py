@@ -145,7 +145,8 @@ class Trainer:
                 if self.update_index % t["log_interval"] == 0 or self.update_index == 1:
                     scalars = {f"loss/{k}": v for k, v in metrics.items()}
                     scalars.update({"perf/env_steps_per_s": sps, "perf/seconds_env": timing.get("env", 0.0),
-                                    "perf/seconds_act": timing.get("act", 0.0), "perf/seconds_update": timing["update"]})
+                                    "perf/seconds_act": timing.get("act", 0.0),
+                                    "perf/seconds_update": timing["update"]})
                     if episodes:
                         scalars.update({
                             "train/episode_return": float(np.mean([e["return"] for e in episodes])),
