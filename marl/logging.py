@@ -35,6 +35,18 @@ class RunLogger:
         """Write an HWC uint8 image."""
         self.writer.add_image(tag, image, step, dataformats="HWC")
 
+    def histogram(self, tag: str, values, step: int) -> None:
+        """Write a histogram of values."""
+        self.writer.add_histogram(tag, values, step)
+
+    def diagnostics(self, diag: dict, step: int) -> None:
+        """Write a learner's diagnostics(): {"scalars": {...}, "images": {...}, "histograms": {...}}."""
+        self.scalars(diag.get("scalars", {}), step)
+        for tag, img in diag.get("images", {}).items():
+            self.image(tag, img, step)
+        for tag, values in diag.get("histograms", {}).items():
+            self.histogram(tag, values, step)
+
     def progress(self, steps: int, **postfix) -> None:
         """Advance the bar by `steps` and show the postfix values."""
         self.bar.set_postfix({k: v for k, v in postfix.items() if v is not None}, refresh=False)

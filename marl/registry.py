@@ -30,7 +30,7 @@ def _make_smac(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
 
 
 ENVS: dict[str, Callable[[str | None, int, dict], VecEnv]] = {"smac": _make_smac}
-LEARNERS: dict[str, str] = {"mappo": "marl.agents.mappo:MAPPO"}
+LEARNERS: dict[str, str] = {"mappo": "marl.agents.mappo:MAPPO", "commformer": "marl.agents.commformer:CommFormer"}
 
 
 def register_env(name: str, factory: Callable[[str | None, int, dict], VecEnv]) -> None:

@@ -134,6 +134,8 @@ class Trainer:
                 start = time.perf_counter()
                 rollout, self.step, episodes = collect(self.env, self.learner, self.step, t["rollout"], timing)
                 t_up = time.perf_counter()
+                if hasattr(self.learner, "progress"):
+                    self.learner.progress = self.env_steps / t["steps"]  # for schedules such as post-stable
                 metrics = self.learner.update(rollout)
                 timing["update"] = time.perf_counter() - t_up
                 elapsed = time.perf_counter() - start
@@ -153,6 +155,7 @@ class Trainer:
                             "train/win_rate": float(np.mean([e["won"] for e in episodes])),
                             "train/episode_length": float(np.mean([e["length"] for e in episodes]))})
                     logger.scalars(scalars, self.env_steps)
+                    logger.diagnostics(self.learner.diagnostics(), self.env_steps)
                 if t["eval_interval"] and self.update_index % t["eval_interval"] == 0:
                     self.last_eval = self.evaluate()
                     logger.scalars({f"eval/{k}": v for k, v in self.last_eval.items() if k != "episodes"},

@@ -1,0 +1,253 @@
+"""CommFormer learner: bi-level PPO over the networks and the communication graph, with gates.
+
+Within the PPO epochs of an update, every `graph_every`-th epoch steps only the graph optimiser (edge
+logits, lr 1e-4); the others step only the network optimiser (lr 5e-4, gradient clipping on the
+network only). The first `warmup` updates use the raw logits as a soft mask. With `post_stable`, the
+graph is frozen at its deterministic top-k once a fraction `post_stable_at` of the training budget
+has passed (the trainer reports the fraction through `progress`). `graph: full` and `graph: random`
+turn the same learner into the full-communication and fixed-random-graph ablations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from marl.spec import EnvSpec, Rollout, Step
+
+from ..ppo import ValueNorm, gae, masked_logits, next_values_of, policy_loss, team_reward, value_loss
+from .graph import CommGraph, Gates, apply_gates
+from .model import CommFormerNet
+
+
+class CommFormer:
+    """The CommFormer learner (marl's Learner interface)."""
+
+    def __init__(self, spec: EnvSpec, cfg: dict, seed: int = 0, device: str = "cpu"):
+        if spec.reward_dim != 1:
+            raise ValueError(f"commformer learns one reward; this environment has {spec.reward_dim} objectives")
+        self.spec, self.cfg, self.device = spec, cfg, torch.device(device)
+        torch.manual_seed(seed)
+        N = spec.n_agents
+        self.net = CommFormerNet(spec.obs_dim, spec.n_actions, N, cfg["n_embd"], cfg["n_block"]).to(self.device)
+        self.graph = CommGraph(N, cfg["sparsity"], cfg["graph"], cfg["self_loops"], seed).to(self.device)
+        self.gates = Gates(spec.obs_dim).to(self.device) if cfg["gates"] else None
+        net_params = list(self.net.parameters()) + (list(self.gates.parameters()) if self.gates else [])
+        self.net_opt = torch.optim.Adam(net_params, lr=cfg["lr"], eps=cfg["adam_eps"])
+        self.graph_opt = torch.optim.Adam([self.graph.edge_logits], lr=cfg["graph_lr"], eps=cfg["adam_eps"])
+        self.value_norm = ValueNorm().to(self.device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.updates = 0
+        self.progress = 0.0  # fraction of the training budget done, set by the trainer
+        self._last_mask = self.graph.deterministic().detach().cpu().numpy()
+        self._last_stats: dict = {}
+
+    # ------------------------------------------------------------------ masks
+    def _acting_mask(self) -> torch.Tensor:
+        if self.updates < self.cfg["warmup"] and self.graph.mode == "learned":
+            return self.graph.soft().detach()
+        return self.graph.deterministic()
+
+    def _step_masks(self, base: torch.Tensor, gates: torch.Tensor | None, alive: torch.Tensor) -> torch.Tensor:
+        """[B, N, N] masks of one step: the graph, gates applied, dead senders silenced (self loops kept)."""
+        B, N = alive.shape
+        mask = base.expand(B, N, N)
+        if gates is not None:
+            mask = apply_gates(mask, gates)
+        eye = torch.eye(N, device=mask.device)
+        sender = alive.float().unsqueeze(1)  # [B, 1, N]
+        return mask * (sender + (1 - sender) * eye)
+
+    def _gate_decisions(self, obs: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.gates is None:
+            return None, None
+        p = self.gates.prob(obs)
+        if deterministic:
+            return (p > 0.5).float(), p
+        return torch.bernoulli(p, generator=self.generator), p
+
+    # ------------------------------------------------------------------ acting
+    def _decode_sequential(self, rep, masks, avail, deterministic):
+        B, N = avail.shape[:2]
+        actions = torch.zeros(B, N, dtype=torch.long, device=self.device)
+        log_probs = torch.zeros(B, N, device=self.device)
+        for i in range(N):
+            logits = self.net.decode(rep, self.net.shifted_actions(actions), masks)[:, i]
+            logits = masked_logits(logits, avail[:, i])
+            if deterministic:
+                a = logits.argmax(-1)
+            else:
+                a = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator).squeeze(-1)
+            actions[:, i] = a
+            log_probs[:, i] = torch.log_softmax(logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
+        return actions, log_probs
+
+    def act(self, step: Step, deterministic: bool = False) -> tuple[np.ndarray, dict]:
+        """Actions decoded agent by agent under the deterministic graph; stores log-probs, values, gates."""
+        with torch.no_grad():
+            obs = torch.as_tensor(step.obs, device=self.device)
+            avail = torch.as_tensor(step.avail, device=self.device)
+            alive = torch.as_tensor(step.alive, device=self.device)
+            gates, _ = self._gate_decisions(obs, deterministic)
+            masks = self._step_masks(self._acting_mask(), gates, alive)
+            rep, values = self.net.encode(obs, masks)
+            actions, log_probs = self._decode_sequential(rep, masks, avail, deterministic)
+        eye = torch.eye(self.spec.n_agents, device=self.device)
+        received = ((masks > 0).float() * (1 - eye)).sum(-1) * alive.float()
+        extras = {"messages": received.cpu().numpy().astype(np.float32)}
+        if gates is not None:
+            extras["gates"] = gates.cpu().numpy().astype(np.float32)
+        if not deterministic:
+            extras.update(log_prob=log_probs.cpu().numpy(), value=values.cpu().numpy())
+        return actions.cpu().numpy(), extras
+
+    def values(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """Denormalised values [B, N] under the deterministic graph and deterministic gates."""
+        with torch.no_grad():
+            o = torch.as_tensor(obs, device=self.device)
+            gates, _ = self._gate_decisions(o, True)
+            masks = self._step_masks(self.graph.deterministic(), gates, torch.as_tensor(alive, device=self.device))
+            _, v = self.net.encode(o, masks)
+            return self.value_norm.denormalize(v).cpu().numpy()
+
+    # ------------------------------------------------------------------ learning
+    def update(self, rollout: Rollout) -> dict:
+        """Bi-level PPO epochs; returns losses, entropy, KL, clip fraction, gate and graph statistics."""
+        cfg = self.cfg
+        N = self.spec.n_agents
+        if cfg["post_stable"] and self.progress >= cfg["post_stable_at"]:
+            self.graph.frozen = True
+        old_v = rollout.extras["value"]
+        values = self.value_norm.denormalize(torch.as_tensor(old_v)).numpy()
+        bootstrap = self.values(rollout.next_obs, rollout.next_alive)
+        final_values = (self.values(rollout.final_obs, np.ones(rollout.final_obs.shape[:2], bool))
+                        if len(rollout.final_t) else np.zeros((0, N), np.float32))
+        nxt = next_values_of(values, bootstrap, rollout, final_values)
+        terminated = rollout.done & ~rollout.truncated
+        adv, returns = gae(values, nxt, team_reward(rollout, N), terminated.astype(np.float32),
+                           rollout.done.astype(np.float32), cfg["gamma"], cfg["gae_lambda"])
+
+        T, E = rollout.steps, rollout.n_envs
+        B = T * E
+        dev = self.device
+        obs = torch.as_tensor(rollout.obs.reshape(B, N, -1), device=dev)
+        avail = torch.as_tensor(rollout.avail.reshape(B, N, -1), device=dev)
+        alive = torch.as_tensor(rollout.alive.reshape(B, N), device=dev)
+        actions = torch.as_tensor(rollout.actions.reshape(B, N), device=dev)
+        old_lp = torch.as_tensor(rollout.extras["log_prob"].reshape(B, N), device=dev)
+        old_vt = torch.as_tensor(old_v.reshape(B, N), device=dev)
+        gate_taken = (torch.as_tensor(rollout.extras["gates"].reshape(B, N), device=dev)
+                      if self.gates is not None else None)
+        mask = alive.float()
+        returns_t = torch.as_tensor(returns.reshape(B, N), dtype=torch.float32, device=dev)
+        self.value_norm.update(returns_t[mask > 0])
+        targets = self.value_norm.normalize(returns_t)
+        adv_t = torch.as_tensor(adv.reshape(B, N), dtype=torch.float32, device=dev)
+        live = adv_t[mask > 0]
+        adv_t = (adv_t - live.mean()) / (live.std() + 1e-5) if live.numel() > 1 else adv_t
+        action_inputs = self.net.shifted_actions(actions)
+
+        learned = self.graph.mode == "learned" and not self.graph.frozen
+        warm = self.updates < cfg["warmup"]
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
+                                                          "clip_frac", "grad_norm", "gate_cost")}
+        graph_steps = 0
+        for epoch in range(cfg["ppo_epochs"]):
+            graph_epoch = learned and not warm and (epoch + 1) % cfg["graph_every"] == 0
+            for idx in torch.randperm(B, generator=self.generator).to(dev).chunk(cfg["minibatches"]):
+                if warm and self.graph.mode == "learned":
+                    base = self.graph.soft()
+                elif learned:
+                    base = self.graph.sample(self.generator)
+                else:
+                    base = self.graph.deterministic()
+                gates = None
+                gate_cost = torch.zeros((), device=dev)
+                if self.gates is not None:
+                    p = self.gates.prob(obs[idx])
+                    gates = Gates.straight_through(gate_taken[idx], p)
+                    gate_cost = (p * mask[idx]).sum() / mask[idx].sum().clamp(min=1)
+                masks = self._step_masks(base, gates, alive[idx])
+                rep, v = self.net.encode(obs[idx], masks)
+                logits = masked_logits(self.net.decode(rep, action_inputs[idx], masks), avail[idx])
+                logp_all = torch.log_softmax(logits, -1)
+                logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
+                m = mask[idx]
+                entropy = (-(logp_all.exp() * logp_all).sum(-1) * m).sum() / m.sum().clamp(min=1)
+                p_loss, info = policy_loss(logp, old_lp[idx], adv_t[idx], cfg["clip"], m)
+                v_loss = value_loss(v, old_vt[idx], targets[idx], cfg["clip"], cfg["huber_delta"],
+                                    cfg["value_clip"], m)
+                loss = (p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss
+                        + cfg["gate_cost"] * gate_cost)
+                self.net_opt.zero_grad()
+                self.graph_opt.zero_grad()
+                loss.backward()
+                if graph_epoch:
+                    self.graph_opt.step()  # the graph's loss is the same PPO objective
+                    graph_steps += 1
+                    gn = torch.zeros(())
+                else:
+                    gn = nn.utils.clip_grad_norm_(self.net_opt.param_groups[0]["params"], cfg["max_grad_norm"])
+                    self.net_opt.step()
+                stats["policy_loss"].append(p_loss.item())
+                stats["value_loss"].append(v_loss.item())
+                stats["entropy"].append(entropy.item())
+                stats["approx_kl"].append(info["approx_kl"])
+                stats["clip_frac"].append(info["clip_frac"])
+                stats["grad_norm"].append(float(gn))
+                stats["gate_cost"].append(gate_cost.item())
+        self.updates += 1
+        out = {k: float(np.mean(v)) for k, v in stats.items()}
+        out["graph_steps"] = float(graph_steps)
+        alive_np = rollout.alive
+        out["messages_per_agent_step"] = float(rollout.extras["messages"][alive_np].mean()) if alive_np.any() else 0.0
+        if self.gates is not None:
+            g = rollout.extras["gates"]
+            out["gate_open_rate"] = float(g[alive_np].mean()) if alive_np.any() else 0.0
+            per_agent = (g * alive_np).sum((0, 1)) / np.maximum(alive_np.sum((0, 1)), 1)
+            self._gate_per_agent = per_agent
+        self._last_stats = out
+        return out
+
+    # ------------------------------------------------------------------ state and diagnostics
+    def state_dict(self) -> dict:
+        """Networks, graph, gates, optimisers, value normalisation, generator and counters."""
+        return {"net": self.net.state_dict(), "graph": self.graph.state_dict(),
+                "gates": self.gates.state_dict() if self.gates else {}, "net_opt": self.net_opt.state_dict(),
+                "graph_opt": self.graph_opt.state_dict(), "value_norm": self.value_norm.state_dict(),
+                "generator": self.generator.get_state(), "updates": self.updates, "frozen": self.graph.frozen,
+                "last_mask": torch.as_tensor(self._last_mask)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from state_dict()."""
+        self.net.load_state_dict(state["net"])
+        self.graph.load_state_dict(state["graph"])
+        if self.gates:
+            self.gates.load_state_dict(state["gates"])
+        self.net_opt.load_state_dict(state["net_opt"])
+        self.graph_opt.load_state_dict(state["graph_opt"])
+        self.value_norm.load_state_dict(state["value_norm"])
+        self.generator.set_state(state["generator"])
+        self.updates, self.graph.frozen = int(state["updates"]), bool(state["frozen"])
+        self._last_mask = state["last_mask"].numpy()
+
+    def diagnostics(self) -> dict:
+        """The graph as the user sees it: scalars, images (heatmap, mask, node-link) and a histogram."""
+        from .viz import graph_images
+
+        probs = self.graph.probs().detach().cpu().numpy()
+        mask = self.graph.deterministic().detach().cpu().numpy()
+        off = ~np.eye(len(mask), dtype=bool)
+        p = probs[off].clip(1e-12, 1)
+        rows = probs.clip(1e-12, 1)
+        scalars = {"graph/density": float(mask[off].mean()),
+                   "graph/entropy": float(-(rows * np.log(rows)).sum(1).mean()),
+                   "graph/edges_changed": float(np.abs(mask - self._last_mask)[off].sum())}
+        for k in ("messages_per_agent_step", "gate_open_rate"):
+            if k in self._last_stats:
+                scalars[f"graph/{k}"] = self._last_stats[k]
+        self._last_mask = mask
+        gate_rate = getattr(self, "_gate_per_agent", None) if self.gates is not None else None
+        images = graph_images(probs, mask, list(self.spec.agent_names), gate_rate)
+        return {"scalars": scalars, "images": images, "histograms": {"graph/edge_probabilities": p}}
