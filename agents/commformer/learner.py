@@ -59,7 +59,8 @@ class CommFormer:
         sender = alive.float().unsqueeze(1)  # [B, 1, N]
         return mask * (sender + (1 - sender) * eye)
 
-    def _gate_decisions(self, obs: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _gate_decisions(self, obs: torch.Tensor, deterministic: bool
+                        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if self.gates is None:
             return None, None
         p = self.gates.prob(obs)
