@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("env", nargs="?", help="environment, e.g. smac")
     tr.add_argument("scenario", nargs="?", help="scenario, e.g. a SMAC map such as 3m or 3s5z")
     tr.add_argument("overrides", nargs="*", help="config overrides such as algo.lr=0.0003 train.rollout=200")
-    tr.add_argument("--algo", default="mappo", help="learner (default: mappo)")
+    tr.add_argument("--algo", default="commformer", help="learner (default: commformer; mappo is the baseline)")
     tr.add_argument("--steps", type=int, help="env steps to train for (train.steps)")
     tr.add_argument("--seed", type=int, help="random seed (train.seed)")
     tr.add_argument("--envs", type=int, help="parallel environments (train.envs)")

@@ -2,7 +2,8 @@
 
 A config has three sections: `train` (configs/train.yaml), `env` (configs/envs/<env>.yaml) and `algo`
 (configs/algos/<algo>.yaml). A preset, configs/presets/<env>/<scenario>.yaml, may override keys of
-`train`, of `env` and, under `algos: {<algo>: ...}`, of one learner. The user's overrides come last:
+`train`, of `env` and, under `algos: {<algo>: ...}`, of one learner (whose entry may carry its own
+`train:` and `env:` keys, such as the batch its authors used). The user's overrides come last:
 `algo.lr=3e-4 train.envs=16 env.obs_last_action=true`. Every value keeps the type of its default.
 """
 
@@ -99,7 +100,11 @@ def load(env: str, scenario: str | None, algo: str, overrides: list[str] | dict 
             for k, v in (preset.get(section) or {}).items():
                 apply(config, f"{section}.{k}", v)
         for k, v in ((preset.get("algos") or {}).get(algo) or {}).items():
-            apply(config, f"algo.{k}", v)
+            if k in ("train", "env"):  # a learner's own settings for the run (e.g. its authors' batch)
+                for kk, vv in (v or {}).items():
+                    apply(config, f"{k}.{kk}", vv)
+            else:
+                apply(config, f"algo.{k}", v)
     items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides or [])
     for k, v in items:
         apply(config, k, v)

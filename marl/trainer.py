@@ -10,6 +10,7 @@ parameters as 2N updates in one go.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -67,7 +68,7 @@ class Trainer:
     def __init__(self, config: dict, run_dir: Path, resume: bool = False, progress: bool = True):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         t, r = config["train"], config["run"]
-        torch.set_num_threads(max(1, int(t["torch_threads"])))
+        torch.set_num_threads(int(t["torch_threads"]) or os.cpu_count() or 1)
         self.env = make_env(r["env"], r["scenario"], t["envs"], dict(config["env"]))
         self.spec = self.env.spec
         self.learner = make_learner(r["algo"], self.spec, config["algo"], seed=t["seed"], device=t["device"])

@@ -28,10 +28,15 @@ class GraphAttention(nn.Module):
 
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x_q [B, N, D] attends to x_kv [B, N, D] where mask [B or 1, N, N] allows."""
-        rel = self.relation((mask.detach() > 0).long())  # [B, N, N, D]
-        q = self.q(x_q).unsqueeze(2) + rel
-        k = self.k(x_kv).unsqueeze(1) + rel
-        scores = (q * k).sum(-1) * self.scale
+        # (q_i + r_ij) . (k_j + r_ij) with r_ij the embedding of edge (i, j) being 0 or 1, expanded so
+        # that no [B, N, N, D] tensor is formed: every term is a [B, N, N] product
+        edge = (mask.detach() > 0).float()
+        r0, r1 = self.relation.weight[0], self.relation.weight[1]
+        q, k = self.q(x_q), self.k(x_kv)
+        q_r = (q @ r0).unsqueeze(-1) * (1 - edge) + (q @ r1).unsqueeze(-1) * edge
+        k_r = (k @ r0).unsqueeze(-2) * (1 - edge) + (k @ r1).unsqueeze(-2) * edge
+        r_r = (r0 @ r0) * (1 - edge) + (r1 @ r1) * edge
+        scores = (q @ k.transpose(-1, -2) + q_r + k_r + r_r) * self.scale
         scores = scores.masked_fill(mask.detach() <= 0, float("-inf"))
         att = torch.softmax(scores, dim=-1).nan_to_num(0.0) * mask
         return self.out(att @ self.v(x_kv))

@@ -1,0 +1,212 @@
+"""CommFormer: graph masks, straight-through gradients, bi-level steps, gates, causality, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from marl import config as config_mod
+from marl.agents.commformer import CommFormer, CommGraph, Gates, apply_gates, k_of
+from marl.agents.commformer.model import CommFormerNet
+from marl.envs.smac import SMACVecEnv
+from marl.rollout import collect
+
+
+@given(n=st.integers(2, 27), sparsity=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_masks_have_k_incoming_edges_plus_self_loop(n, sparsity, seed):
+    g = CommGraph(n, sparsity, seed=seed)
+    with torch.no_grad():
+        g.edge_logits.normal_(generator=torch.Generator().manual_seed(seed))
+    k = min(max(int(n * sparsity), 1), n - 1)
+    assert g.k == k
+    gen = torch.Generator().manual_seed(seed)
+    for mask in (g.deterministic(), g.sample(gen).detach(), CommGraph(n, sparsity, "random", seed=seed).deterministic()):
+        assert torch.equal(mask.diagonal(), torch.ones(n))
+        off = mask.masked_fill(torch.eye(n, dtype=torch.bool), 0)
+        assert torch.equal(off.sum(1), torch.full((n,), float(k)))
+        assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+
+
+def test_k_for_3s5z_is_three():
+    assert k_of(8, 0.4) == 3
+
+
+def test_deterministic_mask_is_the_top_k_of_the_logits():
+    g = CommGraph(4, 0.5)
+    with torch.no_grad():
+        g.edge_logits.copy_(torch.tensor([[9.0, 1, 2, 3], [5, 9, 1, 4], [0, 1, 9, 2], [3, 2, 1, 9]]))
+    expected = torch.tensor([[1.0, 0, 1, 1], [1, 1, 0, 1], [0, 1, 1, 1], [1, 1, 0, 1]])
+    assert torch.equal(g.deterministic(), expected)
+
+
+def test_gradients_reach_edge_logits_through_the_straight_through_path():
+    g = CommGraph(6, 0.4)
+    weights = torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
+    (g.sample(torch.Generator().manual_seed(1)) * weights).sum().backward()
+    assert g.edge_logits.grad is not None and g.edge_logits.grad.abs().sum() > 0
+    # and through the attention of the encoder
+    g.edge_logits.grad = None
+    net = CommFormerNet(obs_dim=5, n_actions=4, n_agents=6)
+    mask = g.sample(torch.Generator().manual_seed(2)).expand(3, 6, 6)
+    _, values = net.encode(torch.randn(3, 6, 5), mask)
+    values.sum().backward()
+    assert g.edge_logits.grad.abs().sum() > 0
+
+
+def test_full_and_random_graphs_are_fixed():
+    full = CommGraph(5, 0.4, "full")
+    assert torch.equal(full.sample(), torch.ones(5, 5)) and torch.equal(full.deterministic(), torch.ones(5, 5))
+    rnd = CommGraph(5, 0.4, "random", seed=3)
+    assert torch.equal(rnd.sample(), rnd.deterministic())
+    assert torch.equal(rnd.deterministic(), CommGraph(5, 0.4, "random", seed=3).deterministic())
+
+
+def test_a_closed_gate_removes_incoming_messages():
+    torch.manual_seed(0)
+    net = CommFormerNet(obs_dim=7, n_actions=5, n_agents=4)
+    base = torch.ones(4, 4)
+    gates = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
+    mask = apply_gates(base.expand(1, 4, 4), gates)
+    assert torch.equal(mask[0, 0], torch.tensor([1.0, 0, 0, 0]))
+    obs = torch.randn(1, 4, 7)
+    other = obs.clone()
+    other[:, 1:] = torch.randn(1, 3, 7)
+    rep_a, v_a = net.encode(obs, mask)
+    rep_b, v_b = net.encode(other, mask)
+    assert torch.allclose(rep_a[:, 0], rep_b[:, 0]) and torch.allclose(v_a[:, 0], v_b[:, 0])
+    assert not torch.allclose(rep_a[:, 1], rep_b[:, 1])
+    # the decoder output of agent 0 does not depend on the others either
+    acts = torch.zeros(1, 4, dtype=torch.long)
+    la = net.decode(rep_a, net.shifted_actions(acts), mask)
+    lb = net.decode(rep_b, net.shifted_actions(acts), mask)
+    assert torch.allclose(la[:, 0], lb[:, 0])
+
+
+def test_gate_straight_through_forward_is_the_decision():
+    p = torch.tensor([0.2, 0.9], requires_grad=True)
+    g = Gates.straight_through(torch.tensor([1.0, 0.0]), p)
+    assert torch.equal(g.detach(), torch.tensor([1.0, 0.0]))
+    g.sum().backward()
+    assert torch.equal(p.grad, torch.ones(2))
+
+
+def test_decoder_is_causal_over_agents():
+    torch.manual_seed(0)
+    net = CommFormerNet(obs_dim=6, n_actions=5, n_agents=5)
+    rep, _ = net.encode(torch.randn(2, 5, 6), torch.ones(2, 5, 5))
+    a = torch.randint(0, 5, (2, 5), generator=torch.Generator().manual_seed(1))
+    for i in range(5):
+        b = a.clone()
+        b[:, i:] = (b[:, i:] + 1) % 5  # change the actions of agent i and those after it
+        la = net.decode(rep, net.shifted_actions(a), torch.ones(2, 5, 5))
+        lb = net.decode(rep, net.shifted_actions(b), torch.ones(2, 5, 5))
+        assert torch.allclose(la[:, : i + 1], lb[:, : i + 1])  # agent i sees only actions before it
+        if i + 1 < 5:
+            assert not torch.allclose(la[:, i + 1:], lb[:, i + 1:])
+
+
+def _learner(map_name="3m", **over):
+    cfg = config_mod.load("smac", map_name, "commformer", [f"algo.{k}={v}" for k, v in over.items()])["algo"]
+    env = SMACVecEnv(map_name, 2)
+    return CommFormer(env.spec, cfg, seed=0), env
+
+
+def test_evaluation_uses_the_deterministic_top_k(monkeypatch):
+    learner, env = _learner(warmup=0)
+    with torch.no_grad():
+        learner.graph.edge_logits.normal_(generator=torch.Generator().manual_seed(4))
+    step = env.reset(seed=0)
+    monkeypatch.setattr(learner.graph, "sample", lambda *a, **k: pytest.fail("sampled a graph while acting"))
+    a1, e1 = learner.act(step, deterministic=True)
+    a2, e2 = learner.act(step, deterministic=True)
+    assert np.array_equal(a1, a2) and np.array_equal(e1["messages"], e2["messages"])
+    gates = e1["gates"]
+    k = learner.graph.k
+    # each living agent with an open gate hears its k kept senders, a closed gate hears nobody
+    np.testing.assert_array_equal(e1["messages"], np.where(gates > 0, float(k), 0.0))
+
+
+def test_never_samples_an_unavailable_action():
+    learner, env = _learner(warmup=0)
+    step = env.reset(seed=0)
+    for _ in range(30):
+        acts, _ = learner.act(step)
+        assert np.take_along_axis(step.avail, acts[..., None], -1).all()
+        step = env.step(acts)
+
+
+def test_only_the_graph_optimiser_steps_on_bilevel_epochs(monkeypatch):
+    learner, env = _learner(warmup=0, ppo_epochs=10, graph_every=5, minibatches=2)
+    calls = []
+    monkeypatch.setattr(learner.graph_opt, "step", lambda *a, **k: calls.append("graph"))
+    real_net_step = learner.net_opt.step
+    monkeypatch.setattr(learner.net_opt, "step", lambda *a, **k: (calls.append("net"), real_net_step())[1])
+    rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+    learner.update(rollout)
+    # epochs 5 and 10 (1-based) are graph epochs: 2 minibatches each
+    expected = (["net"] * 8 + ["graph"] * 2) * 2
+    assert calls == expected
+
+
+def test_graph_learns_and_warmup_and_post_stable_freeze_it():
+    learner, env = _learner(warmup=1, ppo_epochs=5, graph_every=5)
+    before = learner.graph.edge_logits.detach().clone()
+    step = env.reset(seed=0)
+    rollout, step, _ = collect(env, learner, step, 8)
+    learner.update(rollout)  # warm-up update: soft mask, no graph step
+    assert torch.equal(before, learner.graph.edge_logits.detach())
+    rollout, step, _ = collect(env, learner, step, 8)
+    learner.update(rollout)
+    after = learner.graph.edge_logits.detach().clone()
+    assert not torch.equal(before, after)
+    learner.progress = 0.6  # past post_stable_at = 0.5
+    rollout, step, _ = collect(env, learner, step, 8)
+    learner.update(rollout)
+    assert learner.graph.frozen and torch.equal(after, learner.graph.edge_logits.detach())
+
+
+def test_state_dict_round_trip_acts_the_same():
+    learner, env = _learner(warmup=0)
+    step = env.reset(seed=0)
+    rollout, step, _ = collect(env, learner, step, 8)
+    learner.update(rollout)
+    other, _ = _learner(warmup=0)
+    other.load_state_dict(learner.state_dict())
+    a1, _ = learner.act(step, deterministic=True)
+    a2, _ = other.act(step, deterministic=True)
+    assert np.array_equal(a1, a2)
+    for (k, v), (_, w) in zip(learner.net.state_dict().items(), other.net.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_diagnostics_give_the_graph_pictures_and_scalars():
+    learner, env = _learner(warmup=0)
+    rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+    learner.update(rollout)
+    diag = learner.diagnostics()
+    assert set(diag["images"]) == {"graph/edge_probabilities", "graph/topk_mask", "graph/node_link"}
+    for img in diag["images"].values():
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert diag["scalars"]["graph/density"] == pytest.approx(learner.graph.k / 2)  # 3m: k = 1 of 2 senders
+    assert {"graph/entropy", "graph/edges_changed", "graph/messages_per_agent_step",
+            "graph/gate_open_rate"} <= set(diag["scalars"])
+    assert diag["histograms"]["graph/edge_probabilities"].shape == (6,)
+
+
+def test_relation_embedding_scores_equal_the_direct_formula():
+    from marl.agents.commformer.model import GraphAttention
+
+    torch.manual_seed(0)
+    att = GraphAttention(16)
+    x, y = torch.randn(3, 5, 16), torch.randn(3, 5, 16)
+    mask = (torch.rand(3, 5, 5) > 0.5).float()
+    mask[:, range(5), range(5)] = 1
+    rel = att.relation((mask > 0).long())
+    q, k = att.q(x).unsqueeze(2) + rel, att.k(y).unsqueeze(1) + rel
+    scores = ((q * k).sum(-1) * att.scale).masked_fill(mask <= 0, float("-inf"))
+    direct = att.out(torch.softmax(scores, -1).nan_to_num(0) * mask @ att.v(y))
+    assert torch.allclose(att(x, y, mask), direct, atol=1e-5)
