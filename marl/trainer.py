@@ -68,7 +68,10 @@ class Trainer:
     def __init__(self, config: dict, run_dir: Path, resume: bool = False, progress: bool = True):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         t, r = config["train"], config["run"]
-        torch.set_num_threads(int(t["torch_threads"]) or os.cpu_count() or 1)
+        # acting runs many tiny ops (one thread is fastest); an update runs large ones while the env waits
+        self._act_threads = int(t["torch_threads"]) or os.cpu_count() or 1
+        self._update_threads = int(t["update_threads"]) or os.cpu_count() or 1
+        torch.set_num_threads(self._act_threads)
         self.env = make_env(r["env"], r["scenario"], t["envs"], dict(config["env"]))
         self.spec = self.env.spec
         self.learner = make_learner(r["algo"], self.spec, config["algo"], seed=t["seed"], device=t["device"])
@@ -137,7 +140,9 @@ class Trainer:
                 t_up = time.perf_counter()
                 if hasattr(self.learner, "progress"):
                     self.learner.progress = self.env_steps / t["steps"]  # for schedules such as post-stable
+                torch.set_num_threads(self._update_threads)
                 metrics = self.learner.update(rollout)
+                torch.set_num_threads(self._act_threads)
                 timing["update"] = time.perf_counter() - t_up
                 elapsed = time.perf_counter() - start
                 self.update_index += 1

@@ -24,7 +24,8 @@ def test_masks_have_k_incoming_edges_plus_self_loop(n, sparsity, seed):
     k = min(max(int(n * sparsity), 1), n - 1)
     assert g.k == k
     gen = torch.Generator().manual_seed(seed)
-    for mask in (g.deterministic(), g.sample(gen).detach(), CommGraph(n, sparsity, "random", seed=seed).deterministic()):
+    random_graph = CommGraph(n, sparsity, "random", seed=seed)
+    for mask in (g.deterministic(), g.sample(gen).detach(), random_graph.deterministic()):
         assert torch.equal(mask.diagonal(), torch.ones(n))
         off = mask.masked_fill(torch.eye(n, dtype=torch.bool), 0)
         assert torch.equal(off.sum(1), torch.full((n,), float(k)))

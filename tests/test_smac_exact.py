@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from conftest import actions_for, freeze_enemies, set_type, stage
+
 from marl.envs.smac import SMACBatch, SMACEnv, SMACError, core, map_names
 from marl.envs.smac.maps import get_map
 

@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import pytest
 from conftest import freeze_enemies, stage
-from marl.envs.smac import SMACEnv, SMACError, SMACParallelEnv
 from pettingzoo.test import parallel_api_test, parallel_seed_test
+
+from marl.envs.smac import SMACEnv, SMACError, SMACParallelEnv
 
 NOOP_ONLY_3M = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0], np.int8)
 

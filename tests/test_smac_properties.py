@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from marl.envs.smac import SMACBatch, SMACEnv, SMACVecEnv
 from marl.envs.smac.units import UNIT_TYPES
 

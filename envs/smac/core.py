@@ -655,6 +655,27 @@ def compute_avail(uf, ui, utype, it, walk, shoot, cfg_i, e, avail):
                     avail[e, a, 6 + j] = True
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def _entity_features(obs, uf, ft, utype, tid, e, a, v, o, first, d, dx, dy, sr, all_health, shield, bits):
+    """Write one seen unit's block [first, dist, dx, dy, health, shield, type one-hot]; returns its end."""
+    tv = utype[e, v]
+    obs[e, a, o] = first
+    obs[e, a, o + 1] = d / sr
+    obs[e, a, o + 2] = dx / sr
+    obs[e, a, o + 3] = dy / sr
+    k = o + 4
+    if all_health:
+        obs[e, a, k] = uf[e, v, HP] / ft[tv, F_HP]
+        k += 1
+        if shield:
+            obs[e, a, k] = uf[e, v, SH] / ft[tv, F_SHIELD]
+            k += 1
+    if bits > 0:
+        obs[e, a, k + tid[e, v]] = 1.0
+        k += bits
+    return k
+
+
 @njit(cache=True, _nrt=False)
 def compute_obs(uf, ui, ei, utype, ft, tid, walk, height, sight, cfg_i, e, avail, obs):
     """SMAC's observation of every agent of battle e into obs[e] (all zeros for the dead)."""
@@ -706,21 +727,8 @@ def compute_obs(uf, ui, ei, utype, ft, tid, walk, height, sight, cfg_i, e, avail
                 dy = uf[e, v, Y] - y
                 d = math.hypot(dx, dy)
                 if d < sr:
-                    tv = utype[e, v]
-                    o = off + j * enemy_dim
-                    obs[e, a, o] = 1.0 if avail[e, a, 6 + j] else 0.0
-                    obs[e, a, o + 1] = d / sr
-                    obs[e, a, o + 2] = dx / sr
-                    obs[e, a, o + 3] = dy / sr
-                    k = o + 4
-                    if all_health:
-                        obs[e, a, k] = uf[e, v, HP] / ft[tv, F_HP]
-                        k += 1
-                        if sh_e:
-                            obs[e, a, k] = uf[e, v, SH] / ft[tv, F_SHIELD]
-                            k += 1
-                    if bits > 0:
-                        obs[e, a, k + tid[e, v]] = 1.0
+                    _entity_features(obs, uf, ft, utype, tid, e, a, v, off + j * enemy_dim,
+                                     1.0 if avail[e, a, 6 + j] else 0.0, d, dx, dy, sr, all_health, sh_e, bits)
         off += n_enemies * enemy_dim
         i = 0
         for v in range(n_agents):
@@ -731,22 +739,8 @@ def compute_obs(uf, ui, ei, utype, ft, tid, walk, height, sight, cfg_i, e, avail
                 dy = uf[e, v, Y] - y
                 d = math.hypot(dx, dy)
                 if d < sr:
-                    tv = utype[e, v]
-                    o = off + i * ally_dim
-                    obs[e, a, o] = 1.0
-                    obs[e, a, o + 1] = d / sr
-                    obs[e, a, o + 2] = dx / sr
-                    obs[e, a, o + 3] = dy / sr
-                    k = o + 4
-                    if all_health:
-                        obs[e, a, k] = uf[e, v, HP] / ft[tv, F_HP]
-                        k += 1
-                        if sh_a:
-                            obs[e, a, k] = uf[e, v, SH] / ft[tv, F_SHIELD]
-                            k += 1
-                    if bits > 0:
-                        obs[e, a, k + tid[e, v]] = 1.0
-                        k += bits
+                    k = _entity_features(obs, uf, ft, utype, tid, e, a, v, off + i * ally_dim, 1.0, d, dx, dy, sr,
+                                         all_health, sh_a, bits)
                     if cfg_i[C_OBS_LAST_ACTION] and ui[e, v, LAST_ACTION] >= 0:
                         obs[e, a, k + ui[e, v, LAST_ACTION]] = 1.0
             i += 1
