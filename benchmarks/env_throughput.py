@@ -16,8 +16,9 @@ import sys
 import time
 
 import numpy as np
-from marl.envs.smac import SMACEnv, SMACVecEnv
 from numba import njit
+
+from marl.envs.smac import SMACEnv, SMACVecEnv
 
 
 @njit(cache=True)

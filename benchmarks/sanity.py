@@ -14,6 +14,7 @@ import json
 import time
 
 import numpy as np
+
 from marl.envs.smac import SMACVecEnv
 
 
