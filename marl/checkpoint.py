@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,8 @@ def atomic_write_bytes(path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -59,7 +59,7 @@ def to_tensors(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype == np.uint64:
             return {"__uint64__": torch.from_numpy(obj.view(np.int64).copy())}
-        return torch.from_numpy(np.ascontiguousarray(obj).copy())
+        return torch.from_numpy(np.array(obj, copy=True, order="C"))
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):
@@ -89,6 +89,16 @@ def save(path, payload: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def restore(target, state: dict, path, what: str = "learner") -> None:
+    """target.load_state_dict(state), with a one-line CheckpointError when it does not fit."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} does not fit this run's {what} (another map or other settings?): "
+                              f"{first[:160]}") from None
+
+
 def load(path) -> dict:
     """Read a checkpoint written by save(); anything else raises CheckpointError."""
     path = Path(path)
@@ -96,7 +106,7 @@ def load(path) -> dict:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError, ValueError) as err:
+    except Exception as err:  # the weights-only unpickler raises many kinds on foreign bytes
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is not a readable marl checkpoint (truncated or foreign file: {first[:120]})"
                               ) from None

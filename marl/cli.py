@@ -84,7 +84,7 @@ def _eval(args: argparse.Namespace) -> int:
     r, t = config["run"], config["train"]
     env = make_env(r["env"], r["scenario"], min(args.episodes, 32), dict(config["env"]))
     learner = make_learner(r["algo"], env.spec, config["algo"], seed=t["seed"], device=t["device"])
-    learner.load_state_dict(data["learner"])
+    checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
     print(f"{r['env']} {r['scenario'] or ''} {r['algo']} after {data['counters']['env_steps']:,} env steps: "
           f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad names and values from the libraries carry one-line messages
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started (imports, building the env)
+        print("marl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

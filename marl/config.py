@@ -39,11 +39,18 @@ def available_algos() -> list[str]:
 
 
 def parse_value(text: str) -> Any:
-    """A `key=value` value as YAML reads it (numbers, true/false, null, strings)."""
+    """A `key=value` value as YAML reads it (numbers, true/false, null, strings); 3e-4 and 1e5 are numbers."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:
+            number = float(value)  # YAML 1.1 wants a dot in 3.0e-4; users write 3e-4
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    return value
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -121,15 +128,30 @@ def _split(item: str) -> tuple[str, Any]:
 def load_file(path) -> dict:
     """A resolved config saved in a run directory."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"no config.yaml in the run directory ({path})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict) or not all(s in data for s in (*SECTIONS, "run")):
+    if not isinstance(data, dict) or not all(isinstance(data.get(s), dict) for s in (*SECTIONS, "run")):
         raise ConfigError(f"{path} is not a marl run config (needs sections train, env, algo, run)")
-    return data
+    return _complete(data)
+
+
+def _complete(saved: dict) -> dict:
+    """A saved config with keys added to marl's defaults since the run was made filled in."""
+    r = saved["run"]
+    try:
+        defaults = load(r.get("env"), r.get("scenario"), r.get("algo"))
+    except (ConfigError, TypeError):
+        return saved
+    for section in SECTIONS:
+        for key, value in defaults[section].items():
+            saved[section].setdefault(key, value)
+    return saved
 
 
 def dump(config: dict, path) -> None:

@@ -14,7 +14,7 @@ class RegistryError(ValueError):
 
 
 def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 

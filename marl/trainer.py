@@ -1,7 +1,7 @@
 """The training loop: collect -> learner.update -> log -> evaluate -> checkpoint, resumable exactly.
 
-Ctrl-C finishes the update in progress, writes a checkpoint and returns (a second Ctrl-C aborts at
-once). A checkpoint holds the learner (networks, optimisers, statistics, its random generator), the
+Ctrl-C (or SIGTERM) finishes the update in progress, writes a checkpoint and returns (a second
+Ctrl-C aborts at once). A checkpoint holds the learner (networks, optimisers, statistics, its random generator), the
 environments' full state, torch's RNG state, the counters and the config, so that `--resume`
 continues exactly where the run stopped: on the CPU, N updates + resume + N updates give the same
 parameters as 2N updates in one go.
@@ -48,13 +48,20 @@ def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def evaluate(env, learner, episodes: int, seed: int) -> dict:
     """Deterministic episodes of the learner: win rate (with 95% interval), mean return and length."""
     step = env.reset(seed=seed)
+    # each battle slot plays a fixed number of episodes, so short episodes are not over-counted
+    E = step.n_envs
+    quota = np.full(E, episodes // E)
+    quota[: episodes % E] += 1
+    taken = np.zeros(E, int)
     results: list[tuple[float, int, bool]] = []
     while len(results) < episodes:
         actions, _ = learner.act(step, deterministic=True)
         step = env.step(actions)
         for e in np.flatnonzero(step.done):
-            results.append((float(np.sum(step.episode_return[e])), int(step.episode_length[e]), bool(step.won[e])))
-    results = results[:episodes]
+            if taken[e] < quota[e]:
+                taken[e] += 1
+                results.append((float(np.sum(step.episode_return[e])), int(step.episode_length[e]),
+                                bool(step.won[e])))
     wins = sum(w for _, _, w in results)
     low, high = wilson(wins, episodes)
     return {"win_rate": wins / episodes, "win_rate_low": low, "win_rate_high": high, "episodes": episodes,
@@ -101,9 +108,13 @@ class Trainer:
         return path
 
     def _load(self) -> None:
-        data = checkpoint.load(self.run_dir / "checkpoints" / LAST)
-        self.learner.load_state_dict(data["learner"])
-        self.step = self.env.set_state(checkpoint.to_numpy(data["env"]))
+        path = self.run_dir / "checkpoints" / LAST
+        data = checkpoint.load(path)
+        checkpoint.restore(self.learner, data["learner"], path)
+        try:
+            self.step = self.env.set_state(checkpoint.to_numpy(data["env"]))
+        except ValueError as err:
+            raise checkpoint.CheckpointError(f"{path} does not fit this run's environments: {err}") from None
         torch.set_rng_state(data["torch_rng"])
         c = data["counters"]
         self.update_index, self.env_steps, self.episodes = c["update"], c["env_steps"], c["episodes"]
@@ -129,6 +140,7 @@ class Trainer:
         total = math.ceil(t["steps"] / per_update) * per_update  # the budget rounded up to whole updates
         logger = RunLogger(self.run_dir, total, self.env_steps, progress=self.progress)
         previous = signal.signal(signal.SIGINT, self._on_sigint)
+        previous_term = signal.signal(signal.SIGTERM, self._on_sigint)
         done_updates = 0
         try:
             while self.env_steps < t["steps"] and not self._stop:
@@ -176,6 +188,7 @@ class Trainer:
                                f"{self.run_dir}")
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
             logger.close()
         return {"update": self.update_index, "env_steps": self.env_steps, "eval": self.last_eval,
                 "interrupted": self._stop}
