@@ -211,3 +211,14 @@ def test_relation_embedding_scores_equal_the_direct_formula():
     scores = ((q * k).sum(-1) * att.scale).masked_fill(mask <= 0, float("-inf"))
     direct = att.out(torch.softmax(scores, -1).nan_to_num(0) * mask @ att.v(y))
     assert torch.allclose(att(x, y, mask), direct, atol=1e-5)
+
+
+def test_a_closed_gate_still_gets_a_gradient_so_it_can_reopen():
+    torch.manual_seed(0)
+    net = CommFormerNet(obs_dim=7, n_actions=5, n_agents=4)
+    support = torch.ones(1, 4, 4)
+    p = torch.full((1, 4), 0.1, requires_grad=True)
+    gates = Gates.straight_through(torch.zeros(1, 4), p)  # every gate closed
+    rep, values = net.encode(torch.randn(1, 4, 7), apply_gates(support, gates), support)
+    values.sum().backward()
+    assert p.grad.abs().sum() > 0

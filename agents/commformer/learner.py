@@ -49,15 +49,15 @@ class CommFormer:
             return self.graph.soft().detach()
         return self.graph.deterministic()
 
-    def _step_masks(self, base: torch.Tensor, gates: torch.Tensor | None, alive: torch.Tensor) -> torch.Tensor:
-        """[B, N, N] masks of one step: the graph, gates applied, dead senders silenced (self loops kept)."""
+    def _step_masks(self, base: torch.Tensor, gates: torch.Tensor | None, alive: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, N, N] (mask, support) of one step: the graph with dead senders silenced (support), and the
+        same with gates applied (mask). Self loops are kept in both."""
         B, N = alive.shape
-        mask = base.expand(B, N, N)
-        if gates is not None:
-            mask = apply_gates(mask, gates)
-        eye = torch.eye(N, device=mask.device)
+        eye = torch.eye(N, device=base.device)
         sender = alive.float().unsqueeze(1)  # [B, 1, N]
-        return mask * (sender + (1 - sender) * eye)
+        support = base.expand(B, N, N) * (sender + (1 - sender) * eye)
+        return (apply_gates(support, gates) if gates is not None else support), support
 
     def _gate_decisions(self, obs: torch.Tensor, deterministic: bool
                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -69,12 +69,12 @@ class CommFormer:
         return torch.bernoulli(p, generator=self.generator), p
 
     # ------------------------------------------------------------------ acting
-    def _decode_sequential(self, rep, masks, avail, deterministic):
+    def _decode_sequential(self, rep, masks, support, avail, deterministic):
         B, N = avail.shape[:2]
         actions = torch.zeros(B, N, dtype=torch.long, device=self.device)
         log_probs = torch.zeros(B, N, device=self.device)
         for i in range(N):
-            logits = self.net.decode(rep, self.net.shifted_actions(actions), masks)[:, i]
+            logits = self.net.decode(rep, self.net.shifted_actions(actions), masks, support)[:, i]
             logits = masked_logits(logits, avail[:, i])
             if deterministic:
                 a = logits.argmax(-1)
@@ -91,9 +91,9 @@ class CommFormer:
             avail = torch.as_tensor(step.avail, device=self.device)
             alive = torch.as_tensor(step.alive, device=self.device)
             gates, _ = self._gate_decisions(obs, deterministic)
-            masks = self._step_masks(self._acting_mask(), gates, alive)
-            rep, values = self.net.encode(obs, masks)
-            actions, log_probs = self._decode_sequential(rep, masks, avail, deterministic)
+            masks, support = self._step_masks(self._acting_mask(), gates, alive)
+            rep, values = self.net.encode(obs, masks, support)
+            actions, log_probs = self._decode_sequential(rep, masks, support, avail, deterministic)
         eye = torch.eye(self.spec.n_agents, device=self.device)
         received = ((masks > 0).float() * (1 - eye)).sum(-1) * alive.float()
         extras = {"messages": received.cpu().numpy().astype(np.float32)}
@@ -108,8 +108,9 @@ class CommFormer:
         with torch.no_grad():
             o = torch.as_tensor(obs, device=self.device)
             gates, _ = self._gate_decisions(o, True)
-            masks = self._step_masks(self.graph.deterministic(), gates, torch.as_tensor(alive, device=self.device))
-            _, v = self.net.encode(o, masks)
+            masks, support = self._step_masks(self.graph.deterministic(), gates,
+                                              torch.as_tensor(alive, device=self.device))
+            _, v = self.net.encode(o, masks, support)
             return self.value_norm.denormalize(v).cpu().numpy()
 
     # ------------------------------------------------------------------ learning
@@ -169,9 +170,9 @@ class CommFormer:
                     p = self.gates.prob(obs[idx])
                     gates = Gates.straight_through(gate_taken[idx], p)
                     gate_cost = (p * mask[idx]).sum() / mask[idx].sum().clamp(min=1)
-                masks = self._step_masks(base, gates, alive[idx])
-                rep, v = self.net.encode(obs[idx], masks)
-                logits = masked_logits(self.net.decode(rep, action_inputs[idx], masks), avail[idx])
+                masks, support = self._step_masks(base, gates, alive[idx])
+                rep, v = self.net.encode(obs[idx], masks, support)
+                logits = masked_logits(self.net.decode(rep, action_inputs[idx], masks, support), avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
                 m = mask[idx]

@@ -26,18 +26,24 @@ class GraphAttention(nn.Module):
         self.relation = nn.Embedding(2, dim)
         self.scale = 1.0 / math.sqrt(dim)
 
-    def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x_q [B, N, D] attends to x_kv [B, N, D] where mask [B or 1, N, N] allows."""
+    def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor,
+                support: torch.Tensor | None = None) -> torch.Tensor:
+        """x_q [B, N, D] attends to x_kv [B, N, D]: softmax over `support`'s edges, weights times `mask`.
+
+        `support` is the graph; `mask` is the graph with gates applied. A closed gate zeroes the weights
+        of the receiver's messages but keeps them in the softmax, so the gate still gets a gradient.
+        """
+        support = mask if support is None else support
         # (q_i + r_ij) . (k_j + r_ij) with r_ij the embedding of edge (i, j) being 0 or 1, expanded so
         # that no [B, N, N, D] tensor is formed: every term is a [B, N, N] product
-        edge = (mask.detach() > 0).float()
+        edge = (support.detach() > 0).float()
         r0, r1 = self.relation.weight[0], self.relation.weight[1]
         q, k = self.q(x_q), self.k(x_kv)
         q_r = (q @ r0).unsqueeze(-1) * (1 - edge) + (q @ r1).unsqueeze(-1) * edge
         k_r = (k @ r0).unsqueeze(-2) * (1 - edge) + (k @ r1).unsqueeze(-2) * edge
         r_r = (r0 @ r0) * (1 - edge) + (r1 @ r1) * edge
         scores = (q @ k.transpose(-1, -2) + q_r + k_r + r_r) * self.scale
-        scores = scores.masked_fill(mask.detach() <= 0, float("-inf"))
+        scores = scores.masked_fill(support.detach() <= 0, float("-inf"))
         att = torch.softmax(scores, dim=-1).nan_to_num(0.0) * mask
         return self.out(att @ self.v(x_kv))
 
@@ -52,11 +58,11 @@ class Block(nn.Module):
         self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(3 if cross else 2)])
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
-    def forward(self, x, mask, memory=None, cross_mask=None):
+    def forward(self, x, mask, memory=None, cross_mask=None, support=None, cross_support=None):
         """One block over agents."""
-        x = self.norms[0](x + self.self_att(x, x, mask))
+        x = self.norms[0](x + self.self_att(x, x, mask, support))
         if self.cross_att is not None:
-            x = self.norms[1](x + self.cross_att(x, memory, cross_mask))
+            x = self.norms[1](x + self.cross_att(x, memory, cross_mask, cross_support))
         return self.norms[-1](x + self.mlp(x))
 
 
@@ -76,11 +82,12 @@ class CommFormerNet(nn.Module):
         nn.init.zeros_(self.logits_head[-1].bias)
         self.register_buffer("causal", torch.tril(torch.ones(n_agents, n_agents)))
 
-    def encode(self, obs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, obs: torch.Tensor, mask: torch.Tensor, support: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Representations [B, N, D] and values [B, N] from observations [B, N, obs_dim]."""
         x = self.obs_in(obs)
         for block in self.encoder:
-            x = block(x, mask)
+            x = block(x, mask, support=support)
         return x, self.value_head(x).squeeze(-1)
 
     def shifted_actions(self, actions: torch.Tensor) -> torch.Tensor:
@@ -92,10 +99,13 @@ class CommFormerNet(nn.Module):
             inp[:, 1:, :-1] = nn.functional.one_hot(actions[:, :-1], self.n_actions).float()
         return inp
 
-    def decode(self, rep: torch.Tensor, action_inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def decode(self, rep: torch.Tensor, action_inputs: torch.Tensor, mask: torch.Tensor,
+               support: torch.Tensor | None = None) -> torch.Tensor:
         """Action logits [B, N, n_actions] given the previous agents' actions (teacher forcing)."""
+        support = mask if support is None else support
         x = self.act_in(action_inputs)
-        self_mask = mask * self.causal  # agent i listens to earlier agents it has an edge from, and itself
+        # agent i listens to earlier agents it has an edge from, and to itself
+        self_mask, self_support = mask * self.causal, support * self.causal
         for block in self.decoder:
-            x = block(x, self_mask, memory=rep, cross_mask=mask)
+            x = block(x, self_mask, memory=rep, cross_mask=mask, support=self_support, cross_support=support)
         return self.logits_head(x)
