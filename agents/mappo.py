@@ -14,7 +14,7 @@ from torch import nn
 
 from marl.spec import EnvSpec, Rollout, Step
 
-from .ppo import ValueNorm, gae, masked_logits, mlp, next_values_of, policy_loss, team_reward, value_loss
+from .ppo import ValueNorm, masked_logits, mlp, policy_loss, rollout_advantages, value_loss
 
 
 class MAPPO:
@@ -84,10 +84,7 @@ class MAPPO:
             values = self.value_norm.denormalize(torch.as_tensor(old_v)).numpy()
         bootstrap = self.values(rollout.next_state)
         final_values = self.values(rollout.final_state) if len(rollout.final_t) else np.zeros((0, A), np.float32)
-        nxt = next_values_of(values, bootstrap, rollout, final_values)
-        terminated = rollout.done & ~rollout.truncated
-        adv, returns = gae(values, nxt, team_reward(rollout, A), terminated.astype(np.float32),
-                           rollout.done.astype(np.float32), cfg["gamma"], cfg["gae_lambda"])
+        adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, cfg["gamma"], cfg["gae_lambda"])
 
         mask = torch.as_tensor(rollout.alive.reshape(-1), dtype=torch.float32, device=self.device)
         returns_t = torch.as_tensor(returns.reshape(-1), dtype=torch.float32, device=self.device)

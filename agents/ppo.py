@@ -103,6 +103,16 @@ def next_values_of(values: np.ndarray, bootstrap: np.ndarray, rollout: Rollout, 
     return nxt
 
 
+def rollout_advantages(rollout: Rollout, values: np.ndarray, bootstrap: np.ndarray, final_values: np.ndarray,
+                       gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """GAE advantages and returns [T, E, A] of a rollout from its values (return units), the value of
+    the state after the last step, and the values of the pre-reset states of time-limited episodes."""
+    nxt = next_values_of(values, bootstrap, rollout, final_values)
+    terminated = rollout.done & ~rollout.truncated
+    return gae(values, nxt, team_reward(rollout, values.shape[-1]), terminated.astype(np.float32),
+               rollout.done.astype(np.float32), gamma, lam)
+
+
 def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, clip: float,
                 mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Clipped surrogate loss over the masked entries, with approx-KL and clip fraction."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from marl.spec import EnvSpec, Rollout, Step
 
-from ..ppo import ValueNorm, gae, masked_logits, next_values_of, policy_loss, team_reward, value_loss
+from ..ppo import ValueNorm, masked_logits, policy_loss, rollout_advantages, value_loss
 from .graph import CommGraph, Gates, apply_gates
 from .model import CommFormerNet
 
@@ -125,10 +125,7 @@ class CommFormer:
         bootstrap = self.values(rollout.next_obs, rollout.next_alive)
         final_values = (self.values(rollout.final_obs, np.ones(rollout.final_obs.shape[:2], bool))
                         if len(rollout.final_t) else np.zeros((0, N), np.float32))
-        nxt = next_values_of(values, bootstrap, rollout, final_values)
-        terminated = rollout.done & ~rollout.truncated
-        adv, returns = gae(values, nxt, team_reward(rollout, N), terminated.astype(np.float32),
-                           rollout.done.astype(np.float32), cfg["gamma"], cfg["gae_lambda"])
+        adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, cfg["gamma"], cfg["gae_lambda"])
 
         T, E = rollout.steps, rollout.n_envs
         B = T * E
