@@ -72,7 +72,9 @@ def test_move_north_and_its_features():
     freeze_enemies(env.batch)
     env.step([1, 2, 1])  # agent 1 north; a marine walks 2.25/16 per loop, 8 loops = 1.125
     u = env.get_unit_by_id(1)
-    assert u["x"] == pytest.approx(9.0) and u["y"] == pytest.approx(17.125)
+    assert u.pos.x == pytest.approx(9.0) and u.pos.y == pytest.approx(17.125)  # SMAC's field names
+    assert (u.health, u.unit_type) == (45.0, "marine") and env.agents[1].pos.y == u.pos.y
+    assert env.enemies[0].pos.x == pytest.approx(env.batch.units(0)["x"][3])
     h = 0.8 * math.sqrt(3) / 2
     o = env.get_obs_agent(1)
     np.testing.assert_allclose(o[19:24], [1, math.hypot(0.4, 1.125 + h) / 9, -0.4 / 9, -(1.125 + h) / 9, 1],

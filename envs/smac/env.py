@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -460,11 +461,26 @@ class SMACEnv:
                 "win_rate": self.battles_won / self.battles_game if self.battles_game else 0.0,
                 "timeouts": self.timeouts, "restarts": self.force_restarts}
 
-    def get_unit_by_id(self, a_id: int) -> dict:
-        """Agent a_id's unit as a dict of its current fields."""
+    def _unit(self, slot: int) -> SimpleNamespace:
         u = self.batch.units(0)
-        a = self._agent(a_id)
-        return {k: v[a] for k, v in u.items()}
+        return SimpleNamespace(health=float(u["health"][slot]), shield=float(u["shield"][slot]),
+                               energy=float(u["energy"][slot]), weapon_cooldown=max(float(u["cooldown"][slot]), 0.0),
+                               pos=SimpleNamespace(x=float(u["x"][slot]), y=float(u["y"][slot])),
+                               unit_type=str(u["unit_type"][slot]), alive=bool(u["alive"][slot]))
+
+    def get_unit_by_id(self, a_id: int) -> SimpleNamespace:
+        """Agent a_id's unit with SMAC's field names: .health, .shield, .energy, .weapon_cooldown, .pos.x/.y."""
+        return self._unit(self._agent(a_id))
+
+    @property
+    def agents(self) -> dict[int, SimpleNamespace]:
+        """SMAC's `agents`: agent id -> unit, as of now."""
+        return {a: self._unit(a) for a in range(self.n_agents)}
+
+    @property
+    def enemies(self) -> dict[int, SimpleNamespace]:
+        """SMAC's `enemies`: enemy id -> unit, as of now."""
+        return {j: self._unit(self.n_agents + j) for j in range(self.n_enemies)}
 
     def seed(self):
         """The seed this environment was made with (SMAC returns it the same way)."""
