@@ -222,3 +222,24 @@ def test_a_closed_gate_still_gets_a_gradient_so_it_can_reopen():
     rep, values = net.encode(torch.randn(1, 4, 7), apply_gates(support, gates), support)
     values.sum().backward()
     assert p.grad.abs().sum() > 0
+
+
+def test_commformer_resumes_exactly(tmp_path):
+    from marl.trainer import Trainer
+
+    cfg = config_mod.load("smac", "3m", "commformer", [
+        "train.envs=2", "train.rollout=8", "algo.ppo_epochs=5", "algo.warmup=1", "train.eval_interval=0",
+        "train.checkpoint_interval=1", "train.log_interval=1", f"train.runs_dir={tmp_path}", "train.steps=100000",
+        "train.torch_threads=1", "train.update_threads=1"])
+    whole = Trainer(cfg, tmp_path / "whole", progress=False)
+    whole.run(max_updates=4)
+    half = Trainer(cfg, tmp_path / "half", progress=False)
+    half.run(max_updates=2)
+    resumed = Trainer(cfg, tmp_path / "half", resume=True, progress=False)
+    resumed.run(max_updates=2)
+    a, b = whole.learner.state_dict(), resumed.learner.state_dict()
+    for part in ("net", "graph", "gates"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert a["updates"] == b["updates"] == 4
+    assert not torch.equal(a["graph"]["edge_logits"], torch.ones(3, 3))  # the graph did learn
