@@ -189,7 +189,7 @@ def test_diagnostics_give_the_graph_pictures_and_scalars():
     rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
     learner.update(rollout)
     diag = learner.diagnostics()
-    assert set(diag["images"]) == {"graph/edge_probabilities", "graph/topk_mask", "graph/node_link"}
+    assert set(diag["images"]) == {"graph/edge_heatmap", "graph/topk_mask", "graph/node_link"}
     for img in diag["images"].values():
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     assert diag["scalars"]["graph/density"] == pytest.approx(learner.graph.k / 2)  # 3m: k = 1 of 2 senders

@@ -78,6 +78,6 @@ def graph_images(probs: np.ndarray, mask: np.ndarray, names: list[str], gate_ope
     shown = probs.copy()
     shown[np.eye(n, dtype=bool)] = np.nan
     gates = None if gate_open is None else np.asarray(gate_open)
-    return {"graph/edge_probabilities": heatmap(np.nan_to_num(shown), names, "edge probabilities (row softmax)"),
+    return {"graph/edge_heatmap": heatmap(np.nan_to_num(shown), names, "edge probabilities (row softmax)"),
             "graph/topk_mask": heatmap(mask, names, "deterministic top-k mask (+ self loops)", vmax=1.0),
             "graph/node_link": node_link(probs, mask, names, gates)}
