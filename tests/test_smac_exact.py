@@ -264,8 +264,9 @@ def test_reward_of_a_kill_and_scale():
     assert not done and info == {"battle_won": False, "dead_allies": 0, "dead_enemies": 1}
 
 
-def test_win_adds_reward_win():
-    env = SMACEnv("3m", seed=0)
+def _last_enemy_at_one_hp(**options) -> SMACEnv:
+    """3m with enemies 1 and 2 dead and enemy 0 at 1 HP in agent 0's range, enemies frozen."""
+    env = SMACEnv("3m", seed=0, **options)
     env.reset()
     b = env.batch
     freeze_enemies(b)
@@ -273,6 +274,11 @@ def test_win_adds_reward_win():
     stage(b, 5, alive=False)
     stage(b, 3, x=13.0, y=16.0, health=1.0)
     b.observe()
+    return env
+
+
+def test_win_adds_reward_win():
+    env = _last_enemy_at_one_hp()
     r, done, info = env.step([6, 1, 1])
     assert done and info["battle_won"] and info["dead_enemies"] == 1
     assert r == pytest.approx((1.0 + 10.0 + 200.0) / 18.25)
@@ -359,14 +365,7 @@ def test_obs_last_action_and_timestep_values():
 
 
 def test_sparse_reward():
-    env = SMACEnv("3m", seed=0, reward_sparse=True)
-    env.reset()
-    b = env.batch
-    freeze_enemies(b)
-    stage(b, 4, alive=False)
-    stage(b, 5, alive=False)
-    stage(b, 3, x=13.0, y=16.0, health=1.0)
-    b.observe()
+    env = _last_enemy_at_one_hp(reward_sparse=True)
     r, done, _ = env.step([6, 1, 1])
     assert done and r == pytest.approx(1.0 / 18.25)
 

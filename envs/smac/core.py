@@ -171,7 +171,7 @@ def _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, gx, gy, stop_dist):
     nx, ny = walk.shape
     layer = 1 if it[ti, I_CLIFF_WALKER] else 0
     cx, cy = int(x), int(y)
-    goal = nav_goal(nav, layer, gx, gy, nx, ny)
+    goal = nav_goal(gx, gy, nx, ny)
     here = cx * ny + cy
     grid_d = nav[layer, goal, here] if not it[ti, I_FLYING] else -1
     # with nothing in the way the grid path is as long as the straight (Chebyshev) one; longer means a
@@ -205,7 +205,7 @@ def _move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, gx, gy, stop_dist):
 
 
 @njit(cache=True, _nrt=False)
-def nav_goal(nav, layer, gx, gy, nx, ny):
+def nav_goal(gx, gy, nx, ny):
     """The grid cell a path to (gx, gy) aims for: its own cell, clamped to the map."""
     ix = min(max(int(gx), 0), nx - 1)
     iy = min(max(int(gy), 0), ny - 1)
@@ -495,7 +495,7 @@ def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units):
 
 
 @njit(cache=True, _nrt=False)
-def _collide(uf, ui, utype, ft, it, walk, cliff, nav, e, n_units):
+def _collide(uf, ui, utype, ft, it, walk, cliff, e, n_units):
     """Push overlapping ground units apart (massive units only collide with massive ones)."""
     for u in range(n_units):
         if not ui[e, u, ALIVE]:
@@ -569,7 +569,7 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
             # counts below zero by less than a loop, so a 13.77-loop cooldown keeps its fraction
             uf[e, u, CD] = max(uf[e, u, CD] - 1.0, -1.0)
         _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units)
-    _collide(uf, ui, utype, ft, it, walk, cliff, nav, e, n_units)
+    _collide(uf, ui, utype, ft, it, walk, cliff, e, n_units)
     _regenerate(uf, ui, utype, ft, it, e, n_units)
 
 
