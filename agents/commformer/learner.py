@@ -96,7 +96,8 @@ class CommFormer:
             actions, log_probs = self._decode_sequential(rep, masks, support, avail, deterministic)
         eye = torch.eye(self.spec.n_agents, device=self.device)
         received = ((masks > 0).float() * (1 - eye)).sum(-1) * alive.float()
-        extras = {"messages": received.cpu().numpy().astype(np.float32)}
+        extras = {"messages": received.cpu().numpy().astype(np.float32),
+                  "comm": (masks > 0).cpu().numpy()}  # [B, N, N] receiver x sender, this step's edges
         if gates is not None:
             extras["gates"] = gates.cpu().numpy().astype(np.float32)
         if not deterministic:
