@@ -82,9 +82,23 @@ def test_a_closed_gate_removes_incoming_messages():
     assert not torch.allclose(rep_a[:, 1], rep_b[:, 1])
     # the decoder output of agent 0 does not depend on the others either
     acts = torch.zeros(1, 4, dtype=torch.long)
-    la = net.decode(rep_a, net.shifted_actions(acts), mask)
-    lb = net.decode(rep_b, net.shifted_actions(acts), mask)
+    la = net.decode(rep_a, acts, mask)
+    lb = net.decode(rep_b, acts, mask)
     assert torch.allclose(la[:, 0], lb[:, 0])
+
+
+def test_a_closed_gate_also_cuts_the_earlier_agents_actions():
+    torch.manual_seed(0)
+    net = CommFormerNet(obs_dim=7, n_actions=5, n_agents=4)
+    rep, _ = net.encode(torch.randn(1, 4, 7), torch.ones(1, 4, 4))
+    a = torch.tensor([[0, 1, 2, 3]])
+    b = torch.tensor([[4, 3, 2, 3]])  # agents 0 and 1 act differently
+    listening = torch.ones(1, 4, 4)
+    deaf = apply_gates(listening, torch.tensor([[1.0, 1.0, 0.0, 1.0]]))  # agent 2 does not listen
+    assert not torch.allclose(net.decode(rep, a, listening)[:, 2], net.decode(rep, b, listening)[:, 2])
+    assert torch.allclose(net.decode(rep, a, deaf)[:, 2], net.decode(rep, b, deaf)[:, 2])
+    # one agent's row alone equals that row of the full pass (what acting uses)
+    assert torch.allclose(net.decode(rep, a, deaf, agent=2)[:, 0], net.decode(rep, a, deaf)[:, 2], atol=1e-6)
 
 
 def test_gate_straight_through_forward_is_the_decision():
@@ -103,8 +117,8 @@ def test_decoder_is_causal_over_agents():
     for i in range(5):
         b = a.clone()
         b[:, i:] = (b[:, i:] + 1) % 5  # change the actions of agent i and those after it
-        la = net.decode(rep, net.shifted_actions(a), torch.ones(2, 5, 5))
-        lb = net.decode(rep, net.shifted_actions(b), torch.ones(2, 5, 5))
+        la = net.decode(rep, a, torch.ones(2, 5, 5))
+        lb = net.decode(rep, b, torch.ones(2, 5, 5))
         assert torch.allclose(la[:, : i + 1], lb[:, : i + 1])  # agent i sees only actions before it
         if i + 1 < 5:
             assert not torch.allclose(la[:, i + 1:], lb[:, i + 1:])

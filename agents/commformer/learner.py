@@ -74,7 +74,7 @@ class CommFormer:
         actions = torch.zeros(B, N, dtype=torch.long, device=self.device)
         log_probs = torch.zeros(B, N, device=self.device)
         for i in range(N):
-            logits = self.net.decode(rep, self.net.shifted_actions(actions), masks, support)[:, i]
+            logits = self.net.decode(rep, actions, masks, support, agent=i)[:, 0]
             logits = masked_logits(logits, avail[:, i])
             if deterministic:
                 a = logits.argmax(-1)
@@ -146,7 +146,6 @@ class CommFormer:
         adv_t = torch.as_tensor(adv.reshape(B, N), dtype=torch.float32, device=dev)
         live = adv_t[mask > 0]
         adv_t = (adv_t - live.mean()) / (live.std() + 1e-5) if live.numel() > 1 else adv_t
-        action_inputs = self.net.shifted_actions(actions)
 
         learned = self.graph.mode == "learned" and not self.graph.frozen
         warm = self.updates < cfg["warmup"]
@@ -155,7 +154,10 @@ class CommFormer:
         graph_steps = 0
         for epoch in range(cfg["ppo_epochs"]):
             graph_epoch = learned and not warm and (epoch + 1) % cfg["graph_every"] == 0
-            for idx in torch.randperm(B, generator=self.generator).to(dev).chunk(cfg["minibatches"]):
+            # one minibatch is the whole batch: a view, not a shuffled copy of every array each epoch
+            batches = ([slice(None)] if cfg["minibatches"] == 1
+                       else torch.randperm(B, generator=self.generator).to(dev).chunk(cfg["minibatches"]))
+            for idx in batches:
                 if warm and self.graph.mode == "learned":
                     base = self.graph.soft()
                 elif learned:
@@ -170,7 +172,7 @@ class CommFormer:
                     gate_cost = (p * mask[idx]).sum() / mask[idx].sum().clamp(min=1)
                 masks, support = self._step_masks(base, gates, alive[idx])
                 rep, v = self.net.encode(obs[idx], masks, support)
-                logits = masked_logits(self.net.decode(rep, action_inputs[idx], masks, support), avail[idx])
+                logits = masked_logits(self.net.decode(rep, actions[idx], masks, support), avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
                 m = mask[idx]
