@@ -73,14 +73,18 @@ class CommFormer:
         B, N = avail.shape[:2]
         actions = torch.zeros(B, N, dtype=torch.long, device=self.device)
         log_probs = torch.zeros(B, N, device=self.device)
+        # the table and masks are the same for every agent; the tokens of later agents are masked out
+        inputs = self.net.decoder_inputs(masks, support, B)
+        token_index = torch.zeros(B, N + 1, dtype=torch.long, device=self.device)
         for i in range(N):
-            logits = self.net.decode(rep, actions, masks, support, agent=i)[:, 0]
+            logits = self.net.decode_rows(rep, token_index, inputs, slice(i, i + 1))[:, 0]
             logits = masked_logits(logits, avail[:, i])
             if deterministic:
                 a = logits.argmax(-1)
             else:
                 a = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator).squeeze(-1)
             actions[:, i] = a
+            token_index[:, i + 1] = a + 1
             log_probs[:, i] = torch.log_softmax(logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
         return actions, log_probs
 

@@ -43,7 +43,7 @@ class GraphAttention(nn.Module):
         r0, r1 = self.relation.weight[0], self.relation.weight[1]
         q, k, v = self.q(x_q), self.k(x_kv), self.v(x_kv)
         if kv_index is not None:
-            k, v = k[kv_index], v[kv_index]
+            k, v = nn.functional.embedding(kv_index, k), nn.functional.embedding(kv_index, v)
         q_r = (q @ r0).unsqueeze(-1) * (1 - edge) + (q @ r1).unsqueeze(-1) * edge
         k_r = (k @ r0).unsqueeze(-2) * (1 - edge) + (k @ r1).unsqueeze(-2) * edge
         r_r = (r0 @ r0) * (1 - edge) + (r1 @ r1) * edge
@@ -114,6 +114,35 @@ class CommFormerNet(nn.Module):
             x = block(x, mask, support)
         return x, self.value_head(x).squeeze(-1)
 
+    @staticmethod
+    def token_index(actions: torch.Tensor) -> torch.Tensor:
+        """Decoder tokens [B, 1 + N] of actions [B, N]: 0 is the start token, 1 + a the action a."""
+        return torch.cat([torch.zeros_like(actions[:, :1]), actions + 1], 1)
+
+    def decoder_inputs(self, mask: torch.Tensor, support: torch.Tensor | None, batch: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What decoding needs besides the actions: the token table [1 + A, D] and the masks [B, N, 1 + N].
+
+        Every agent hears the start token; agent i hears agent j's action when j < i and the edge (i, j)
+        is on at this step.
+        """
+        support = mask if support is None else support
+        N = self.n_agents
+        # a one-hot action input makes the action embeddings a table of 1 + A rows
+        table = torch.cat([self.start.unsqueeze(0), self.act_in(self.one_hots)], 0)
+        start = torch.ones(batch, N, 1, device=table.device)
+        dec_mask, dec_support = (torch.cat([start, m.expand(batch, N, N) * self.earlier], -1) for m in (mask, support))
+        return table, dec_mask, dec_support
+
+    def decode_rows(self, rep: torch.Tensor, token_index: torch.Tensor, inputs: tuple, rows: slice = slice(None)
+                    ) -> torch.Tensor:
+        """Action logits [B, len(rows), n_actions] of the agents in `rows` (see decode)."""
+        table, dec_mask, dec_support = inputs
+        x = rep[:, rows]
+        for block in self.decoder:
+            x = block(x, table, token_index, dec_mask[:, rows], dec_support[:, rows])
+        return self.logits_head(x)
+
     def decode(self, rep: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
                support: torch.Tensor | None = None, agent: int | None = None) -> torch.Tensor:
         """Action logits [B, N, n_actions] (or [B, 1, n_actions] of one `agent`) given actions [B, N].
@@ -122,17 +151,6 @@ class CommFormerNet(nn.Module):
         step, so with teacher forcing one pass scores all agents, and the actions of agents i and later
         (and of senders i does not hear) cannot change agent i's logits.
         """
-        support = mask if support is None else support
-        B, N = actions.shape
         rows = slice(None) if agent is None else slice(agent, agent + 1)
-        # token 0 is the start token, token 1 + a the embedding of action a (a one-hot input, so a table)
-        table = torch.cat([self.start.unsqueeze(0), self.act_in(self.one_hots)], 0)
-        token_index = torch.cat([torch.zeros_like(actions[:, :1]), actions + 1], 1)
-        earlier = self.earlier[rows]
-        heard = (mask.expand(B, N, N)[:, rows] * earlier, support.expand(B, N, N)[:, rows] * earlier)
-        start = torch.ones(B, earlier.shape[0], 1, device=rep.device)
-        dec_mask, dec_support = (torch.cat([start, h], -1) for h in heard)
-        x = rep[:, rows]
-        for block in self.decoder:
-            x = block(x, table, token_index, dec_mask, dec_support)
-        return self.logits_head(x)
+        inputs = self.decoder_inputs(mask, support, actions.shape[0])
+        return self.decode_rows(rep, self.token_index(actions), inputs, rows)
