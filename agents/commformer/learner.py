@@ -188,12 +188,15 @@ class CommFormer:
                         + cfg["gate_cost"] * gate_cost)
                 self.net_opt.zero_grad()
                 self.graph_opt.zero_grad()
-                loss.backward()
                 if graph_epoch:
-                    self.graph_opt.step()  # the graph's loss is the same PPO objective
+                    # the graph's loss is the same PPO objective; asking autograd for the edge logits' gradient
+                    # only skips the network's weight gradients, which this epoch would throw away
+                    (self.graph.edge_logits.grad,) = torch.autograd.grad(loss, [self.graph.edge_logits])
+                    self.graph_opt.step()
                     graph_steps += 1
                     gn = torch.zeros(())
                 else:
+                    loss.backward()
                     gn = nn.utils.clip_grad_norm_(self.net_opt.param_groups[0]["params"], cfg["max_grad_norm"])
                     self.net_opt.step()
                 stats["policy_loss"].append(p_loss.item())
