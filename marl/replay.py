@@ -3,7 +3,8 @@
 A replay is an `.npz` archive read with `allow_pickle=False`, so a file from elsewhere cannot run
 code. It holds T steps of one battle:
 
-- the map and roster: `walkable` bool[X, Y], cliff `level` uint8[X, Y], `unit_type` str[U], `team`
+- the map and roster: `walkable` bool[X, Y], cliff `level` uint8[X, Y], `cliff` bool[X, Y] (the cliff
+  faces between levels, blocked to all but cliff walkers), `unit_type` str[U], `team`
   int8[U] (0 = the learner's agents, who come first), `health_max` and `shield_max` f32[U];
 - T + 1 frames of the units (the one each action was chosen on, then the one the battle ended on):
   `x`, `y`, `health`, `shield` f32[T+1, U], `alive` bool[T+1, U], and `unit_target` int16[T+1, U],
@@ -36,13 +37,13 @@ FORMAT = "marl-replay"
 VERSION = 1
 OUTCOMES = ("won", "lost", "draw", "timeout")
 
-STATIC_FIELDS = ("walkable", "level", "unit_type", "team", "health_max", "shield_max")
+STATIC_FIELDS = ("walkable", "level", "cliff", "unit_type", "team", "health_max", "shield_max")
 FRAME_FIELDS = ("x", "y", "health", "shield", "alive", "unit_target")
 STEP_FIELDS = ("actions", "target", "comm", "gates", "reward")
 META_FIELDS = ("format", "version", "env", "map", "learner", "env_steps", "seed", "battle", "outcome",
                "episode_return", "episode_length", "episode_limit", "map_x", "map_y", "n_agents", "has_comm",
                "has_gates")
-_DTYPES = {"walkable": np.bool_, "level": np.uint8, "team": np.int8, "health_max": np.float32,
+_DTYPES = {"walkable": np.bool_, "level": np.uint8, "cliff": np.bool_, "team": np.int8, "health_max": np.float32,
            "shield_max": np.float32, "x": np.float32, "y": np.float32, "health": np.float32,
            "shield": np.float32, "alive": np.bool_, "unit_target": np.int16, "actions": np.int16,
            "target": np.int16, "comm": np.bool_, "gates": np.float32, "reward": np.float32}
@@ -60,6 +61,7 @@ class Replay:
     meta: dict
     walkable: np.ndarray
     level: np.ndarray
+    cliff: np.ndarray
     unit_type: np.ndarray
     team: np.ndarray
     health_max: np.ndarray
@@ -138,7 +140,8 @@ def _shape_problem(data: dict, meta: dict) -> str | None:
     """What is inconsistent about a replay's arrays, or None."""
     U, A = data["team"].shape[0] if data["team"].ndim == 1 else -1, meta.get("n_agents")
     T = data["actions"].shape[0] if data["actions"].ndim == 2 else -1
-    expect = {"walkable": (meta.get("map_x"), meta.get("map_y")), "level": (meta.get("map_x"), meta.get("map_y")),
+    grid = (meta.get("map_x"), meta.get("map_y"))
+    expect = {"walkable": grid, "level": grid, "cliff": grid,
               "unit_type": (U,), "health_max": (U,), "shield_max": (U,), "actions": (T, A), "target": (T, A),
               "comm": (T, A, A), "gates": (T, A), "reward": (T,)}
     expect.update({k: (T + 1, U) for k in FRAME_FIELDS})
@@ -223,6 +226,7 @@ def _record_round(env, learner: Learner, seed: int, wanted: int, meta: dict) -> 
                   "map_y": int(info["map_y"]), "n_agents": int(A), "has_comm": has_comm, "has_gates": has_gates,
                   "version": VERSION},
             walkable=np.asarray(info["walkable"], bool), level=np.asarray(info["level"], np.uint8),
+            cliff=np.asarray(info["cliff"], bool),
             unit_type=np.asarray(info["unit_type"], str), team=np.asarray(info["team"], np.int8),
             health_max=np.asarray(info["health_max"], np.float32),
             shield_max=np.asarray(info["shield_max"], np.float32),

@@ -108,7 +108,8 @@ class FrameSource(Protocol):
 
     keep_final_frames: bool  # when set, frames() shows a battle that just ended as it ended, not after its reset
 
-    # frame_info(): map, map_x, map_y, walkable bool[X, Y], level uint8[X, Y], unit_type str[U],
+    # frame_info(): map, map_x, map_y, walkable bool[X, Y], level uint8[X, Y], cliff bool[X, Y] (cliff faces
+    # between levels, which only cliff walkers cross), unit_type str[U],
     # team int8[U] (0 = the agents, who come first), health_max and shield_max f32[U], n_agents, episode_limit
     def frame_info(self) -> dict:
         """The map and the roster a replay viewer draws the units on."""

@@ -319,11 +319,11 @@ class SMACVecEnv:
         return self._final_frames if self._final_frames is not None else self._unit_frames()
 
     def frame_info(self) -> dict:
-        """What a replay viewer draws besides the units: map size, walkable cells, cliff levels, roster."""
+        """What a replay viewer draws besides the units: map size, walkable cells, levels, cliff faces, roster."""
         b, m = self.batch, self.batch.map
         utype = b.utype[0]
         return dict(map=m.name, map_x=int(m.map_x), map_y=int(m.map_y), walkable=m.pathing.copy(),
-                    level=np.rint(m.height * 255.0 / 16.0).astype(np.uint8),
+                    level=np.rint(m.height * 255.0 / 16.0).astype(np.uint8), cliff=m.cliff_pathing & ~m.pathing,
                     unit_type=np.array([TYPE_NAMES[t].removesuffix("_rl") for t in utype]),
                     team=np.array([0] * b.n_agents + [1] * b.n_enemies, np.int8),
                     health_max=b.ft[utype, F_HP].astype(np.float32),
