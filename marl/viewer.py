@@ -253,9 +253,9 @@ class Renderer:
         for u in np.argsort(-r.team, kind="stable"):  # the agents last, on top of any enemy they touch
             centre = (int(px[u]), int(py[u]))
             if not alive[u]:
-                d = max(radius // 2, 2)
-                pygame.draw.line(surface, DEAD_COLOUR, (centre[0] - d, centre[1] - d), (centre[0] + d, centre[1] + d), 2)
-                pygame.draw.line(surface, DEAD_COLOUR, (centre[0] - d, centre[1] + d), (centre[0] + d, centre[1] - d), 2)
+                (cx, cy), d = centre, max(radius // 2, 2)
+                pygame.draw.line(surface, DEAD_COLOUR, (cx - d, cy - d), (cx + d, cy + d), 2)
+                pygame.draw.line(surface, DEAD_COLOUR, (cx - d, cy + d), (cx + d, cy - d), 2)
                 continue
             if listening and u < A and r.gates[step, u] > 0.5:
                 pygame.draw.circle(surface, LISTENING, centre, radius + max(2, radius // 3), max(1, radius // 5))
@@ -283,7 +283,7 @@ class Renderer:
     def _hud(self, surface, lay: Layout, frame: int, playback: Playback | None) -> None:
         import pygame
 
-        r, m = self.replay, self.replay.meta
+        m = self.replay.meta
         W, H, bar = surface.get_width(), surface.get_height(), lay.bar
         pygame.draw.rect(surface, HUD_BG, (0, 0, W, bar))
         pygame.draw.rect(surface, HUD_BG, (0, H - bar, W, bar))
