@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from marl.checkpoint import atomic_write_bytes
 from marl.spec import FrameSource, Learner, VecEnv
 
 FORMAT = "marl-replay"
@@ -102,6 +101,8 @@ class Replay:
 
 def save(replay: Replay, path) -> Path:
     """Write a replay atomically (temporary file in the same folder, flushed, renamed); returns the path."""
+    from marl.checkpoint import atomic_write_bytes  # imported here: it brings torch, which reading needs not
+
     path = Path(path)
     meta = {"format": FORMAT, "version": VERSION, **replay.meta}
     buf = io.BytesIO()
