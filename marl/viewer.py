@@ -52,7 +52,8 @@ KNOWN_MARKS = {"marine": "M", "marauder": "M", "medivac": "M", "stalker": "S", "
 KNOWN_MARKS_LONG = {"marine": "Ma", "marauder": "Mr", "medivac": "Md", "zealot": "Ze", "zergling": "Zg",
                     "stalker": "St", "spine_crawler": "Sc"}
 
-KEYS_HELP = "space play/pause   \u2190/\u2192 step   \u2191/\u2193 speed   Home/End   r restart   q quit"
+# pygame's default font has no arrow glyphs, so the arrow keys are named in words
+KEYS_HELP = ("space play/pause", "left/right step", "up/down speed", "Home/End first/last", "r restart", "q quit")
 
 
 class ViewerError(ValueError):
@@ -121,18 +122,19 @@ def on_event(playback: Playback, event) -> None:
 
 
 class Layout:
-    """Where things go on a surface of a given size: HUD bars, and the map letterboxed between them."""
+    """Where things go on a surface: a HUD bar on top, `bottom_rows` bars below, the map letterboxed between."""
 
-    def __init__(self, replay: Replay, width: int, height: int):
+    def __init__(self, replay: Replay, width: int, height: int, bottom_rows: int = 1):
         self.width, self.height = width, height
         self.bar = max(20, min(36, height // 22))  # HUD bar height, readable at any window size
+        self.bottom = bottom_rows * self.bar
         x0, x1, y0, y1 = view_bounds(replay)
         self.view = (x0, x1, y0, y1)
-        avail_w, avail_h = width - 8, height - 2 * self.bar - 8
+        avail_w, avail_h = width - 8, height - self.bar - self.bottom - 8
         self.scale = max(min(avail_w / (x1 - x0), avail_h / (y1 - y0)), 1e-3)  # pixels per map cell
         self.map_w, self.map_h = (x1 - x0) * self.scale, (y1 - y0) * self.scale
         self.left = (width - self.map_w) / 2
-        self.top = self.bar + (height - 2 * self.bar - self.map_h) / 2
+        self.top = self.bar + (height - self.bar - self.bottom - self.map_h) / 2
 
     def to_screen(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates of map points (y grows upwards on the map, downwards on screen)."""
@@ -200,28 +202,29 @@ class Renderer:
             self._fonts[size] = pygame.font.Font(None, size)
         return self._fonts[size]
 
-    def layout(self, size: tuple[int, int]) -> Layout:
-        """The layout for a surface size."""
-        return self._background(size)[0]
+    def layout(self, size: tuple[int, int], bottom_rows: int = 1) -> Layout:
+        """The layout for a surface size (two bottom rows in a window: the legend, then the keys)."""
+        return self._background(size, bottom_rows)[0]
 
-    def _background(self, size: tuple[int, int]):
+    def _background(self, size: tuple[int, int], bottom_rows: int):
         import pygame
 
-        if size not in self._cache:
-            lay = Layout(self.replay, *size)
+        key = (*size, bottom_rows)
+        if key not in self._cache:
+            lay = Layout(self.replay, *size, bottom_rows=bottom_rows)
             x0, x1, y0, y1 = lay.view
             cells = self._ground[x0:x1, y0:y1][:, ::-1]  # surfarray is [x, y] with y downwards
             ground = pygame.transform.scale(pygame.surfarray.make_surface(np.ascontiguousarray(cells)),
                                             (max(int(round(lay.map_w)), 1), max(int(round(lay.map_h)), 1)))
-            self._cache = {size: (lay, ground)}  # only the current size is worth keeping
-        return self._cache[size]
+            self._cache = {key: (lay, ground)}  # only the current size is worth keeping
+        return self._cache[key]
 
     def draw(self, surface, frame: int, playback: Playback | None = None) -> None:
         """Draw frame `frame` (HUD included) onto surface."""
         import pygame
 
         r = self.replay
-        lay, ground = self._background(surface.get_size())
+        lay, ground = self._background(surface.get_size(), 1 if playback is None else 2)
         surface.fill(BACKGROUND)
         surface.blit(ground, (int(round(lay.left)), int(round(lay.top))))
         px, py = lay.unit_pixels(r, frame)
@@ -250,20 +253,25 @@ class Renderer:
 
         fonts = {1: self.font(max(int(radius * 1.7), 10)), 2: self.font(max(int(radius * 1.3), 9))}
         listening = r.meta.get("has_gates") and frame < r.n_steps
-        for u in np.argsort(-r.team, kind="stable"):  # the agents last, on top of any enemy they touch
-            centre = (int(px[u]), int(py[u]))
+        order = np.argsort(-r.team, kind="stable")  # the agents last, on top of any enemy they touch
+        for u in order:
+            (cx, cy) = centre = (int(px[u]), int(py[u]))
             if not alive[u]:
-                (cx, cy), d = centre, max(radius // 2, 2)
+                d = max(radius // 2, 2)
                 pygame.draw.line(surface, DEAD_COLOUR, (cx - d, cy - d), (cx + d, cy + d), 2)
                 pygame.draw.line(surface, DEAD_COLOUR, (cx - d, cy + d), (cx + d, cy - d), 2)
                 continue
             if listening and u < A and r.gates[step, u] > 0.5:
                 pygame.draw.circle(surface, LISTENING, centre, radius + max(2, radius // 3), max(1, radius // 5))
             pygame.draw.circle(surface, TEAM_COLOURS[int(r.team[u])], centre, radius)
-            if radius >= MIN_LETTER_RADIUS:
+        # bars, then letters, over all circles: in a melee the circles overlap, and these must stay readable
+        living = [u for u in order if alive[u]]
+        for u in living:
+            self._bars(surface, u, frame, (int(px[u]), int(py[u])), radius)
+        if radius >= MIN_LETTER_RADIUS:
+            for u in living:
                 text = fonts[min(len(self.letters[u]), 2)].render(self.letters[u], True, (255, 255, 255))
-                surface.blit(text, text.get_rect(center=(centre[0], centre[1] + 1)))
-            self._bars(surface, u, frame, centre, radius)
+                surface.blit(text, text.get_rect(center=(int(px[u]), int(py[u]) + 1)))
         self._hud(surface, lay, frame, playback)
 
     def _bars(self, surface, u: int, frame: int, centre: tuple[int, int], radius: int) -> None:
@@ -286,50 +294,45 @@ class Renderer:
         m = self.replay.meta
         W, H, bar = surface.get_width(), surface.get_height(), lay.bar
         pygame.draw.rect(surface, HUD_BG, (0, 0, W, bar))
-        pygame.draw.rect(surface, HUD_BG, (0, H - bar, W, bar))
+        pygame.draw.rect(surface, HUD_BG, (0, H - lay.bottom, W, lay.bottom))
         font = self.font(int(bar * 0.8))
         small = self.font(int(bar * 0.7))
         y = bar // 2
-        state = ""
-        if playback is not None:
+        right = 10
+        if playback is not None:  # playback state first: it is what a user looks for while pressing keys
             state = f"{'paused' if playback.paused else 'playing'}  {playback.speed} steps/s"
-        left = [(f"step {frame} / {m['episode_limit']}", HUD_TEXT), (m["map"], HUD_TEXT),
-                (f"{m['learner']} @ {m['env_steps']:,} steps", HUD_DIM),
-                (f"{m['outcome'].upper()}  return {m['episode_return']:.1f}", OUTCOME_COLOURS[m["outcome"]])]
-        x = 10
-        for text, colour in left:
-            img = font.render(text, True, colour)
-            if x + img.get_width() > W - 10:
-                break
-            surface.blit(img, img.get_rect(midleft=(x, y)))
-            x += img.get_width() + 24
-        if state:
             img = font.render(state, True, HUD_TEXT)
-            if img.get_width() < W - x:
-                surface.blit(img, img.get_rect(midright=(W - 10, y)))
-        # the bottom bar: what the colours mean, then the keys when a window is open
+            surface.blit(img, img.get_rect(midright=(W - 10, y)))
+            right += img.get_width() + 24
+        top = [(f"step {frame} / {m['episode_limit']}", HUD_TEXT), (m["map"], HUD_TEXT),
+               (f"{m['outcome'].upper()}  return {m['episode_return']:.1f}", OUTCOME_COLOURS[m["outcome"]]),
+               (f"{m['learner']} @ {m['env_steps']:,} steps", HUD_DIM)]
+        _row(surface, font, top, 10, W - right, y, 24)
+        # the bottom bars: what the colours and letters mean, and below that (in a window) the keys
+        if playback is not None:
+            _row(surface, small, [(k, HUD_DIM) for k in KEYS_HELP], 10, W - 10, H - bar // 2, 22)
+        y = H - lay.bottom + bar // 2
         legend = [("agents", TEAM_COLOURS[0]), ("enemies", TEAM_COLOURS[1]), ("attack", ATTACK_AGENT),
                   ("enemy attack", ATTACK_ENEMY), ("heal", HEAL)]
         if m.get("has_comm"):
             legend.append(("message", COMM))
         if m.get("has_gates"):
             legend.append(("listening", LISTENING))
-        else:
-            legend.append(("no communication" if not m.get("has_comm") else "", HUD_DIM))
+        if not m.get("has_comm"):
+            legend.append(("no communication", HUD_DIM))
         legend += [(f"{mark} {name}", HUD_DIM) for name, mark in self.marks.items()]
-        x, y = 10, H - bar // 2
-        for text, colour in legend:
-            if not text:
-                continue
-            img = small.render(text, True, colour)
-            if x + img.get_width() > W - 10:
-                break
-            surface.blit(img, img.get_rect(midleft=(x, y)))
-            x += img.get_width() + 16
-        if playback is not None:
-            img = small.render(KEYS_HELP, True, HUD_DIM)
-            if x + img.get_width() + 20 < W - 10:
-                surface.blit(img, img.get_rect(midright=(W - 10, y)))
+        _row(surface, small, legend, 10, W - 10, y, 16)
+
+
+def _row(surface, font, items, left: int, right: int, y: int, gap: int) -> None:
+    """Texts left to right from x = left, as many as fit before x = right."""
+    x = left
+    for text, colour in items:
+        img = font.render(text, True, colour)
+        if x + img.get_width() > right:
+            break
+        surface.blit(img, img.get_rect(midleft=(x, y)))
+        x += img.get_width() + gap
 
 
 def _arrow(surface, colour, start, end, radius: int, width: int) -> None:
