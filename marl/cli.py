@@ -79,6 +79,8 @@ def _eval(args: argparse.Namespace) -> int:
     from marl.trainer import LAST, evaluate
 
     run_dir = Path(args.run_dir)
+    if args.out and not args.record:
+        raise CLIError("--out DIR goes with --record N (the number of battles to record)")
     config = config_mod.load_file(run_dir / "config.yaml")
     data = checkpoint.load(run_dir / "checkpoints" / LAST)
     r, t = config["run"], config["train"]

@@ -11,6 +11,7 @@ Playback is a small pure class, `Playback`, driven by key names, so it is tested
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -356,10 +357,18 @@ def show(replay: Replay, size: tuple[int, int] = (1200, 760)) -> None:
     """Open a resizable window playing the replay until q, Esc or the window is closed."""
     import pygame
 
+    if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+        # SDL would fall back to a driver that shows nothing, after printing its own complaints
+        raise ViewerError("cannot open a window (no display: DISPLAY and WAYLAND_DISPLAY are unset); "
+                          "export instead: marl replay FILE --export out.gif")
     try:
         pygame.display.init()
+        if pygame.display.get_driver() in ("dummy", "offscreen"):
+            raise pygame.error(f"SDL video driver {pygame.display.get_driver()!r} shows nothing")
         screen = pygame.display.set_mode(size, pygame.RESIZABLE)
     except pygame.error as err:
+        pygame.display.quit()
         raise ViewerError(f"cannot open a window ({err}); export instead: marl replay FILE --export out.gif"
                           ) from None
     try:

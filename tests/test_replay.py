@@ -389,3 +389,11 @@ def test_old_run_configs_get_the_replay_key(tmp_path):
     del config["train"]["record_replays"]
     config_mod.dump(config, tmp_path / "config.yaml")
     assert config_mod.load_file(tmp_path / "config.yaml")["train"]["record_replays"] is True
+
+
+def test_no_window_without_a_display_is_a_one_line_error(capsys):
+    sample = Path(__file__).resolve().parents[1] / "replays" / "3s5z_mappo_win.npz"
+    assert main(["replay", str(sample)]) == 2  # the tests run on SDL's dummy driver, which shows nothing
+    err = capsys.readouterr().err
+    assert err == ("marl: error: cannot open a window (SDL video driver 'dummy' shows nothing); export instead: "
+                   "marl replay FILE --export out.gif\n")
