@@ -25,12 +25,23 @@ class CheckpointError(ValueError):
     """A missing, truncated or foreign checkpoint; the message is one line."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# read once: os.umask can only be read by setting it, which is not safe once threads run
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write data to path through a flushed temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would make replays and configs unreadable to others
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,4 +1,4 @@
-"""The `marl` command line: `marl train`, `marl eval` and `marl envs`."""
+"""The `marl` command line: `marl train`, `marl eval`, `marl replay` and `marl envs`."""
 
 from __future__ import annotations
 
@@ -79,6 +79,8 @@ def _eval(args: argparse.Namespace) -> int:
     from marl.trainer import LAST, evaluate
 
     run_dir = Path(args.run_dir)
+    if args.out and not args.record:
+        raise CLIError("--out DIR goes with --record N (the number of battles to record)")
     config = config_mod.load_file(run_dir / "config.yaml")
     data = checkpoint.load(run_dir / "checkpoints" / LAST)
     r, t = config["run"], config["train"]
@@ -90,7 +92,43 @@ def _eval(args: argparse.Namespace) -> int:
           f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
           f"{res['episodes']} episodes, mean return {res['episode_return']:.2f}, "
           f"mean episode length {res['episode_length']:.1f}")
+    if args.record:
+        from marl import replay
+
+        # a separate set of battles, so recording does not change the evaluation above
+        rec_env = make_env(r["env"], r["scenario"], min(args.record, 16), dict(config["env"]))
+        meta = {"env": r["env"], "learner": r["algo"], "env_steps": data["counters"]["env_steps"]}
+        replays = replay.record(rec_env, learner, args.record, seed=args.seed, meta=meta)
+        for path in replay.save_all(replays, Path(args.out) if args.out else run_dir / "replays"):
+            print(path)
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from marl import replay, viewer
+
+    rep = replay.load(args.file)
+    if args.export is None:
+        if args.step is not None:
+            raise CLIError("--step goes with --export FILE.png")
+        viewer.show(rep)
+        return 0
+    written = viewer.export(rep, args.export, step=args.step)
+    if len(written) == 1:
+        print(written[0])
+    else:
+        print(f"{len(written)} frames in {written[0].parent}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
+    return value
 
 
 def _count(names: list[str]) -> str:
@@ -118,7 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--episodes", type=int, default=32)
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation battles")
+    ev.add_argument("--record", type=_positive, default=0, metavar="N",
+                    help="also record N deterministic battles as replays (watch them with marl replay)")
+    ev.add_argument("--out", metavar="DIR", help="folder for the replays (default: RUN_DIR/replays)")
     ev.set_defaults(func=_eval)
+    rp = sub.add_parser("replay", help="watch a recorded battle in a window, or export it to PNG or GIF")
+    rp.add_argument("file", help="a replay (.npz), e.g. replays/3s5z_mappo_win.npz")
+    rp.add_argument("--export", metavar="OUT", help="render without a window: OUT.gif (every step), OUT.png "
+                    "(one step, see --step) or DIR/ (a PNG per step)")
+    rp.add_argument("--step", type=int, help="the step a .png export shows (default 0)")
+    rp.set_defaults(func=_replay)
     e = sub.add_parser("envs", help="list environments and every SMAC map with its shapes")
     e.add_argument("env", nargs="?", help="only this environment (e.g. smac)")
     e.set_defaults(func=_envs)

@@ -102,6 +102,25 @@ class VecEnv(Protocol):
         """Release whatever the environments hold."""
 
 
+@runtime_checkable
+class FrameSource(Protocol):
+    """Optional VecEnv capability for replay recording: the units of every battle, and whom actions aim at."""
+
+    keep_final_frames: bool  # when set, frames() shows a battle that just ended as it ended, not after its reset
+
+    # frame_info(): map, map_x, map_y, walkable bool[X, Y], level uint8[X, Y], cliff bool[X, Y] (cliff faces
+    # between levels, which only cliff walkers cross), unit_type str[U],
+    # team int8[U] (0 = the agents, who come first), health_max and shield_max f32[U], n_agents, episode_limit
+    def frame_info(self) -> dict:
+        """The map and the roster a replay viewer draws the units on."""
+
+    def frames(self) -> dict:
+        """x, y, health, shield f32[E, U], alive bool[E, U] and target int[E, U] (unit aimed at, -1) now."""
+
+    def action_targets(self, actions: np.ndarray) -> np.ndarray:
+        """Unit index each action in int[E, A] attacks or heals, -1 for none."""
+
+
 @dataclass
 class Rollout:
     """T steps of E environments as contiguous arrays, plus what the learner stored when acting.

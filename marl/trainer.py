@@ -20,9 +20,11 @@ import torch
 
 from marl import checkpoint
 from marl import config as config_mod
+from marl import replay as replay_mod
 from marl.logging import RunLogger
 from marl.registry import make_env, make_learner
 from marl.rollout import collect
+from marl.spec import FrameSource
 
 LAST = "last.pt"
 
@@ -85,6 +87,7 @@ class Trainer:
         self.update_index, self.env_steps, self.episodes = 0, 0, 0
         self.last_eval: dict | None = None
         self._eval_env = None
+        self._record_env = None
         self._stop = False
         if resume:
             self._load()
@@ -133,6 +136,19 @@ class Trainer:
             self._eval_env = make_env(r["env"], r["scenario"], min(t["eval_episodes"], 32), dict(self.config["env"]))
         return evaluate(self._eval_env, self.learner, t["eval_episodes"], seed=t["seed"] + 1_000_003)
 
+    def record_replay(self) -> Path | None:
+        """Record one deterministic battle into RUN_DIR/replays/; None when the env cannot record."""
+        t, r = self.config["train"], self.config["run"]
+        if self._record_env is None:
+            # one battle of its own, so the batched evaluation is not slowed by frame copies
+            self._record_env = make_env(r["env"], r["scenario"], 1, dict(self.config["env"]))
+        if not isinstance(self._record_env, FrameSource):
+            return None
+        meta = {"env": r["env"], "learner": r["algo"], "env_steps": self.env_steps}
+        # a new battle at each evaluation, the same one on a resumed run
+        (rep,) = replay_mod.record(self._record_env, self.learner, 1, t["seed"] + 2_000_003 + self.update_index, meta)
+        return replay_mod.save(rep, self.run_dir / "replays" / replay_mod.file_name(rep))
+
     def run(self, max_updates: int | None = None) -> dict:
         """Train until the step budget (or max_updates more updates, or Ctrl-C); returns the last eval."""
         t = self.config["train"]
@@ -178,6 +194,10 @@ class Trainer:
                     self.last_eval = self.evaluate()
                     logger.scalars({f"eval/{k}": v for k, v in self.last_eval.items() if k != "episodes"},
                                    self.env_steps)
+                    if t["record_replays"]:
+                        path = self.record_replay()
+                        if path is not None:
+                            logger.message(f"replay: {path} (watch it: marl replay {path})")
                 if t["checkpoint_interval"] and self.update_index % t["checkpoint_interval"] == 0:
                     self.save()
                 win = f"{self.last_eval['win_rate']:.0%}" if self.last_eval else None

@@ -257,24 +257,90 @@ class SMACBatch:
 
 
 class SMACVecEnv:
-    """E embedded SMAC battles of one map as a marl VecEnv (arrays in and out, auto-reset)."""
+    """E embedded SMAC battles of one map as a marl VecEnv (arrays in and out, auto-reset).
+
+    Replay capability: `frame_info()` (the map and roster), `frames()` (every battle's units) and
+    `action_targets(actions)` (whom each action attacks or heals). With `keep_final_frames` set,
+    `frames()` shows a battle that just ended as it ended rather than after its automatic reset.
+    """
 
     def __init__(self, map_name: str = "3s5z", n_envs: int = 1, **options):
         self.batch = SMACBatch(map_name, n_envs, autoreset=True, **options)
         self.n_envs = self.batch.n_envs
         self.spec = self.batch.spec()
         self._seed = self.batch.options["seed"]
+        self.keep_final_frames = False
+        self._final_frames: dict[str, np.ndarray] | None = None
 
     def reset(self, seed: int | None = None) -> Step:
         """Reset all battles; battle e's randomness derives from (seed, e)."""
         self.batch.seed(self._seed if seed is None else seed)
         self.batch.reset()
+        self._final_frames = None
         return self.set_state(self.batch.snapshot())
 
     def step(self, actions: np.ndarray) -> Step:
         """Step all battles with int actions[E, A]; finished battles restart at once."""
+        if self.keep_final_frames:
+            return self._step_keeping_frames(actions)
+        self._final_frames = None
         out = self.batch.step(actions)
         return Step(t=self.batch.ei[:, core.T].copy(), **out)
+
+    def _step_keeping_frames(self, actions: np.ndarray) -> Step:
+        """step() with the kernel's auto-reset held back until the ended battles' units are copied."""
+        b = self.batch
+        b.cfg_i[core.C_AUTORESET] = 0
+        try:
+            out = b.step(actions)
+        finally:
+            b.cfg_i[core.C_AUTORESET] = 1
+        self._final_frames = self._unit_frames()
+        A, U = b.n_agents, b.n_units
+        # the same reset and observation the kernel would have run, once per ended episode
+        for e in np.flatnonzero(out["done"]):
+            core.reset_env(b.uf, b.ui, b.ei, b.ef, b.utype, b.spawn, b.ft, b.it, b.enemy_order, b.rng, e, A, U)
+            core._observe(b.uf, b.ui, b.ei, b.utype, b.ft, b.it, b.tid, b.walk, b.height, b.sight, b.shoot,
+                          b.cfg_i, e, out["obs"], out["state"], out["avail"])
+            out["alive"][e] = b.ui[e, :A, core.ALIVE] != 0
+        return Step(t=b.ei[:, core.T].copy(), **out)
+
+    def _unit_frames(self) -> dict[str, np.ndarray]:
+        uf, ui = self.batch.uf, self.batch.ui
+        return dict(x=uf[:, :, core.X].astype(np.float32), y=uf[:, :, core.Y].astype(np.float32),
+                    health=uf[:, :, core.HP].astype(np.float32), shield=uf[:, :, core.SH].astype(np.float32),
+                    alive=ui[:, :, core.ALIVE] != 0, target=ui[:, :, core.TARGET].copy())
+
+    def frames(self) -> dict[str, np.ndarray]:
+        """Every battle's units now: x, y, health, shield f32[E, U], alive bool[E, U], order target int[E, U].
+
+        With keep_final_frames set, a battle the last step ended appears as it ended (before its reset).
+        """
+        return self._final_frames if self._final_frames is not None else self._unit_frames()
+
+    def frame_info(self) -> dict:
+        """What a replay viewer draws besides the units: map size, walkable cells, levels, cliff faces, roster."""
+        b, m = self.batch, self.batch.map
+        utype = b.utype[0]
+        return dict(map=m.name, map_x=int(m.map_x), map_y=int(m.map_y), walkable=m.pathing.copy(),
+                    level=np.rint(m.height * 255.0 / 16.0).astype(np.uint8), cliff=m.cliff_pathing & ~m.pathing,
+                    unit_type=np.array([TYPE_NAMES[t].removesuffix("_rl") for t in utype]),
+                    team=np.array([0] * b.n_agents + [1] * b.n_enemies, np.int8),
+                    health_max=b.ft[utype, F_HP].astype(np.float32),
+                    shield_max=b.ft[utype, F_SHIELD].astype(np.float32), n_agents=b.n_agents,
+                    episode_limit=int(m.limit))
+
+    def action_targets(self, actions: np.ndarray) -> np.ndarray:
+        """Unit index each agent's action aims at, int[E, A]: an enemy attacked, an ally healed, or -1.
+
+        SMAC's actions 6 + j attack enemy j (unit A + j), or for a medivac heal ally j (unit j).
+        """
+        b = self.batch
+        actions = np.asarray(actions, np.int64)
+        A = b.n_agents
+        medivac = b.it[b.utype[:, :A], I_KIND] == KIND_MEDIVAC
+        j = actions - N_ACTIONS_NO_ATTACK
+        return np.where(j >= 0, np.where(medivac, j, A + j), -1)
 
     def get_state(self) -> dict:
         """Everything needed to continue these battles exactly (see set_state)."""
@@ -283,6 +349,7 @@ class SMACVecEnv:
     def set_state(self, state: dict) -> Step:
         """Continue from get_state(); returns the Step the saved battles stood at."""
         self.batch.restore(state)
+        self._final_frames = None
         b = self.batch
         E = b.n_envs
         return Step(obs=b.obs.copy(), state=b.state.copy(), avail=b.avail.copy(), reward=np.zeros(E, np.float32),
