@@ -6,6 +6,14 @@ agent received per step in the last tenth of training (0 for MAPPO, which has no
 
     python benchmarks/ablation.py --map 3s5z --steps 3000000 --seed 1
     python benchmarks/ablation.py --map 5m_vs_6m --steps 3000000 --variants learned full random
+
+A shorter comparison keeps the full budget's schedules (post-stable freezing at half of --steps) but
+stops every variant at --stop-at env steps; variants can run as separate processes, then the table is
+read back from their run directories (any run directory can join, e.g. the default run of the map):
+
+    python benchmarks/ablation.py --map 3s5z --stop-at 1000000 --variants full &
+    python benchmarks/ablation.py --map 3s5z --stop-at 1000000 --variants random &
+    python benchmarks/ablation.py --table runs/ablation/3s5z-full-s1 runs/ablation/3s5z-random-s1 --at 1000000
 """
 
 from __future__ import annotations
@@ -24,8 +32,9 @@ VARIANTS = {
 }
 
 
-def run_variant(name: str, map_name: str, steps: int, seed: int, runs_dir: Path, extra: list[str]) -> Path:
-    """Train one variant to the budget; returns its run directory."""
+def run_variant(name: str, map_name: str, steps: int, seed: int, runs_dir: Path, extra: list[str],
+                stop_at: int | None = None) -> Path:
+    """Train one variant to the budget (or to stop_at env steps of it); returns its run directory."""
     from marl import config as config_mod
     from marl.trainer import Trainer
 
@@ -33,19 +42,25 @@ def run_variant(name: str, map_name: str, steps: int, seed: int, runs_dir: Path,
     cfg = config_mod.load("smac", map_name, algo, [f"train.steps={steps}", f"train.seed={seed}",
                                                    f"train.runs_dir={runs_dir}", *overrides, *extra])
     run_dir = runs_dir / f"{map_name}-{name}-s{seed}"
-    Trainer(cfg, run_dir).run()
+    resume = (run_dir / "checkpoints" / "last.pt").exists()  # an interrupted variant continues
+    trainer = Trainer(cfg, run_dir, resume=resume)
+    per_update = cfg["train"]["rollout"] * cfg["train"]["envs"]
+    left = None if stop_at is None else max(0, -(-(stop_at - trainer.env_steps) // per_update))
+    trainer.run(max_updates=left)
     return run_dir
 
 
-def summarise(run_dir: Path) -> dict:
-    """Final and best eval win rate, and messages per agent per step over the last tenth."""
+def summarise(run_dir: Path, at: int | None = None) -> dict:
+    """Final and best eval win rate up to `at` env steps, and messages per agent per step over its last tenth."""
     sys.path.insert(0, str(Path(__file__).parent))
     from learning import scalars
 
-    wins = [v for _, _, v in scalars(run_dir, "eval/win_rate")]
-    msgs = scalars(run_dir, "graph/messages_per_agent_step")
-    tail = [v for s, _, v in msgs if msgs and s >= 0.9 * msgs[-1][0]]
-    return {"final_win_rate": wins[-1] if wins else None, "best_win_rate": max(wins) if wins else None,
+    limit = float("inf") if at is None else at
+    wins = [(s, v) for s, _, v in scalars(run_dir, "eval/win_rate") if s <= limit]
+    msgs = [(s, v) for s, _, v in scalars(run_dir, "graph/messages_per_agent_step") if s <= limit]
+    tail = [v for s, v in msgs if s >= 0.9 * msgs[-1][0]] if msgs else []
+    return {"steps": wins[-1][0] if wins else None, "final_win_rate": wins[-1][1] if wins else None,
+            "best_win_rate": max(v for _, v in wins) if wins else None,
             "messages_per_agent_step": sum(tail) / len(tail) if tail else 0.0}
 
 
@@ -61,18 +76,26 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--runs-dir", default="runs/ablation")
+    p.add_argument("--stop-at", type=int, help="stop each variant at this many env steps of the --steps budget")
+    p.add_argument("--table", nargs="+", metavar="RUN_DIR", help="only print the table of these run directories")
+    p.add_argument("--at", type=int, help="with --table: read every run up to this many env steps")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
     args = p.parse_args(argv)
     rows = []
-    for name in args.variants:
-        run_dir = run_variant(name, args.map, args.steps, args.seed, Path(args.runs_dir), args.overrides)
-        row = {"variant": name, "map": args.map, "steps": args.steps, **summarise(run_dir)}
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    print("\n| variant | final eval win rate | best eval win rate | messages / agent / step |")
-    print("| --- | --- | --- | --- |")
+    if args.table:
+        for run_dir in args.table:
+            rows.append({"variant": Path(run_dir).name, **summarise(Path(run_dir), args.at)})
+    else:
+        for name in args.variants:
+            run_dir = run_variant(name, args.map, args.steps, args.seed, Path(args.runs_dir), args.overrides,
+                                  args.stop_at)
+            row = {"variant": name, "map": args.map, **summarise(run_dir)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print("\n| run | env steps | final eval win rate | best eval win rate | messages / agent / step |")
+    print("| --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['variant']} | {_pct(r['final_win_rate'])} | {_pct(r['best_win_rate'])} | "
+        print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['best_win_rate'])} | "
               f"{r['messages_per_agent_step']:.2f} |")
 
 
