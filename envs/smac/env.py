@@ -250,7 +250,8 @@ class SMACBatch:
         self.obs, self.state, self.avail = out["obs"], out["state"], out["avail"]
         return out
 
-    _STATE_FIELDS = ("uf", "ui", "ei", "ef", "rng", "obs", "state", "avail", "utype", "tid", "spawn")
+    _STATE_FIELDS = ("uf", "ui", "ei", "ef", "rng", "obs", "state", "avail", "utype", "tid", "spawn", "sight",
+                     "shoot")
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of every array that defines the battles now, for an exact resume."""
@@ -258,12 +259,28 @@ class SMACBatch:
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:
         """Put the battles back to a snapshot() of the same map and number of battles."""
+        snap = self._upgrade(snap)
         for k in self._STATE_FIELDS:
             mine = getattr(self, k)
             if k not in snap or snap[k].shape != mine.shape or snap[k].dtype != mine.dtype:
                 raise SMACError(f"saved battles do not match these ({k}: expected {mine.dtype} {mine.shape})")
             mine[...] = snap[k]
         self._started = True
+
+    def _upgrade(self, snap: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A v1 map's snapshot from before the SMACv2 scenarios (4 env ints, 1 env float, no ranges) made current."""
+        if self.map.generator:
+            return snap
+        snap = dict(snap)
+        E = self.n_envs
+        ei, ef = snap.get("ei"), snap.get("ef")
+        if ei is not None and ei.shape == (E, core.NEI - 1):
+            snap["ei"] = np.concatenate([ei, np.full((E, 1), core.LAYOUT_FIXED, ei.dtype)], axis=1)
+        if ef is not None and ef.shape == (E, core.NEF - 1):
+            snap["ef"] = np.concatenate([ef, np.full((E, 1), self.cfg_f[core.C_MAX_REWARD], ef.dtype)], axis=1)
+        for k in ("sight", "shoot"):  # a v1 map's ranges never change within a run
+            snap.setdefault(k, getattr(self, k).copy())
+        return snap
 
     def spec(self) -> EnvSpec:
         """EnvSpec of these battles, with the observation's entity blocks."""
