@@ -25,15 +25,14 @@ import yaml
 from marl.spec import EnvSpec, ObsBlock, Step
 
 from . import core
-from .maps import REFLECT_PROBABILITY, SMACMap, get_map
+from .maps import GENERATOR_RACES, REFLECT_PROBABILITY, SMACMap, get_map
 from .units import F_HP, F_RANGE, F_SHIELD, F_SIGHT, I_KIND, KIND_MEDIVAC, TYPE_INDEX, TYPE_NAMES, unit_tables
 
 SIGHT_RANGE = core.SIGHT_RANGE
 SHOOT_RANGE = core.SHOOT_RANGE
 N_ACTIONS_NO_ATTACK = 6
-# SMAC's *_RL ally type ids are alphabetical: agents are numbered by this rank first
-_RL_RANK = {name: i for i, name in enumerate(sorted(["baneling", "colossus", "hydralisk", "marauder", "marine",
-                                                      "medivac", "stalker", "zealot", "zergling"]))}
+# SMACv2 numbers agents by their *_RL type id first; those ids are alphabetical over its nine unit types
+_RL_RANK = {name: i for i, name in enumerate(sorted({u for _, pool, _ in GENERATOR_RACES.values() for u in pool}))}
 
 # SMAC's StarCraft2Env options and their defaults, from configs/envs/smac.yaml
 DEFAULTS: dict[str, Any] = yaml.safe_load(resources.files("marl.configs").joinpath("envs/smac.yaml").read_text())
