@@ -789,7 +789,11 @@ def reset_env(uf, ui, ei, ef, utype, spawn, tid, sight, shoot, ft, it, enemy_ord
 
 @njit(cache=True, _nrt=False)
 def order_idle_enemies(uf, ui, utype, it, e, n_agents, n_units):
-    """SMACv2's map trigger: each idle enemy attacks the closest ally it can hit (medivacs go heal)."""
+    """SMACv2's map trigger: each enemy without orders attacks the closest ally it can hit (medivacs go heal).
+
+    The map orders an attack on the closest ally whatever it is; the game refuses an order a unit cannot
+    carry out (a marauder on a medivac), which would leave it idle, so here it takes the closest it can hit.
+    """
     for v in range(n_agents, n_units):
         if not ui[e, v, ALIVE] or ui[e, v, ORDER] != ORD_IDLE:
             continue
