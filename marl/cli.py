@@ -11,7 +11,7 @@ class CLIError(Exception):
 
 
 def _envs(args: argparse.Namespace) -> int:
-    from marl.envs.smac import SMACBatch, map_names
+    from marl.envs.smac import SMACBatch, scenario_names
 
     if args.env not in (None, "smac"):
         raise CLIError(f"unknown environment {args.env!r}; known environments: smac")
@@ -19,15 +19,17 @@ def _envs(args: argparse.Namespace) -> int:
     print("  smac    embedded SMAC-compatible simulator (no StarCraft II needed): marl train smac MAP")
     print()
     print("SMAC maps (smac)")
-    header = f"  {'map':<16}{'agents':>7}{'enemies':>8}{'limit':>7}{'obs':>6}{'state':>7}{'actions':>8}  units"
+    header = f"  {'map':<18}{'agents':>7}{'enemies':>8}{'limit':>7}{'obs':>6}{'state':>7}{'actions':>8}  units"
     print(header)
-    for name in map_names():
+    for name in scenario_names():
         b = SMACBatch(name, 1)
         m = b.map
-        allies = _count(m.unit_names("ally"))
-        enemies = _count(m.unit_names("enemy"))
-        print(f"  {name:<16}{m.n_agents:>7}{m.n_enemies:>8}{m.limit:>7}{b.obs_dim:>6}{b.state_dim:>7}"
-              f"{b.n_actions:>8}  {allies} vs {enemies}")
+        if m.generator:  # SMACv2: the teams are drawn every episode from the race's pool
+            units = "drawn per episode: " + " ".join(f"{u} {w:.2f}" for u, w in zip(m.pool, m.pool_weights))
+        else:
+            units = f"{_count(m.unit_names('ally'))} vs {_count(m.unit_names('enemy'))}"
+        print(f"  {name:<18}{m.n_agents:>7}{m.n_enemies:>8}{m.limit:>7}{b.obs_dim:>6}{b.state_dim:>7}"
+              f"{b.n_actions:>8}  {units}")
     return 0
 
 

@@ -19,13 +19,13 @@ def _suggest(name: str, known: list[str]) -> str:
 
 
 def _make_smac(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
-    from marl.envs.smac import SMACVecEnv, map_names
+    from marl.envs.smac import SMACVecEnv, scenario_names
 
+    names = scenario_names()
     if scenario is None:
-        raise RegistryError(f"smac needs a map, e.g. `marl train smac 3m`; maps: {', '.join(map_names())}")
-    if scenario not in map_names():
-        raise RegistryError(f"unknown SMAC map {scenario!r}{_suggest(scenario, map_names())}; "
-                            f"maps: {', '.join(map_names())}")
+        raise RegistryError(f"smac needs a map, e.g. `marl train smac 3m`; maps: {', '.join(names)}")
+    if scenario not in names:
+        raise RegistryError(f"unknown SMAC map {scenario!r}{_suggest(scenario, names)}; maps: {', '.join(names)}")
     return SMACVecEnv(scenario, n_envs, **options)
 
 

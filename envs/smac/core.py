@@ -9,6 +9,11 @@ What the real game does that this does not model: projectile travel time (damage
 acceleration and turning, SC2's exact pathfinding (units walk straight and slide along walls) and
 its exact target-priority table (threats first, then the nearest, as described in SPEC.md).
 
+SMACv2's generator scenarios draw each episode's teams and start positions here too, at reset, from the
+battle's own stream (`draw_generator_battle`); their idle enemies are ordered to attack the closest ally
+at the start of every step (every 0.5 game-seconds). Units that SMACv2 spawns on one point (the
+surrounded layout) stand on a sunflower spiral around it, since SC2 would not stack them either.
+
 Layout: per-unit floats `uf[E, U, NUF]`, per-unit ints `ui[E, U, NUI]`, per-env ints `ei[E, NEI]`,
 per-env floats `ef[E, NEF]` and one splitmix64 state per env (`rng[E]`), so that each battle's
 randomness is its own: the same seed gives the same battle whatever E is and whatever other
@@ -22,7 +27,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .maps import EORDER_ATTACK_MOVE, EORDER_ATTACK_MOVE_SEGMENT, EORDER_HOLD, EORDER_HUNT
+from .maps import EORDER_ATTACK_MOVE, EORDER_ATTACK_MOVE_SEGMENT, EORDER_HOLD, EORDER_HUNT, EORDER_IDLE_ATTACK
 from .units import (
     BIOLOGICAL,
     COLOSSUS_BEAM_HALF_LENGTH,
@@ -71,11 +76,13 @@ NUF = 10
 ALIVE, ORDER, TARGET, DEATH_SEEN, LAST_ACTION, ATTACKER = range(6)
 NUI = 6
 # per-env int fields
-T, RESULT, DEAD_ALLIES, DEAD_ENEMIES = range(4)
-NEI = 4
-# per-env float fields
-EP_RETURN = 0
-NEF = 1
+T, RESULT, DEAD_ALLIES, DEAD_ENEMIES, LAYOUT = range(5)
+NEI = 5
+# per-env float fields; MAX_REWARD: the reward scale's max_reward (SMACv2: fixed by a battle's first team)
+EP_RETURN, MAX_REWARD = range(2)
+NEF = 2
+# start layouts (ei[:, LAYOUT]): the map's fixed spawns, or SMACv2's two drawn ones
+LAYOUT_FIXED, LAYOUT_REFLECT, LAYOUT_SURROUNDED = 0, 1, 2
 
 # orders
 ORD_IDLE, ORD_MOVE, ORD_ATTACK, ORD_HEAL, ORD_AMOVE, ORD_HUNT, ORD_HOLD = range(7)
@@ -87,11 +94,15 @@ RUNNING, LOST, DRAW, WON = 2, -1, 0, 1
 (C_N_AGENTS, C_N_ENEMIES, C_N_ACTIONS, C_LIMIT, C_SHIELD_A, C_SHIELD_E, C_TYPE_BITS, C_OBS_ALL_HEALTH,
  C_OBS_OWN_HEALTH, C_OBS_LAST_ACTION, C_OBS_PATHING, C_OBS_TERRAIN, C_OBS_TIMESTEP, C_STATE_LAST_ACTION,
  C_STATE_TIMESTEP, C_OBS_INSTEAD_OF_STATE, C_REWARD_SPARSE, C_REWARD_ONLY_POSITIVE, C_REWARD_SCALE,
- C_MMM, C_AUTORESET, C_MAP_X, C_MAP_Y, C_OBS_OWN_POS) = range(24)
-N_CFG_I = 24
-# float configuration, cfg_f[...]
-C_DEATH_VALUE, C_WIN, C_DEFEAT, C_NEG_SCALE, C_SCALE_RATE, C_MAX_REWARD = range(6)
-N_CFG_F = 6
+ C_MMM, C_AUTORESET, C_MAP_X, C_MAP_Y, C_OBS_OWN_POS, C_GENERATOR, C_UNIT_RANGES) = range(26)
+# the generator's unit pool, 3 entries each: ally and enemy unit type, "may not make a whole team", and the
+# ally type's rank among SMAC's alphabetical *_RL type ids (agents are numbered by it)
+C_POOL_ALLY, C_POOL_ENEMY, C_POOL_EXCEPTION, C_POOL_RANK = 26, 29, 32, 35
+N_CFG_I = 38
+# float configuration, cfg_f[...]; C_POOL_CUM: cumulative pool weights (3)
+C_DEATH_VALUE, C_WIN, C_DEFEAT, C_NEG_SCALE, C_SCALE_RATE, C_MAX_REWARD, C_MIN_ATTACK_RANGE, C_REFLECT_P = range(8)
+C_POOL_CUM = 8
+N_CFG_F = 11
 
 MOVE_AMOUNT = 2.0
 SHIELD_DELAY_LOOPS = SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND
@@ -100,6 +111,11 @@ ENERGY_REGEN_LOOP = MEDIVAC_ENERGY_REGEN_PER_S / LOOPS_PER_SECOND
 HEAL_LOOP = MEDIVAC_HEAL_PER_S / LOOPS_PER_SECOND
 ARRIVE_DIST = 0.1
 NO_DAMAGE_YET = 1.0e9
+SIGHT_RANGE = 9.0  # SMAC's fixed ranges, unless unit ranges are on
+SHOOT_RANGE = 6.0
+SURROUND_OFFSET = 2.0  # SMACv2's surrounded layout: the diagonals start this far from the centre
+GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
+SPIRAL_MIN_GAP = 1.546  # nearest-neighbour distance of the spiral points sqrt(k + 0.5) at k * GOLDEN_ANGLE
 
 
 # ---------------------------------------------------------------------------------- randomness
@@ -575,8 +591,165 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
 
 # ---------------------------------------------------------------------------------- episodes
 @njit(cache=True, _nrt=False)
-def reset_env(uf, ui, ei, ef, utype, spawn, ft, it, enemy_order, rng, e, n_agents, n_units):
-    """Put battle e back at its spawn state and hand the enemies their orders."""
+def _draw_pool_entry(rng, e, cfg_f):
+    """One generator unit: its pool index 0..2, drawn with the pool's weights."""
+    r = rand_u01(rng, e)
+    k = 0
+    while k < 2 and r >= cfg_f[C_POOL_CUM + k]:
+        k += 1
+    return k
+
+
+@njit(cache=True, _nrt=False)
+def _draw_team(tid, rng, cfg_i, cfg_f, e, lo, hi):
+    """Pool indices of slots [lo, hi) into tid[e], i.i.d.; redrawn whole while it holds only exceptions."""
+    while True:
+        only_exceptions = True
+        for u in range(lo, hi):
+            k = _draw_pool_entry(rng, e, cfg_f)
+            tid[e, u] = k
+            if not cfg_i[C_POOL_EXCEPTION + k]:
+                only_exceptions = False
+        if not only_exceptions:
+            return
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _fold_inside(v, size):
+    """A coordinate reflected back into [0, size) (spiral points past a map edge)."""
+    if v < 0.0:
+        v = -v
+    if v >= size:
+        v = 2.0 * size - v
+    return min(max(v, 0.0), size - 1e-6)
+
+
+@njit(cache=True, _nrt=False)
+def _spread(spawn, ft, utype, e, lo, hi, px, py, size_x, size_y):
+    """Stand units [lo, hi), all started on (px, py), on a sunflower spiral around it, far enough apart."""
+    radius = 0.0
+    for u in range(lo, hi):
+        radius = max(radius, ft[utype[e, u], F_RADIUS])
+    scale = (2.0 * radius + 0.05) / SPIRAL_MIN_GAP
+    for k in range(hi - lo):
+        r = scale * math.sqrt(k + 0.5)
+        spawn[e, lo + k, 0] = _fold_inside(px + r * math.cos(k * GOLDEN_ANGLE), size_x)
+        spawn[e, lo + k, 1] = _fold_inside(py + r * math.sin(k * GOLDEN_ANGLE), size_y)
+
+
+@njit(cache=True, _nrt=False)
+def draw_generator_battle(utype, tid, spawn, sight, shoot, ft, cfg_i, cfg_f, rng, ei, ef, e, n_agents, n_units):
+    """SMACv2's episode draw for battle e: teams (weighted_teams) and start positions (surrounded_and_reflect).
+
+    The enemy team copies the allies' draw slot by slot, extra enemies are a team drawn on their own; agents
+    are then numbered the SMAC way, by unit type and position. Writes utype, tid, spawn, sight and shoot.
+    """
+    n_enemies = n_units - n_agents
+    n_same = min(n_agents, n_enemies)
+    _draw_team(tid, rng, cfg_i, cfg_f, e, 0, n_agents)
+    for j in range(n_same):
+        tid[e, n_agents + j] = tid[e, j]
+    if n_enemies > n_agents:
+        _draw_team(tid, rng, cfg_i, cfg_f, e, n_agents + n_agents, n_units)
+    for u in range(n_units):
+        utype[e, u] = cfg_i[(C_POOL_ALLY if u < n_agents else C_POOL_ENEMY) + tid[e, u]]
+    size_x = float(cfg_i[C_MAP_X])
+    size_y = float(cfg_i[C_MAP_Y])
+    if rand_u01(rng, e) > cfg_f[C_REFLECT_P]:
+        ei[e, LAYOUT] = LAYOUT_SURROUNDED
+        cx, cy = size_x / 2.0, size_y / 2.0
+        _spread(spawn, ft, utype, e, 0, n_agents, cx, cy, size_x, size_y)
+        n_groups = 1 + int(rand_u01(rng, e) * 4.0)
+        # which diagonal each group takes (distinct), and how many enemies it gets (multinomial, equal odds)
+        diagonals = (0, 1, 2, 3)
+        for g in range(n_groups):
+            pick = g + int(rand_u01(rng, e) * (4 - g))
+            d_g, d_pick = diagonals[g], diagonals[pick]
+            diagonals = _tuple4_set(_tuple4_set(diagonals, g, d_pick), pick, d_g)
+        counts = (0, 0, 0, 0)
+        for _ in range(n_enemies):
+            g = int(rand_u01(rng, e) * n_groups)
+            counts = _tuple4_set(counts, g, counts[g] + 1)
+        lo = n_agents
+        for g in range(n_groups):
+            d = diagonals[g]
+            t = rand_u01(rng, e)
+            ox = cx - SURROUND_OFFSET if d < 2 else cx + SURROUND_OFFSET
+            oy = cy - SURROUND_OFFSET if d == 0 or d == 3 else cy + SURROUND_OFFSET
+            corner_x = 0.0 if d < 2 else size_x
+            corner_y = 0.0 if d == 0 or d == 3 else size_y
+            _spread(spawn, ft, utype, e, lo, lo + counts[g], ox * t + corner_x * (1.0 - t),
+                    oy * t + corner_y * (1.0 - t), size_x, size_y)
+            lo += counts[g]
+    else:
+        ei[e, LAYOUT] = LAYOUT_REFLECT
+        for a in range(n_agents):
+            spawn[e, a, 0] = rand_u01(rng, e) * (size_x / 2.0 - 1.0)
+            spawn[e, a, 1] = rand_u01(rng, e) * size_y
+        for j in range(n_same):
+            spawn[e, n_agents + j, 0] = min(size_x - spawn[e, j, 0], size_x - 1e-6)
+            spawn[e, n_agents + j, 1] = spawn[e, j, 1]
+        for v in range(n_agents + n_same, n_units):
+            spawn[e, v, 0] = size_x / 2.0 + rand_u01(rng, e) * (size_x / 2.0 - 1e-6)
+            spawn[e, v, 1] = rand_u01(rng, e) * size_y
+    # SMAC numbers the agents by (type id, x, y); its *_RL type ids are alphabetical (insertion sort: A <= 20s)
+    for a in range(1, n_agents):
+        b = a
+        while b > 0 and _ally_before(tid, spawn, cfg_i, e, b, b - 1):
+            _swap_slots(utype, tid, spawn, e, b, b - 1)
+            b -= 1
+    for u in range(n_units):
+        ut = utype[e, u]
+        if cfg_i[C_UNIT_RANGES]:
+            sight[e, u] = ft[ut, F_SIGHT]
+            shoot[e, u] = max(ft[ut, F_RANGE], cfg_f[C_MIN_ATTACK_RANGE])
+        else:
+            sight[e, u] = SIGHT_RANGE
+            shoot[e, u] = SHOOT_RANGE
+    if ef[e, MAX_REWARD] <= 0.0:
+        # SMACv2 adds up the enemies' health and shields once, in its first episode, and keeps that scale
+        total = n_enemies * cfg_f[C_DEATH_VALUE] + cfg_f[C_WIN]
+        for v in range(n_agents, n_units):
+            total += ft[utype[e, v], F_HP] + ft[utype[e, v], F_SHIELD]
+        ef[e, MAX_REWARD] = total
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _tuple4_set(t, i, value):
+    """Tuple t of four ints with entry i replaced (small scratch without heap arrays)."""
+    return (value if i == 0 else t[0], value if i == 1 else t[1], value if i == 2 else t[2],
+            value if i == 3 else t[3])
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _ally_before(tid, spawn, cfg_i, e, a, b):
+    ra = cfg_i[C_POOL_RANK + tid[e, a]]
+    rb = cfg_i[C_POOL_RANK + tid[e, b]]
+    if ra != rb:
+        return ra < rb
+    if spawn[e, a, 0] != spawn[e, b, 0]:
+        return spawn[e, a, 0] < spawn[e, b, 0]
+    return spawn[e, a, 1] < spawn[e, b, 1]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _swap_slots(utype, tid, spawn, e, a, b):
+    utype[e, a], utype[e, b] = utype[e, b], utype[e, a]
+    tid[e, a], tid[e, b] = tid[e, b], tid[e, a]
+    for k in range(2):
+        spawn[e, a, k], spawn[e, b, k] = spawn[e, b, k], spawn[e, a, k]
+
+
+@njit(cache=True, _nrt=False)
+def reset_env(uf, ui, ei, ef, utype, spawn, tid, sight, shoot, ft, it, enemy_order, cfg_i, cfg_f, rng, e,
+              n_agents, n_units):
+    """Put battle e back at its spawn state (generator maps: a freshly drawn one) and give the enemies orders."""
+    for k in range(NEI):
+        ei[e, k] = 0
+    if cfg_i[C_GENERATOR]:
+        draw_generator_battle(utype, tid, spawn, sight, shoot, ft, cfg_i, cfg_f, rng, ei, ef, e, n_agents, n_units)
+    else:
+        ef[e, MAX_REWARD] = cfg_f[C_MAX_REWARD]
     for u in range(n_units):
         tu = utype[e, u]
         uf[e, u, X] = spawn[e, u, 0]
@@ -610,10 +783,33 @@ def reset_env(uf, ui, ei, ef, utype, spawn, ft, it, enemy_order, rng, e, n_agent
             ui[e, u, ORDER] = ORD_HUNT
         elif mode == EORDER_HOLD:
             ui[e, u, ORDER] = ORD_HOLD
-    for k in range(NEI):
-        ei[e, k] = 0
     ei[e, RESULT] = RUNNING
     ef[e, EP_RETURN] = 0.0
+
+
+@njit(cache=True, _nrt=False)
+def order_idle_enemies(uf, ui, utype, it, e, n_agents, n_units):
+    """SMACv2's map trigger: each enemy without orders attacks the closest ally it can hit (medivacs go heal).
+
+    The map orders an attack on the closest ally whatever it is; the game refuses an order a unit cannot
+    carry out (a marauder on a medivac), which would leave it idle, so here it takes the closest it can hit.
+    """
+    for v in range(n_agents, n_units):
+        if not ui[e, v, ALIVE] or ui[e, v, ORDER] != ORD_IDLE:
+            continue
+        if it[utype[e, v], I_KIND] == KIND_MEDIVAC:
+            ui[e, v, ORDER] = ORD_HUNT  # no weapon: heal the nearest hurt friend, else follow the army
+            continue
+        best = -1
+        best_d = 1e18
+        for a in range(n_agents):
+            if ui[e, a, ALIVE] and _can_hit(it, utype, e, v, a):
+                d = _dist(uf, e, v, a)
+                if d < best_d:
+                    best, best_d = a, d
+        if best >= 0:
+            ui[e, v, ORDER] = ORD_ATTACK
+            ui[e, v, TARGET] = best
 
 
 @njit(cache=True, _nrt=False)
@@ -752,13 +948,13 @@ def compute_obs(uf, ui, ei, utype, ft, tid, walk, height, sight, cfg_i, e, avail
             if sh_a:
                 obs[e, a, off] = uf[e, a, SH] / ft[ta, F_SHIELD]
                 off += 1
-        if bits > 0:
-            obs[e, a, off + tid[e, a]] = 1.0
-            off += bits
-        if cfg_i[C_OBS_OWN_POS]:
+        if cfg_i[C_OBS_OWN_POS]:  # SMACv2 puts it between the health and the unit type
             obs[e, a, off] = x / cfg_i[C_MAP_X]
             obs[e, a, off + 1] = y / cfg_i[C_MAP_Y]
             off += 2
+        if bits > 0:
+            obs[e, a, off + tid[e, a]] = 1.0
+            off += bits
         if cfg_i[C_OBS_TIMESTEP]:
             obs[e, a, off] = ei[e, T] / cfg_i[C_LIMIT]
 
@@ -904,7 +1100,8 @@ def _reset_batch(ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f,
     n_agents = cfg_i[C_N_AGENTS]
     n_units = n_agents + cfg_i[C_N_ENEMIES]
     for e in range(uf.shape[0]):
-        reset_env(uf, ui, ei, ef, utype, spawn, ft, it, enemy_order, rng, e, n_agents, n_units)
+        reset_env(uf, ui, ei, ef, utype, spawn, tid, sight, shoot, ft, it, enemy_order, cfg_i, cfg_f, rng, e,
+                  n_agents, n_units)
         _observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
 
 
@@ -932,7 +1129,7 @@ def _step_batch(ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f,
     n_envs = uf.shape[0]
     n_agents = cfg_i[C_N_AGENTS]
     n_units = n_agents + cfg_i[C_N_ENEMIES]
-    scale = cfg_f[C_MAX_REWARD] / cfg_f[C_SCALE_RATE]
+    idle_attack = int(enemy_order[0]) == EORDER_IDLE_ATTACK
     for e in range(n_envs):
         for a in range(n_agents):
             act = actions[e, a]
@@ -955,6 +1152,8 @@ def _step_batch(ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f,
             else:
                 ui[e, a, ORDER] = ORD_ATTACK
                 ui[e, a, TARGET] = n_agents + act - 6
+        if idle_attack:
+            order_idle_enemies(uf, ui, utype, it, e, n_agents, n_units)
         for _ in range(STEP_MUL):
             simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf[e])
         r, code = _reward_and_outcome(uf, ui, ei, utype, ft, it, cfg_i, cfg_f, e)
@@ -969,7 +1168,7 @@ def _step_batch(ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f,
             elif code == LOST:
                 r += cfg_f[C_DEFEAT]
         if cfg_i[C_REWARD_SCALE]:
-            r /= scale
+            r /= ef[e, MAX_REWARD] / cfg_f[C_SCALE_RATE]
         ef[e, EP_RETURN] += r
         reward[e] = r
         won[e] = is_won
@@ -982,7 +1181,8 @@ def _step_batch(ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f,
         final_obs[e] = obs[e]
         final_state[e] = state[e]
         if done[e] and cfg_i[C_AUTORESET]:
-            reset_env(uf, ui, ei, ef, utype, spawn, ft, it, enemy_order, rng, e, n_agents, n_units)
+            reset_env(uf, ui, ei, ef, utype, spawn, tid, sight, shoot, ft, it, enemy_order, cfg_i, cfg_f, rng, e,
+                      n_agents, n_units)
             _observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
         for a in range(n_agents):
             alive[e, a] = ui[e, a, ALIVE] != 0

@@ -4,6 +4,9 @@
 - `SMACEnv`: one battle behind SMAC's `MultiAgentEnv` API (`StarCraft2Env`), so that code written
   for SMAC runs on it unchanged.
 
+Both play the SMAC v1 maps and SMACv2's generator scenarios (`protoss_5_vs_5`, ...), whose options
+`obs_own_pos` and `use_unit_ranges` default to on, as in SMACv2's configs.
+
 Both are deterministic under a seed: battle e of a VecEnv seeded with s plays the same as an
 SMACEnv seeded with s when e = 0, whatever E is.
 """
@@ -22,12 +25,14 @@ import yaml
 from marl.spec import EnvSpec, ObsBlock, Step
 
 from . import core
-from .maps import SMACMap, get_map
-from .units import F_HP, F_SHIELD, I_KIND, KIND_MEDIVAC, TYPE_NAMES, unit_tables
+from .maps import GENERATOR_RACES, REFLECT_PROBABILITY, SMACMap, get_map
+from .units import F_HP, F_RANGE, F_SHIELD, F_SIGHT, I_KIND, KIND_MEDIVAC, TYPE_INDEX, TYPE_NAMES, unit_tables
 
-SIGHT_RANGE = 9.0
-SHOOT_RANGE = 6.0
+SIGHT_RANGE = core.SIGHT_RANGE
+SHOOT_RANGE = core.SHOOT_RANGE
 N_ACTIONS_NO_ATTACK = 6
+# SMACv2 numbers agents by their *_RL type id first; those ids are alphabetical over its nine unit types
+_RL_RANK = {name: i for i, name in enumerate(sorted({u for _, pool, _ in GENERATOR_RACES.values() for u in pool}))}
 
 # SMAC's StarCraft2Env options and their defaults, from configs/envs/smac.yaml
 DEFAULTS: dict[str, Any] = yaml.safe_load(resources.files("marl.configs").joinpath("envs/smac.yaml").read_text())
@@ -56,6 +61,8 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
                             f"{', '.join(repr(v) for v in _FIXED[key])}")
         if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
             raise SMACError(f"SMAC option {key} must be True or False, got {value!r}")
+        if key in ("obs_own_pos", "use_unit_ranges") and not isinstance(value, (bool, np.bool_, type(None))):
+            raise SMACError(f"SMAC option {key} must be True, False or None (the map's default), got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise SMACError(f"SMAC option {key} must be a number, got {value!r}")
@@ -77,8 +84,11 @@ class SMACBatch:
         self.options = check_options(options)
         if self.options["obs_all_health"]:
             self.options["obs_own_health"] = True  # SMAC forces this in its constructor too
-        o = self.options
         m = self.map
+        for key in ("obs_own_pos", "use_unit_ranges"):
+            if self.options[key] is None:
+                self.options[key] = m.generator  # SMACv2's scenario configs turn both on
+        o = self.options
         E, A, N, U = int(n_envs), m.n_agents, m.n_enemies, m.n_units
         self.n_envs, self.n_agents, self.n_enemies, self.n_units = E, A, N, U
         self.n_actions = N_ACTIONS_NO_ATTACK + N
@@ -86,8 +96,12 @@ class SMACBatch:
         self.utype = np.broadcast_to(m.unit_type, (E, U)).copy()
         self.tid = np.broadcast_to(m.type_id, (E, U)).copy()
         self.spawn = np.broadcast_to(m.spawn, (E, U, 2)).copy()
-        self.sight = np.full((E, U), SIGHT_RANGE)
-        self.shoot = np.full((E, U), SHOOT_RANGE)
+        if o["use_unit_ranges"]:
+            self.sight = self.ft[self.utype, F_SIGHT].copy()
+            self.shoot = np.maximum(self.ft[self.utype, F_RANGE], float(o["min_attack_range"]))
+        else:
+            self.sight = np.full((E, U), SIGHT_RANGE)
+            self.shoot = np.full((E, U), SHOOT_RANGE)
         self.walk = m.pathing
         self.cliff = m.cliff_pathing
         self.nav = m.nav()
@@ -111,22 +125,38 @@ class SMACBatch:
                          (core.C_REWARD_ONLY_POSITIVE, "reward_only_positive"),
                          (core.C_REWARD_SCALE, "reward_scale")]:
             cfg[idx] = int(bool(o[key]))
-        cfg[core.C_MMM] = int(m.map_type == "MMM")
+        cfg[core.C_MMM] = int(m.map_type in ("MMM", "terran_gen"))
         cfg[core.C_AUTORESET] = int(autoreset)
         cfg[core.C_MAP_X], cfg[core.C_MAP_Y] = m.map_x, m.map_y
+        cfg[core.C_OBS_OWN_POS] = int(bool(o["obs_own_pos"]))
+        cfg[core.C_UNIT_RANGES] = int(bool(o["use_unit_ranges"]))
+        cfg_f = np.zeros(core.N_CFG_F)
+        if m.generator:
+            cfg[core.C_GENERATOR] = 1
+            for k, name in enumerate(m.pool):
+                cfg[core.C_POOL_ALLY + k] = TYPE_INDEX["medivac_rl" if name == "medivac" else name]
+                cfg[core.C_POOL_ENEMY + k] = TYPE_INDEX[name]
+                cfg[core.C_POOL_EXCEPTION + k] = int(name in m.pool_exceptions)
+                cfg[core.C_POOL_RANK + k] = _RL_RANK[name]
+            cum = np.cumsum(m.pool_weights) / np.sum(m.pool_weights)
+            cfg_f[core.C_POOL_CUM:core.C_POOL_CUM + len(cum)] = cum
+            cfg_f[core.C_REFLECT_P] = REFLECT_PROBABILITY
         self.cfg_i = cfg
         enemy_types = m.unit_type[A:]
-        self.max_reward = float(N * o["reward_death_value"] + o["reward_win"]
-                                + sum(self.ft[t, F_HP] + self.ft[t, F_SHIELD] for t in enemy_types))
-        self.cfg_f = np.array([o["reward_death_value"], o["reward_win"], o["reward_defeat"],
-                               o["reward_negative_scale"], o["reward_scale_rate"], self.max_reward], np.float64)
+        # generator maps: each battle's own scale, fixed by its first drawn team (see core.draw_generator_battle)
+        max_reward = float(N * o["reward_death_value"] + o["reward_win"]
+                           + sum(self.ft[t, F_HP] + self.ft[t, F_SHIELD] for t in enemy_types))
+        cfg_f[:core.C_MIN_ATTACK_RANGE + 1] = [o["reward_death_value"], o["reward_win"], o["reward_defeat"],
+                                               o["reward_negative_scale"], o["reward_scale_rate"], max_reward,
+                                               o["min_attack_range"]]
+        self.cfg_f = cfg_f
 
         all_health, own_health = int(bool(o["obs_all_health"])), int(bool(o["obs_own_health"]))
         self.move_dim = 4 + 8 * int(bool(o["obs_pathing_grid"])) + 9 * int(bool(o["obs_terrain_height"]))
         self.enemy_dim = 4 + bits + (1 + self.shield_e) * all_health
         self.ally_dim = (4 + bits + (1 + self.shield_a) * all_health
                          + self.n_actions * int(bool(o["obs_last_action"])))
-        self.own_dim = bits + (1 + self.shield_a) * own_health
+        self.own_dim = bits + (1 + self.shield_a) * own_health + 2 * int(bool(o["obs_own_pos"]))
         self.timestep_dim = int(bool(o["obs_timestep_number"]))
         self.obs_dim = (self.move_dim + N * self.enemy_dim + (A - 1) * self.ally_dim + self.own_dim
                         + self.timestep_dim)
@@ -157,6 +187,12 @@ class SMACBatch:
         for e in range(self.n_envs):
             ss = np.random.SeedSequence(entropy, spawn_key=(e,))
             self.rng[e] = ss.generate_state(1, np.uint64)[0]
+        self.ef[:, core.MAX_REWARD] = 0.0  # a re-seeded battle starts afresh, as a new SMACv2 env would
+
+    @property
+    def max_reward(self) -> float:
+        """SMAC's max_reward of battle 0 (the reward scale's divisor times reward_scale_rate)."""
+        return float(self.ef[0, core.MAX_REWARD] if self._started else self.cfg_f[core.C_MAX_REWARD])
 
     def _run(self, kernel, *per_battle) -> None:
         """Run a batch kernel over all battles, in slices on the thread pool when E is large."""
@@ -213,7 +249,8 @@ class SMACBatch:
         self.obs, self.state, self.avail = out["obs"], out["state"], out["avail"]
         return out
 
-    _STATE_FIELDS = ("uf", "ui", "ei", "ef", "rng", "obs", "state", "avail", "utype", "tid", "spawn")
+    _STATE_FIELDS = ("uf", "ui", "ei", "ef", "rng", "obs", "state", "avail", "utype", "tid", "spawn", "sight",
+                     "shoot")
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of every array that defines the battles now, for an exact resume."""
@@ -221,12 +258,28 @@ class SMACBatch:
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:
         """Put the battles back to a snapshot() of the same map and number of battles."""
+        snap = self._upgrade(snap)
         for k in self._STATE_FIELDS:
             mine = getattr(self, k)
             if k not in snap or snap[k].shape != mine.shape or snap[k].dtype != mine.dtype:
                 raise SMACError(f"saved battles do not match these ({k}: expected {mine.dtype} {mine.shape})")
             mine[...] = snap[k]
         self._started = True
+
+    def _upgrade(self, snap: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A v1 map's snapshot from before the SMACv2 scenarios (4 env ints, 1 env float, no ranges) made current."""
+        if self.map.generator:
+            return snap
+        snap = dict(snap)
+        E = self.n_envs
+        ei, ef = snap.get("ei"), snap.get("ef")
+        if ei is not None and ei.shape == (E, core.NEI - 1):
+            snap["ei"] = np.concatenate([ei, np.full((E, 1), core.LAYOUT_FIXED, ei.dtype)], axis=1)
+        if ef is not None and ef.shape == (E, core.NEF - 1):
+            snap["ef"] = np.concatenate([ef, np.full((E, 1), self.cfg_f[core.C_MAX_REWARD], ef.dtype)], axis=1)
+        for k in ("sight", "shoot"):  # a v1 map's ranges never change within a run
+            snap.setdefault(k, getattr(self, k).copy())
+        return snap
 
     def spec(self) -> EnvSpec:
         """EnvSpec of these battles, with the observation's entity blocks."""
@@ -235,12 +288,16 @@ class SMACBatch:
                   ObsBlock("ally", self.n_agents - 1, self.ally_dim), ObsBlock("own", 1, self.own_dim)]
         if self.timestep_dim:
             blocks.append(ObsBlock("timestep", 1, 1))
-        types = tuple(m.unit_names("ally"))
-        counts: dict[str, int] = {}
-        names = []
-        for t in types:
-            names.append(f"{t}_{counts.get(t, 0)}")
-            counts[t] = counts.get(t, 0) + 1
+        if m.generator:  # unit types change every episode: agents are named by race and slot
+            types = ()
+            names = [f"{m.map_type.removesuffix('_gen')}_{a}" for a in range(self.n_agents)]
+        else:
+            types = tuple(m.unit_names("ally"))
+            counts: dict[str, int] = {}
+            names = []
+            for t in types:
+                names.append(f"{t}_{counts.get(t, 0)}")
+                counts[t] = counts.get(t, 0) + 1
         return EnvSpec(n_agents=self.n_agents, obs_dim=self.obs_dim, state_dim=self.state_dim,
                        n_actions=self.n_actions, episode_limit=m.limit, agent_names=tuple(names),
                        unit_types=types, obs_layout=tuple(blocks), name=f"smac:{m.name}")
@@ -374,7 +431,6 @@ class SMACEnv:
         self.n_agents, self.n_enemies = b.n_agents, b.n_enemies
         self.n_actions = b.n_actions
         self.episode_limit = b.map.limit
-        self.max_reward = b.max_reward
         self.map_type = b.map.map_type
         self.map_x, self.map_y = b.map.map_x, b.map.map_y
         self.unit_type_bits = b.map.unit_type_bits
@@ -389,6 +445,11 @@ class SMACEnv:
         self.last_action = np.zeros((self.n_agents, self.n_actions), np.float32)
         self._terminated = True
         self._seeded = False
+
+    @property
+    def max_reward(self) -> float:
+        """SMAC's max_reward: 10 per enemy + 200 + the enemies' health and shields (SMACv2: its first team's)."""
+        return self.batch.max_reward
 
     # --- episode control
     def reset(self, seed: int | None = None):
@@ -504,11 +565,11 @@ class SMACEnv:
         return ["health", "rel_x", "rel_y"] + ["shield"] * self.shield_bits_enemy + types
 
     def unit_shoot_range(self, agent_id: int) -> float:
-        """Range within which attack actions are available (6)."""
+        """Range within which attack actions are available (6; with unit ranges max(weapon range, 2))."""
         return float(self.batch.shoot[0, self._agent(agent_id)])
 
     def unit_sight_range(self, agent_id: int) -> float:
-        """Range within which other units are observed (9)."""
+        """Range within which other units are observed (9; with unit ranges the unit type's sight)."""
         return float(self.batch.sight[0, self._agent(agent_id)])
 
     def get_visibility_matrix(self) -> np.ndarray:

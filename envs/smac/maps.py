@@ -3,6 +3,10 @@
 The data files (`data/maps.json`, `data/pathing/<map>.txt`) are facts extracted from the SMAC map
 files. Agent order follows SMAC: allies sorted by unit type (SMAC's `*_RL` type ids are alphabetical),
 then by x and y of their spawn position; enemies in the order the map spawns them.
+
+SMACv2's generator scenarios (`protoss_5_vs_5` ... `zerg_20_vs_23`) play on the flat 32x32 map; their
+teams and start positions are drawn per episode by the kernels (core.draw_generator_battle), so their
+SMACMap carries the unit pool and its weights instead of a fixed roster.
 """
 
 from __future__ import annotations
@@ -17,8 +21,21 @@ import numpy as np
 
 from .units import MAP_UNIT_NAMES, TYPE_INDEX, TYPE_NAMES, UNIT_TYPES
 
-# enemy order modes (kernel constants)
-EORDER_ATTACK_MOVE, EORDER_ATTACK_MOVE_SEGMENT, EORDER_HUNT, EORDER_HOLD = 0, 1, 2, 3
+# enemy order modes (kernel constants); IDLE_ATTACK: SMACv2's "idle enemies attack the closest ally"
+EORDER_ATTACK_MOVE, EORDER_ATTACK_MOVE_SEGMENT, EORDER_HUNT, EORDER_HOLD, EORDER_IDLE_ATTACK = 0, 1, 2, 3, 4
+
+# SMACv2 generator scenarios (its README's table): race -> (race code, unit pool in SMACv2's unit-type-bit
+# order, the pool's types that may not make up a whole team)
+GENERATOR_RACES: dict[str, tuple[str, tuple[str, str, str], tuple[str, ...]]] = {
+    "protoss": ("P", ("stalker", "zealot", "colossus"), ()),
+    "terran": ("T", ("marine", "marauder", "medivac"), ("medivac",)),
+    "zerg": ("Z", ("zergling", "hydralisk", "baneling"), ("baneling",)),
+}
+GENERATOR_WEIGHTS = (0.45, 0.45, 0.10)  # per pool entry, in the order above
+GENERATOR_SIZES = ((5, 5), (10, 10), (20, 20), (10, 11), (20, 23))
+GENERATOR_LIMIT = 200
+GENERATOR_PATHING = "pathing/32x32_flat.txt"
+REFLECT_PROBABILITY = 0.5  # surrounded_and_reflect: reflect with p, surrounded otherwise
 
 
 class MapError(ValueError):
@@ -46,6 +63,10 @@ class SMACMap:
     pathing: np.ndarray  # bool[X, Y]: walkable for ground units
     cliff_pathing: np.ndarray  # bool[X, Y]: walkable for cliff walkers (colossus)
     height: np.ndarray  # float[X, Y]: terrain height as SMAC normalises it (/255)
+    generator: bool = False  # SMACv2: teams and start positions drawn per episode
+    pool: tuple[str, ...] = ()  # generator unit pool, in unit-type-bit order
+    pool_weights: tuple[float, ...] = ()
+    pool_exceptions: tuple[str, ...] = ()  # pool types a team may not consist of only
 
     def nav(self) -> np.ndarray:
         """int16[2, C, C]: grid path lengths for ground units and for cliff walkers (cached per map)."""
@@ -57,7 +78,8 @@ class SMACMap:
         return self.n_agents + self.n_enemies
 
     def unit_names(self, team: str) -> list[str]:
-        """Unit type names of the allies ("ally") or enemies ("enemy"), in slot order."""
+        """Unit type names of the allies ("ally") or enemies ("enemy"), in slot order (generator maps: a
+        placeholder roster until the kernels draw each episode's)."""
 
         sl = slice(0, self.n_agents) if team == "ally" else slice(self.n_agents, self.n_units)
         return [TYPE_NAMES[t].removesuffix("_rl") for t in self.unit_type[sl]]
@@ -75,6 +97,16 @@ def _maps_json() -> dict:
 def map_names() -> list[str]:
     """The SMAC v1 maps the simulator plays, in alphabetical order."""
     return sorted(k for k, v in _maps_json().items() if "n_agents" in v)
+
+
+def generator_names() -> list[str]:
+    """The SMACv2 generator scenarios, race by race in SMACv2's table order (protoss_5_vs_5, ...)."""
+    return [f"{race}_{a}_vs_{n}" for race in GENERATOR_RACES for a, n in GENERATOR_SIZES]
+
+
+def scenario_names() -> list[str]:
+    """Every map the simulator plays: the SMAC v1 maps, then the SMACv2 generator scenarios."""
+    return map_names() + generator_names()
 
 
 def parse_pathing(text: str, map_x: int, map_y: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,9 +165,11 @@ def _enemy_type_id(map_type: str, name: str, ally_order: list[str]) -> int:
 @cache
 def get_map(name: str) -> SMACMap:
     """The SMACMap called `name`; an unknown name raises MapError listing the known maps."""
+    if name in generator_names():
+        return _generator_map(name)
     names = map_names()
     if name not in names:
-        raise MapError(f"unknown SMAC map {name!r}; known maps: {', '.join(names)}")
+        raise MapError(f"unknown SMAC map {name!r}; known maps: {', '.join(scenario_names())}")
     m = _maps_json()[name]
     map_x, map_y = m["map_size"]
     walk, level = parse_pathing(_data_text(m["pathing"]), map_x, map_y)
@@ -206,6 +240,26 @@ def get_map(name: str) -> SMACMap:
         map_type=m["map_type"], map_x=map_x, map_y=map_y, unit_type=unit_type, type_id=type_id,
         spawn=spawn, enemy_order=enemy_order, pathing=walk, cliff_pathing=cliff,
         height=level * 16.0 / 255.0,
+    )
+
+
+def _generator_map(name: str) -> SMACMap:
+    """A SMACv2 scenario: sizes and unit pool; the placeholder roster (the pool's first type at SMACv2's
+    fixed start points) only stands until the first reset draws a battle."""
+    race, sizes = name.split("_", 1)
+    n_agents, n_enemies = (int(k) for k in sizes.split("_vs_"))
+    code, pool, exceptions = GENERATOR_RACES[race]
+    walk, level = parse_pathing(_data_text(GENERATOR_PATHING), 32, 32)
+    first = pool[0]
+    unit_type = np.array([TYPE_INDEX[first]] * (n_agents + n_enemies), np.int64)
+    spawn = np.array([(8.0, 16.0)] * n_agents + [(24.0, 16.0)] * n_enemies)
+    enemy_order = np.array([EORDER_IDLE_ATTACK, 0.0, 0.0, 0.0, 0.0])
+    return SMACMap(
+        name=name, n_agents=n_agents, n_enemies=n_enemies, limit=GENERATOR_LIMIT, a_race=code, b_race=code,
+        unit_type_bits=3, map_type=f"{race}_gen", map_x=32, map_y=32, unit_type=unit_type,
+        type_id=np.zeros(n_agents + n_enemies, np.int64), spawn=spawn, enemy_order=enemy_order, pathing=walk,
+        cliff_pathing=walk.copy(), height=level * 16.0 / 255.0, generator=True, pool=pool,
+        pool_weights=GENERATOR_WEIGHTS, pool_exceptions=exceptions,
     )
 
 
