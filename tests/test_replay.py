@@ -131,12 +131,13 @@ def test_heal_actions_aim_at_allies_and_attacks_at_enemies():
     assert (np.delete(targets[0], [0, medivac]) == -1).all()
 
 
-def test_keeping_final_frames_steps_exactly_like_auto_reset():
+@pytest.mark.parametrize("map_name, steps", [("3m", 90), ("protoss_5_vs_5", 260)])
+def test_keeping_final_frames_steps_exactly_like_auto_reset(map_name, steps):
     def play(keep: bool):
-        env = SMACVecEnv("3m", 3)
+        env = SMACVecEnv(map_name, 3)
         env.keep_final_frames = keep
         step, learner, seen = env.reset(seed=11), ScriptedLearner(False), []
-        for _ in range(90):
+        for _ in range(steps):
             step = env.step(learner.act(step)[0])
             seen.append((step, env.frames()))
         return seen
@@ -149,7 +150,8 @@ def test_keeping_final_frames_steps_exactly_like_auto_reset():
         # after an ended battle the plain env shows the new episode, the kept frames the old one's end
         for e in np.flatnonzero(b.done & ~b.truncated):
             assert frames_a["alive"][e].all()
-            assert not (frames_b["alive"][e, :3].any() and frames_b["alive"][e, 3:].any())
+            n = a.alive.shape[1]
+            assert not (frames_b["alive"][e, :n].any() and frames_b["alive"][e, n:].any())
 
 
 # ------------------------------------------------------------------------------------ errors

@@ -194,12 +194,23 @@ class SMACBatch:
         """SMAC's max_reward of battle 0 (the reward scale's divisor times reward_scale_rate)."""
         return float(self.ef[0, core.MAX_REWARD] if self._started else self.cfg_f[core.C_MAX_REWARD])
 
-    def _run(self, kernel, *per_battle) -> None:
-        """Run a batch kernel over all battles, in slices on the thread pool when E is large."""
+    def _kernel_args(self, *per_battle) -> tuple[tuple, tuple]:
+        """The batch kernels' arguments: those shared by all battles, and the per-battle arrays."""
         shared = (self.ft, self.it, self.walk, self.cliff, self.nav, self.height, self.enemy_order, self.cfg_i,
                   self.cfg_f)
         own = (self.uf, self.ui, self.ei, self.ef, self.utype, self.spawn, self.tid, self.sight, self.shoot,
                self.rng, self.order_buf) + per_battle
+        return shared, own
+
+    def reset_battles(self, envs, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> None:
+        """Reset the battles `envs` as auto-reset would, writing their first obs, state and avail rows."""
+        shared, own = self._kernel_args(obs, state, avail)
+        for e in envs:
+            core.reset_batch(*shared, *(a[e:e + 1] for a in own))  # one-battle views of the batch arrays
+
+    def _run(self, kernel, *per_battle) -> None:
+        """Run a batch kernel over all battles, in slices on the thread pool when E is large."""
+        shared, own = self._kernel_args(*per_battle)
         if self._pool is None:
             kernel(*shared, *own)
             return
@@ -353,13 +364,10 @@ class SMACVecEnv:
         finally:
             b.cfg_i[core.C_AUTORESET] = 1
         self._final_frames = self._unit_frames()
-        A, U = b.n_agents, b.n_units
         # the same reset and observation the kernel would have run, once per ended episode
-        for e in np.flatnonzero(out["done"]):
-            core.reset_env(b.uf, b.ui, b.ei, b.ef, b.utype, b.spawn, b.ft, b.it, b.enemy_order, b.rng, e, A, U)
-            core._observe(b.uf, b.ui, b.ei, b.utype, b.ft, b.it, b.tid, b.walk, b.height, b.sight, b.shoot,
-                          b.cfg_i, e, out["obs"], out["state"], out["avail"])
-            out["alive"][e] = b.ui[e, :A, core.ALIVE] != 0
+        ended = np.flatnonzero(out["done"])
+        b.reset_battles(ended, out["obs"], out["state"], out["avail"])
+        out["alive"][ended] = b.ui[ended, : b.n_agents, core.ALIVE] != 0
         return Step(t=b.ei[:, core.T].copy(), **out)
 
     def _unit_frames(self) -> dict[str, np.ndarray]:
