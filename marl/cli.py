@@ -11,12 +11,37 @@ class CLIError(Exception):
 
 
 def _envs(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from marl.registry import _suggest, env_plugins
+
+    plugins = env_plugins()
+    if args.env is not None and args.env not in plugins:
+        raise CLIError(f"unknown environment {args.env!r}{_suggest(args.env, list(plugins))}; known environments: "
+                       f"{', '.join(sorted(plugins))}")
+    names = [args.env] if args.env else list(plugins)
+    width = max(len(n) for n in names) + 2
+    print("Environments")
+    for name in names:
+        print(f"  {name:<{width}}{plugins[name].description or '(no description)'}")
+    for name in names:
+        if name == "smac":
+            _smac_table()
+            continue
+        try:
+            scenarios = plugins[name].scenario_names()
+        except Exception as err:  # noqa: BLE001 - a plug-in's listing must not break the others
+            print(f"\n{name} scenarios: cannot be listed ({type(err).__name__}: {str(err).strip()[:120]})")
+            continue
+        if scenarios:
+            print(f"\n{name} scenarios")
+            print(textwrap.fill(", ".join(scenarios), width=100, initial_indent="  ", subsequent_indent="  "))
+    return 0
+
+
+def _smac_table() -> None:
     from marl.envs.smac import SMACBatch, map_names
 
-    if args.env not in (None, "smac"):
-        raise CLIError(f"unknown environment {args.env!r}; known environments: smac")
-    print("Environments")
-    print("  smac    embedded SMAC-compatible simulator (no StarCraft II needed): marl train smac MAP")
     print()
     print("SMAC maps (smac)")
     header = f"  {'map':<16}{'agents':>7}{'enemies':>8}{'limit':>7}{'obs':>6}{'state':>7}{'actions':>8}  units"
@@ -28,7 +53,6 @@ def _envs(args: argparse.Namespace) -> int:
         enemies = _count(m.unit_names("enemy"))
         print(f"  {name:<16}{m.n_agents:>7}{m.n_enemies:>8}{m.limit:>7}{b.obs_dim:>6}{b.state_dim:>7}"
               f"{b.n_actions:>8}  {allies} vs {enemies}")
-    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -64,8 +88,9 @@ def _train(args: argparse.Namespace) -> int:
     result = trainer.run()
     ev = result["eval"]
     if ev:
-        print(f"last evaluation: win rate {ev['win_rate']:.1%} over {ev['episodes']} episodes, "
-              f"mean return {ev['episode_return']:.2f}")
+        win = f"win rate {ev['win_rate']:.1%} over {ev['episodes']} episodes, " if "win_rate" in ev else \
+            f"{ev['episodes']} episodes, "
+        print(f"last evaluation: {win}mean return {ev['episode_return']:.2f}")
     print(f"run directory: {run_dir}")
     return 130 if result["interrupted"] else 0
 
@@ -86,9 +111,10 @@ def _eval(args: argparse.Namespace) -> int:
     learner = make_learner(r["algo"], env.spec, config["algo"], seed=t["seed"], device=t["device"])
     checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
+    win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
+           if "win_rate" in res else "over ")
     print(f"{r['env']} {r['scenario'] or ''} {r['algo']} after {data['counters']['env_steps']:,} env steps: "
-          f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
-          f"{res['episodes']} episodes, mean return {res['episode_return']:.2f}, "
+          f"{win}{res['episodes']} episodes, mean return {res['episode_return']:.2f}, "
           f"mean episode length {res['episode_length']:.1f}")
     return 0
 
@@ -119,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=32)
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation battles")
     ev.set_defaults(func=_eval)
-    e = sub.add_parser("envs", help="list environments and every SMAC map with its shapes")
-    e.add_argument("env", nargs="?", help="only this environment (e.g. smac)")
+    e = sub.add_parser("envs", help="list environments (built-in and plug-ins), their scenarios and the SMAC maps")
+    e.add_argument("env", nargs="?", help="only this environment (e.g. smac, mpe or a plug-in)")
     e.set_defaults(func=_envs)
     return p
 

@@ -37,6 +37,7 @@ class EnvSpec:
     reward_names: tuple[str, ...] = ("reward",)
     obs_layout: tuple[ObsBlock, ...] = ()
     name: str = ""
+    can_win: bool = True  # False: episodes have no outcome, and loggers show returns instead of win rates
 
     def __post_init__(self):
         if len(self.agent_names) != self.n_agents:
