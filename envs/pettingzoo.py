@@ -536,3 +536,28 @@ def make_mpe(scenario: str | None, n_envs: int, options: dict) -> PettingZooVecE
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise PettingZooError(f"unknown mpe game {scenario!r}{hint}; games: {', '.join(games)}")
     return make_vec_env(games[short], n_envs, options, name=f"mpe:{games[short].split('.')[1]}")
+
+
+def pettingzoo_plugin(factory: Callable, description: str = "", scenarios: dict[str, dict] | None = None):
+    """An EnvPlugin (for a package's marl.envs entry point) that trains a ParallelEnv factory.
+
+    `scenarios` names sets of factory kwargs (`marl train NAME SCENARIO`); no scenario means the
+    factory's defaults. env.KEY=VALUE overrides add kwargs, and the adapter's options (workers,
+    team_reward, win_info, seed) apply as for `marl train pettingzoo`.
+    """
+    from marl.registry import EnvPlugin
+
+    presets = dict(scenarios or {})
+
+    def make(scenario: str | None, n_envs: int, options: dict) -> PettingZooVecEnv:
+        if scenario is not None and scenario not in presets:
+            import difflib
+
+            close = difflib.get_close_matches(scenario, list(presets), n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise PettingZooError(f"unknown scenario {scenario!r}{hint}; scenarios: {', '.join(presets) or 'none'}")
+        kwargs = {**presets.get(scenario, {}), **options}
+        label = getattr(factory, "__name__", "env")
+        return make_vec_env(factory, n_envs, kwargs, name=f"{label}:{scenario}" if scenario else label)
+
+    return EnvPlugin(make, description, tuple(presets))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -102,9 +101,13 @@ class CrashEnv(ParallelEnv):
     def step(self, actions):
         """Step; die once on the crash_at-th call when a marker path is given."""
         self.calls += 1
-        if self.marker and self.calls == self.crash_at and not Path(self.marker).exists():
-            Path(self.marker).write_text("crashed")
-            os._exit(3)
+        if self.marker and self.calls == self.crash_at:
+            try:  # O_EXCL: of several workers reaching this step, exactly one dies
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(3)
         self.t += 1
         acting = list(self.agents)
         done = self.t >= 4
