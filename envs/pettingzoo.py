@@ -96,9 +96,11 @@ class EnvMaker:
         factory = resolve_factory(self.target) if isinstance(self.target, str) else self.target
         try:
             return factory(**self.kwargs)
-        except TypeError as err:  # an option the factory does not take
-            raise PettingZooError(f"{self.name} does not accept these options {sorted(self.kwargs)}: "
-                                  f"{_first_line(err)}") from None
+        except PettingZooError:
+            raise
+        except Exception as err:  # noqa: BLE001 - options the factory rejects (env.KEY=VALUE) are user input
+            args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+            raise PettingZooError(f"{self.name}({args}) failed: {type(err).__name__}: {_first_line(err)}") from None
 
     @property
     def name(self) -> str:

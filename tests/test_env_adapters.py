@@ -165,7 +165,7 @@ def test_factory_paths_and_their_errors():
         make_pettingzoo("nosuchmodule:f", 1, {})
     with pytest.raises(PettingZooError, match=r"^module 'json' has no parallel_env function; give module:factory$"):
         make_pettingzoo("json", 1, {})
-    with pytest.raises(PettingZooError, match=r"^mpe2:simple_spread_v3 does not accept these options \['Q'\]"):
+    with pytest.raises(PettingZooError, match=r"^mpe2:simple_spread_v3\(Q=1\) failed: TypeError: .*'Q'"):
         make_pettingzoo("mpe2:simple_spread_v3", 1, {"Q": 1})
 
 
@@ -256,9 +256,9 @@ def entry_points(monkeypatch):
     """Replace the installed marl.envs entry points with the given ones (and forget what was found)."""
     from importlib.metadata import EntryPoint
 
-    def install(*pairs):
-        eps = [EntryPoint(name=name, value=value, group="marl.envs") for name, value in pairs]
-        monkeypatch.setattr(registry, "entry_points", lambda group: eps if group == "marl.envs" else [])
+    def install(*pairs, group="marl.envs"):
+        eps = [EntryPoint(name=name, value=value, group=group) for name, value in pairs]
+        monkeypatch.setattr(registry, "entry_points", lambda group: [e for e in eps if e.group == group])
         monkeypatch.setattr(registry, "_discovered", {})
         monkeypatch.setattr(registry, "PLUGIN_ERRORS", {})
     return install
@@ -291,6 +291,16 @@ def test_a_broken_plugin_is_one_warning_line_not_a_crash(entry_points, capsys):
     with pytest.raises(registry.RegistryError, match=r"^environment plug-in 'broken' failed to load: "
                                                      r"ModuleNotFoundError"):
         registry.make_env("broken", None, 1, {})
+
+
+def test_a_plugin_learner_gets_its_defaults_as_the_algo_section(entry_points):
+    entry_points(("echo", "toy_envs:EchoLearner"), group="marl.agents")
+    cfg = config_mod.load("smac", "3m", "echo", ["algo.lr=0.5"])
+    assert cfg["algo"] == {"lr": 0.5, "hidden": 8}
+    learner = registry.make_learner("echo", SMACVecEnv("3m", 1).spec, cfg["algo"], seed=0, device="cpu")
+    assert learner.cfg["lr"] == 0.5
+    with pytest.raises(config_mod.ConfigError, match=r"^unknown learner 'ech'; available: commformer, echo, mappo$"):
+        config_mod.load("smac", "3m", "ech")
 
 
 def test_sc2_without_the_game_says_what_to_install(monkeypatch):

@@ -146,3 +146,16 @@ def relay_factory(scenario, n_envs, options):
 
 relay_factory.description = "three agents, one leaves"
 relay_factory.scenarios = ("short", "long")
+
+
+class EchoLearner:
+    """A plug-in learner stand-in: always action 0, remembers its settings."""
+
+    defaults = {"lr": 0.1, "hidden": 8}
+
+    def __init__(self, spec, cfg, seed=0, device="cpu"):
+        self.spec, self.cfg = spec, cfg
+
+    def act(self, step, deterministic=False):
+        """Action 0 everywhere."""
+        return np.zeros(step.alive.shape, np.int64), {}
