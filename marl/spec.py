@@ -63,6 +63,10 @@ class Step:
     Where `done` is set the environment has been reset already: `obs`, `state`, `avail` and `alive`
     belong to the new episode, `final_obs` and `final_state` to the step the old one ended on, and
     `episode_return`, `episode_length` and `won` describe the finished episode.
+
+    `info` holds what only some environments report. Adapters with worker processes set
+    `info["lost"]` (bool[E]: the episode ended because its worker crashed; it is done and truncated
+    but not a finished episode, and is not counted as one) and `info["lost_episodes"]` (the count so far).
     """
 
     obs: np.ndarray  # f32[E, A, obs_dim]
