@@ -112,7 +112,7 @@ def _eval(args: argparse.Namespace) -> int:
     checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
     win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
-           if "win_rate" in res else "over ")
+           if "win_rate" in res else "")
     print(f"{r['env']} {r['scenario'] or ''} {r['algo']} after {data['counters']['env_steps']:,} env steps: "
           f"{win}{res['episodes']} episodes, mean return {res['episode_return']:.2f}, "
           f"mean episode length {res['episode_length']:.1f}")
