@@ -552,6 +552,7 @@ def pettingzoo_plugin(factory: Callable, description: str = "", scenarios: dict[
     presets = dict(scenarios or {})
 
     def make(scenario: str | None, n_envs: int, options: dict) -> PettingZooVecEnv:
+        """E copies of the game with the scenario's kwargs, then the run's env options."""
         if scenario is not None and scenario not in presets:
             import difflib
 
