@@ -6,6 +6,7 @@ Train first (each command writes a run directory under runs/), then read the cur
     python benchmarks/learning.py curve runs/smac-3m-mappo-<stamp>-s1
     python benchmarks/learning.py compare RUN_A RUN_B        # same seed -> identical curves?
     python benchmarks/learning.py breakdown RUN               # where the time went (env, acting, update)
+    python benchmarks/learning.py returns RUN --last 10       # games without wins (MPE): mean returns
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ def first_reaching(rows: list[dict], target: float) -> dict | None:
     return next((r for r in rows if r["win_rate"] >= target), None)
 
 
+def returns(run_dir: str | Path, last: int) -> dict:
+    """Games without wins: the eval return per evaluation, and the final and best of them and of training."""
+    ev = scalars(run_dir, "eval/episode_return")
+    train = scalars(run_dir, "train/episode_return")
+    tail = [v for _, _, v in ev[-last:]]
+    return {"evals": [(s, round(v, 3)) for s, _, v in ev],
+            "final_eval_return": ev[-1][2] if ev else None,
+            f"mean_of_last_{last}_evals": sum(tail) / len(tail) if tail else None,
+            "best_eval_return": max((v for _, _, v in ev), default=None),
+            f"mean_train_return_last_{last}_logs": (sum(v for _, _, v in train[-last:]) / len(train[-last:])
+                                                     if train else None),
+            "env_steps": ev[-1][0] if ev else None,
+            "minutes": round((ev[-1][1] - ev[0][1]) / 60, 1) if ev else None}
+
+
 def main(argv=None) -> None:
     """Print curves, comparisons or time breakdowns as JSON lines."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,7 +71,13 @@ def main(argv=None) -> None:
     cmp.add_argument("run_b")
     b = sub.add_parser("breakdown")
     b.add_argument("run_dir")
+    r = sub.add_parser("returns")
+    r.add_argument("run_dir")
+    r.add_argument("--last", type=int, default=10, help="evaluations (and train logs) averaged at the end")
     args = p.parse_args(argv)
+    if args.cmd == "returns":
+        print(json.dumps(returns(args.run_dir, args.last)))
+        return
     if args.cmd == "curve":
         rows = curve(args.run_dir)
         for r in rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -11,12 +12,37 @@ class CLIError(Exception):
 
 
 def _envs(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from marl.registry import _suggest, env_plugins
+
+    plugins = env_plugins()
+    if args.env is not None and args.env not in plugins:
+        raise CLIError(f"unknown environment {args.env!r}{_suggest(args.env, list(plugins))}; known environments: "
+                       f"{', '.join(sorted(plugins))}")
+    names = [args.env] if args.env else list(plugins)
+    width = max(len(n) for n in names) + 2
+    print("Environments")
+    for name in names:
+        print(f"  {name:<{width}}{plugins[name].description or '(no description)'}")
+    for name in names:
+        if name == "smac":
+            _smac_table()
+            continue
+        try:
+            scenarios = plugins[name].scenario_names()
+        except Exception as err:  # noqa: BLE001 - a plug-in's listing must not break the others
+            print(f"\n{name} scenarios: cannot be listed ({type(err).__name__}: {str(err).strip()[:120]})")
+            continue
+        if scenarios:
+            print(f"\n{name} scenarios")
+            print(textwrap.fill(", ".join(scenarios), width=100, initial_indent="  ", subsequent_indent="  "))
+    return 0
+
+
+def _smac_table() -> None:
     from marl.envs.smac import SMACBatch, scenario_names
 
-    if args.env not in (None, "smac"):
-        raise CLIError(f"unknown environment {args.env!r}; known environments: smac")
-    print("Environments")
-    print("  smac    embedded SMAC-compatible simulator (no StarCraft II needed): marl train smac MAP")
     print()
     print("SMAC maps (smac)")
     header = f"  {'map':<18}{'agents':>7}{'enemies':>8}{'limit':>7}{'obs':>6}{'state':>7}{'actions':>8}  units"
@@ -30,7 +56,6 @@ def _envs(args: argparse.Namespace) -> int:
             units = f"{_count(m.unit_names('ally'))} vs {_count(m.unit_names('enemy'))}"
         print(f"  {name:<18}{m.n_agents:>7}{m.n_enemies:>8}{m.limit:>7}{b.obs_dim:>6}{b.state_dim:>7}"
               f"{b.n_actions:>8}  {units}")
-    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -66,8 +91,9 @@ def _train(args: argparse.Namespace) -> int:
     result = trainer.run()
     ev = result["eval"]
     if ev:
-        print(f"last evaluation: win rate {ev['win_rate']:.1%} over {ev['episodes']} episodes, "
-              f"mean return {ev['episode_return']:.2f}")
+        win = f"win rate {ev['win_rate']:.1%} over {ev['episodes']} episodes, " if "win_rate" in ev else \
+            f"{ev['episodes']} episodes, "
+        print(f"last evaluation: {win}mean return {ev['episode_return']:.2f}")
     print(f"run directory: {run_dir}")
     return 130 if result["interrupted"] else 0
 
@@ -90,9 +116,10 @@ def _eval(args: argparse.Namespace) -> int:
     learner = make_learner(r["algo"], env.spec, config["algo"], seed=t["seed"], device=t["device"])
     checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
+    win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
+           if "win_rate" in res else "")
     print(f"{r['env']} {r['scenario'] or ''} {r['algo']} after {data['counters']['env_steps']:,} env steps: "
-          f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
-          f"{res['episodes']} episodes, mean return {res['episode_return']:.2f}, "
+          f"{win}{res['episodes']} episodes, mean return {res['episode_return']:.2f}, "
           f"mean episode length {res['episode_length']:.1f}")
     if args.record:
         from marl import replay
@@ -168,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(one step, see --step) or DIR/ (a PNG per step)")
     rp.add_argument("--step", type=int, help="the step a .png export shows (default 0)")
     rp.set_defaults(func=_replay)
-    e = sub.add_parser("envs", help="list environments and every SMAC map with its shapes")
-    e.add_argument("env", nargs="?", help="only this environment (e.g. smac)")
+    e = sub.add_parser("envs", help="list environments (built-in and plug-ins), their scenarios and the SMAC maps")
+    e.add_argument("env", nargs="?", help="only this environment (e.g. smac, mpe or a plug-in)")
     e.set_defaults(func=_envs)
     return p
 
@@ -195,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad names and values from the libraries carry one-line messages
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `marl envs | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:  # Ctrl-C before training started (imports, building the env)
         print("marl: interrupted", file=sys.stderr)
         return 130

@@ -5,6 +5,10 @@ A config has three sections: `train` (configs/train.yaml), `env` (configs/envs/<
 `train`, of `env` and, under `algos: {<algo>: ...}`, of one learner (whose entry may carry its own
 `train:` and `env:` keys, such as the batch its authors used). The user's overrides come last:
 `algo.lr=3e-4 train.envs=16 env.obs_last_action=true`. Every value keeps the type of its default.
+
+An environment whose defaults file says `pass_through: true` (the PettingZoo, MPE and Gymnasium
+adapters), or that has no defaults file (a plug-in), also takes `env.KEY=VALUE` keys it does not list:
+they reach its factory as keyword arguments, typed as YAML reads them, and the factory judges them.
 """
 
 from __future__ import annotations
@@ -88,18 +92,39 @@ def apply(config: dict, key: str, value: Any) -> None:
         raise ConfigError(f"unknown config key {key!r}; keys look like section.name with section one of: "
                           f"{', '.join(SECTIONS)}")
     known = config[section]
+    if name not in known and section == "env" and env_passes_through(config.get("run", {}).get("env")):
+        known[name] = value
+        return
     if name not in known:
         raise ConfigError(f"unknown config key {key!r}; valid keys in {section}: {', '.join(sorted(known))}")
     known[name] = _coerce(key, value, known[name])
 
 
+def env_passes_through(env: str | None) -> bool:
+    """Whether unknown env.KEY overrides go to the environment's factory (see the module docstring)."""
+    if not env or "/" in env or "." in env:
+        return False
+    try:
+        data = _read_yaml(f"envs/{env}.yaml")
+    except ConfigError:
+        return False
+    return data is None or bool(data.get("pass_through", False))
+
+
 def load(env: str, scenario: str | None, algo: str, overrides: list[str] | dict | None = None) -> dict:
     """The resolved config of a run: defaults, then the scenario preset, then the overrides."""
     algos = available_algos()
-    if algo not in algos:
-        raise ConfigError(f"unknown learner {algo!r}; available: {', '.join(algos)}")
+    algo_defaults = _read_yaml(f"algos/{algo}.yaml") if algo in algos else None
+    if algo_defaults is None:
+        from marl.registry import learner_defaults, learner_plugins
+
+        algo_defaults = learner_defaults(algo)  # a learner from another package (entry point marl.agents)
+        if algo_defaults is None:
+            known = sorted({*algos, *learner_plugins()})
+            raise ConfigError(f"unknown learner {algo!r}; available: {', '.join(known)}")
     config = {"train": _read_yaml("train.yaml") or {}, "env": _read_yaml(f"envs/{env}.yaml") or {},
-              "algo": _read_yaml(f"algos/{algo}.yaml") or {}}
+              "algo": algo_defaults}
+    config["env"].pop("pass_through", None)
     config["run"] = {"env": env, "scenario": scenario, "algo": algo}
     preset = _read_yaml(f"presets/{env}/{scenario}.yaml") if scenario else None
     if preset:

@@ -4,7 +4,9 @@ Tag conventions: `train/*` (episodes finished while collecting: episode_return, 
 episode_length), `eval/*` (deterministic evaluation: win_rate, win_rate_low/high for the 95% interval,
 episode_return, episode_length), `loss/*` (what the learner's update returns: policy_loss, value_loss,
 entropy, approx_kl, clip_frac, grad_norm, ...), `perf/*` (env_steps_per_s and seconds spent in the env,
-in acting and in updates). The x axis is always env steps.
+in acting and in updates). The x axis is always env steps. Environments without wins
+(EnvSpec.can_win False: MPE, Gymnasium) log no win_rate tags; environments whose workers can crash
+log `train/lost_episodes`, the episodes lost with a crashed worker so far.
 """
 
 from __future__ import annotations

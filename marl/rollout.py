@@ -50,7 +50,8 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
             final_e.append(e)
             final_obs.append(step.final_obs[e])
             final_state.append(step.final_state[e])
-        for e in np.flatnonzero(step.done):
+        lost = step.info.get("lost")  # episodes a crashed worker took with it: not finished, not counted
+        for e in np.flatnonzero(step.done if lost is None else step.done & ~lost):
             episodes.append({"return": float(np.sum(step.episode_return[e])), "length": int(step.episode_length[e]),
                              "won": bool(step.won[e])})
     A = step.alive.shape[1]

@@ -37,6 +37,7 @@ class EnvSpec:
     reward_names: tuple[str, ...] = ("reward",)
     obs_layout: tuple[ObsBlock, ...] = ()
     name: str = ""
+    can_win: bool = True  # False: episodes have no outcome, and loggers show returns instead of win rates
 
     def __post_init__(self):
         if len(self.agent_names) != self.n_agents:
@@ -62,6 +63,10 @@ class Step:
     Where `done` is set the environment has been reset already: `obs`, `state`, `avail` and `alive`
     belong to the new episode, `final_obs` and `final_state` to the step the old one ended on, and
     `episode_return`, `episode_length` and `won` describe the finished episode.
+
+    `info` holds what only some environments report. Adapters with worker processes set
+    `info["lost"]` (bool[E]: the episode ended because its worker crashed; it is done and truncated
+    but not a finished episode, and is not counted as one) and `info["lost_episodes"]` (the count so far).
     """
 
     obs: np.ndarray  # f32[E, A, obs_dim]

@@ -48,7 +48,10 @@ def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def evaluate(env, learner, episodes: int, seed: int) -> dict:
-    """Deterministic episodes of the learner: win rate (with 95% interval), mean return and length."""
+    """Deterministic episodes of the learner: win rate (with 95% interval), mean return and length.
+
+    For an environment without wins (EnvSpec.can_win False) the win-rate entries are left out.
+    """
     step = env.reset(seed=seed)
     # each battle slot plays a fixed number of episodes, so short episodes are not over-counted
     E = step.n_envs
@@ -59,16 +62,19 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
     while len(results) < episodes:
         actions, _ = learner.act(step, deterministic=True)
         step = env.step(actions)
-        for e in np.flatnonzero(step.done):
+        lost = step.info.get("lost")  # episodes a crashed worker took with it are played again
+        for e in np.flatnonzero(step.done if lost is None else step.done & ~lost):
             if taken[e] < quota[e]:
                 taken[e] += 1
                 results.append((float(np.sum(step.episode_return[e])), int(step.episode_length[e]),
                                 bool(step.won[e])))
-    wins = sum(w for _, _, w in results)
-    low, high = wilson(wins, episodes)
-    return {"win_rate": wins / episodes, "win_rate_low": low, "win_rate_high": high, "episodes": episodes,
-            "episode_return": float(np.mean([r for r, _, _ in results])),
-            "episode_length": float(np.mean([n for _, n, _ in results]))}
+    out = {"episodes": episodes, "episode_return": float(np.mean([r for r, _, _ in results])),
+           "episode_length": float(np.mean([n for _, n, _ in results]))}
+    if getattr(getattr(env, "spec", None), "can_win", True):  # scripted test envs may carry no spec
+        wins = sum(w for _, _, w in results)
+        low, high = wilson(wins, episodes)
+        out.update(win_rate=wins / episodes, win_rate_low=low, win_rate_high=high)
+    return out
 
 
 class Trainer:
@@ -99,7 +105,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> dict:
-        return {"learner": self.learner.state_dict(), "env": checkpoint.to_tensors(self.env.get_state()),
+        # environments that cannot save their episodes (PettingZoo, Gymnasium) start new ones on resume
+        env_state = self.env.get_state() if hasattr(self.env, "get_state") else None
+        return {"learner": self.learner.state_dict(), "env": checkpoint.to_tensors(env_state),
                 "torch_rng": torch.get_rng_state(),
                 "counters": {"update": self.update_index, "env_steps": self.env_steps, "episodes": self.episodes},
                 "last_eval": self.last_eval, "config": self.config}
@@ -114,12 +122,16 @@ class Trainer:
         path = self.run_dir / "checkpoints" / LAST
         data = checkpoint.load(path)
         checkpoint.restore(self.learner, data["learner"], path)
-        try:
-            self.step = self.env.set_state(checkpoint.to_numpy(data["env"]))
-        except ValueError as err:
-            raise checkpoint.CheckpointError(f"{path} does not fit this run's environments: {err}") from None
-        torch.set_rng_state(data["torch_rng"])
         c = data["counters"]
+        if data.get("env") is None or not hasattr(self.env, "set_state"):
+            # new episodes on a seed of their own, so a resumed run does not replay its first ones
+            self.step = self.env.reset(seed=self.config["train"]["seed"] + 7919 * c["update"])
+        else:
+            try:
+                self.step = self.env.set_state(checkpoint.to_numpy(data["env"]))
+            except ValueError as err:
+                raise checkpoint.CheckpointError(f"{path} does not fit this run's environments: {err}") from None
+        torch.set_rng_state(data["torch_rng"])
         self.update_index, self.env_steps, self.episodes = c["update"], c["env_steps"], c["episodes"]
         self.last_eval = data.get("last_eval")
 
@@ -186,8 +198,11 @@ class Trainer:
                     if episodes:
                         scalars.update({
                             "train/episode_return": float(np.mean([e["return"] for e in episodes])),
-                            "train/win_rate": float(np.mean([e["won"] for e in episodes])),
                             "train/episode_length": float(np.mean([e["length"] for e in episodes]))})
+                        if self.spec.can_win:
+                            scalars["train/win_rate"] = float(np.mean([e["won"] for e in episodes]))
+                    if "lost_episodes" in self.step.info:
+                        scalars["train/lost_episodes"] = self.step.info["lost_episodes"]
                     logger.scalars(scalars, self.env_steps)
                     logger.diagnostics(self.learner.diagnostics(), self.env_steps)
                 if t["eval_interval"] and self.update_index % t["eval_interval"] == 0:
@@ -200,8 +215,13 @@ class Trainer:
                             logger.message(f"replay: {path} (watch it: marl replay {path})")
                 if t["checkpoint_interval"] and self.update_index % t["checkpoint_interval"] == 0:
                     self.save()
-                win = f"{self.last_eval['win_rate']:.0%}" if self.last_eval else None
-                logger.progress(per_update, sps=f"{sps:,.0f}", eval_win=win)
+                if not self.last_eval:
+                    logger.progress(per_update, sps=f"{sps:,.0f}")
+                elif "win_rate" in self.last_eval:
+                    logger.progress(per_update, sps=f"{sps:,.0f}", eval_win=f"{self.last_eval['win_rate']:.0%}")
+                else:  # a game without wins: the mean evaluation return is what tells progress
+                    logger.progress(per_update, sps=f"{sps:,.0f}",
+                                    eval_return=f"{self.last_eval['episode_return']:.4g}")
             path = self.save()
             if self._stop:
                 logger.message(f"interrupted: checkpoint saved at {path}; continue with: marl train --resume "

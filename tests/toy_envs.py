@@ -1,0 +1,161 @@
+"""Tiny environments for the adapter tests (importable by the adapters' worker processes)."""
+
+from __future__ import annotations
+
+import os
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+
+class LeaveEnv(ParallelEnv):
+    """Three agents; agent_1 leaves after step `leave_at`, the episode is cut at step `limit`.
+
+    Observations are [agent number + 1, t]; agent_0's are dicts with an action mask (action 2 off),
+    agent_2's mask comes through infos (action 1 off), agent_1 has none. An action for an agent
+    that is not live raises, as in SMAC.
+    """
+
+    metadata = {"name": "leave_v0"}
+
+    def __init__(self, leave_at: int = 2, limit: int = 5, box_actions: bool = False):
+        self.possible_agents = ["agent_0", "agent_1", "agent_2"]
+        self.agents: list[str] = []
+        self.leave_at, self.limit, self.box_actions = leave_at, limit, box_actions
+        self.received: list[dict] = []
+        self.t = 0
+
+    def observation_space(self, agent):
+        """agent_0: dict with mask; others: a Box."""
+        box = spaces.Box(-10, 10, (2,), np.float32)
+        if agent == "agent_0":
+            return spaces.Dict({"observation": box, "action_mask": spaces.MultiBinary(3)})
+        return box
+
+    def action_space(self, agent):
+        """Discrete(3), or a Box when box_actions."""
+        return spaces.Box(-1, 1, (2,)) if self.box_actions else spaces.Discrete(3)
+
+    def _obs(self, agents):
+        out = {}
+        for a in agents:
+            x = np.array([self.possible_agents.index(a) + 1, self.t], np.float32)
+            out[a] = {"observation": x, "action_mask": np.array([1, 1, 0], np.int8)} if a == "agent_0" else x
+        return out
+
+    def _infos(self):
+        mask = np.array([1, 0, 1], np.int8)
+        return {a: ({"action_mask": mask} if a == "agent_2" else {}) for a in self.possible_agents}
+
+    def reset(self, seed=None, options=None):
+        """Start an episode."""
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        return self._obs(self.agents), self._infos()
+
+    def step(self, actions):
+        """Record the actions; agent_1 leaves at leave_at; everyone at limit."""
+        if set(actions) != set(self.agents):
+            raise ValueError(f"actions for {sorted(actions)}, live agents {self.agents}")
+        self.received.append(dict(actions))
+        self.t += 1
+        acting = list(self.agents)
+        rewards = {a: float(self.possible_agents.index(a) + 1) for a in acting}
+        terminations = {a: a == "agent_1" and self.t >= self.leave_at for a in acting}
+        truncations = {a: self.t >= self.limit for a in acting}
+        self.agents = [] if self.t >= self.limit else [a for a in acting if not terminations[a]]
+        return self._obs(acting), rewards, terminations, truncations, self._infos()
+
+
+class CrashEnv(ParallelEnv):
+    """Two agents that play 4-step episodes; the process dies (os._exit) on step `crash_at` once.
+
+    The file `marker` records that the crash happened, so the restarted worker does not crash again.
+    """
+
+    metadata = {"name": "crash_v0"}
+
+    def __init__(self, marker: str = "", crash_at: int = 3):
+        self.possible_agents = ["a", "b"]
+        self.agents: list[str] = []
+        self.marker, self.crash_at = marker, crash_at
+        self.calls = 0
+        self.t = 0
+
+    def observation_space(self, agent):
+        """A Box of two floats."""
+        return spaces.Box(-100, 100, (2,), np.float32)
+
+    def action_space(self, agent):
+        """Discrete(2)."""
+        return spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        """Start an episode."""
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        return {a: np.array([self.t, 1.0], np.float32) for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        """Step; die once on the crash_at-th call when a marker path is given."""
+        self.calls += 1
+        if self.marker and self.calls == self.crash_at:
+            try:  # O_EXCL: of several workers reaching this step, exactly one dies
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(3)
+        self.t += 1
+        acting = list(self.agents)
+        done = self.t >= 4
+        self.agents = [] if done else acting
+        return ({a: np.array([self.t, 1.0], np.float32) for a in acting}, {a: 1.0 for a in acting},
+                {a: False for a in acting}, {a: done for a in acting}, {a: {} for a in acting})
+
+
+class VectorRewardEnv(gymnasium.Env):
+    """A one-agent Gymnasium env with a 2-objective reward [1, -t] and 3-step episodes."""
+
+    def __init__(self):
+        self.observation_space = spaces.Box(-10, 10, (1,), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.reward_space = spaces.Box(-10, 10, (2,), np.float32)
+        self.t = 0
+
+    def reset(self, seed=None, options=None):
+        """Start an episode."""
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        """Reward [1, -t]; ends (terminated) after 3 steps."""
+        self.t += 1
+        return (np.array([self.t], np.float32), np.array([1.0, -self.t], np.float32), self.t >= 3, False, {})
+
+
+def relay_factory(scenario, n_envs, options):
+    """A plug-in factory (the test's stand-in for an installed package): LeaveEnv through the adapter."""
+    from marl.envs.pettingzoo import make_vec_env
+
+    return make_vec_env(LeaveEnv, n_envs, options, name=f"relay:{scenario}")
+
+
+relay_factory.description = "three agents, one leaves"
+relay_factory.scenarios = ("short", "long")
+
+
+class EchoLearner:
+    """A plug-in learner stand-in: always action 0, remembers its settings."""
+
+    defaults = {"lr": 0.1, "hidden": 8}
+
+    def __init__(self, spec, cfg, seed=0, device="cpu"):
+        self.spec, self.cfg = spec, cfg
+
+    def act(self, step, deterministic=False):
+        """Action 0 everywhere."""
+        return np.zeros(step.alive.shape, np.int64), {}
