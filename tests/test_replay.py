@@ -344,10 +344,12 @@ def test_export_png_gif_and_folder(tmp_path):
         export(rep, tmp_path / "x.jpg")
 
 
-def test_marl_replay_exports_the_shipped_sample(tmp_path, capsys):
-    sample = Path(__file__).resolve().parents[1] / "replays" / "3s5z_mappo_win.npz"
+@pytest.mark.parametrize("name, learner", [("3s5z_mappo_win.npz", "mappo"), ("3s5z_commformer_win.npz", "commformer")])
+def test_marl_replay_exports_the_shipped_samples(tmp_path, capsys, name, learner):
+    sample = Path(__file__).resolve().parents[1] / "replays" / name
     rep = replay.load(sample)
     assert rep.meta["map"] == "3s5z" and rep.meta["outcome"] == "won" and sample.stat().st_size < 1_000_000
+    assert rep.meta["learner"] == learner
     out = tmp_path / "frame.png"
     assert main(["replay", str(sample), "--export", str(out), "--step", "5"]) == 0
     assert capsys.readouterr().out.strip() == str(out) and out.stat().st_size > 0
