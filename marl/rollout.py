@@ -9,12 +9,12 @@ import numpy as np
 from marl.spec import Learner, Rollout, Step, VecEnv
 
 
-def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict | None = None
-            ) -> tuple[Rollout, Step, list[dict]]:
+def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict | None = None,
+            clock=time.perf_counter) -> tuple[Rollout, Step, list[dict]]:
     """Step env `steps` times from `step`; returns the Rollout, the next Step and finished episodes.
 
     When `timing` is given, the seconds spent acting and stepping the env are added to its "act" and
-    "env" entries.
+    "env" entries, read from `clock` (wall time by default; time.process_time gives CPU time).
     """
     E = step.n_envs
     obs = np.empty((steps, *step.obs.shape), np.float32)
@@ -30,9 +30,9 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
     episodes: list[dict] = []
     for t in range(steps):
         obs[t], state[t], avail[t], alive[t] = step.obs, step.state, step.avail, step.alive
-        t0 = time.perf_counter()
+        t0 = clock()
         acts, extra = learner.act(step, deterministic=False)
-        t1 = time.perf_counter()
+        t1 = clock()
         actions[t] = acts
         for k, v in extra.items():
             if k not in extras:
@@ -41,7 +41,7 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
         step = env.step(acts)
         if timing is not None:
             timing["act"] = timing.get("act", 0.0) + t1 - t0
-            timing["env"] = timing.get("env", 0.0) + time.perf_counter() - t1
+            timing["env"] = timing.get("env", 0.0) + clock() - t1
         if reward is None:
             reward = np.empty((steps, *step.reward.shape), np.float32)
         reward[t], done[t], truncated[t] = step.reward, step.done, step.truncated

@@ -1,0 +1,73 @@
+"""CPU cost of training, per learner: CPU seconds per 1,000 env steps for acting, the env and the update.
+
+Wall-clock env-steps/s swing with whatever else a shared machine runs; the CPU time a single-threaded
+process spends does much less, so it tells how fast training runs on an idle core. Each learner runs
+a few updates with the map's preset settings (the first is a warm-up and is not counted), in the
+same process, and the table also gives the implied env-steps/s of one idle core.
+
+    python benchmarks/learner_cost.py --map 3s5z --algos mappo commformer --updates 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def cost(map_name: str, algo: str, updates: int, seed: int = 1) -> dict:
+    """CPU seconds per 1,000 env steps (act, env, update, total) over `updates` counted updates."""
+    import torch
+
+    from marl import config as config_mod
+    from marl.registry import make_env, make_learner
+    from marl.rollout import collect
+
+    torch.set_num_threads(1)
+    cfg = config_mod.load("smac", map_name, algo, [f"train.seed={seed}"])
+    t = cfg["train"]
+    env = make_env("smac", map_name, t["envs"], dict(cfg["env"]))
+    learner = make_learner(algo, env.spec, cfg["algo"], seed=seed, device="cpu")
+    step = env.reset(seed=seed)
+    spent = {"act": 0.0, "env": 0.0, "update": 0.0}
+    for i in range(updates + 1):
+        timing: dict[str, float] = {}
+        c0 = time.process_time()
+        rollout, step, _ = collect(env, learner, step, t["rollout"], timing, clock=time.process_time)
+        c1 = time.process_time()
+        learner.update(rollout)
+        c2 = time.process_time()
+        if i == 0:  # warm-up: first calls allocate and compile
+            continue
+        spent["act"] += timing["act"]
+        spent["env"] += timing["env"]
+        spent["update"] += c2 - c1
+        assert abs((c1 - c0) - timing["act"] - timing["env"]) < 0.5  # the rollout is acting plus the env
+    steps = updates * t["rollout"] * t["envs"]
+    per_k = {k: 1000 * v / steps for k, v in spent.items()}
+    per_k["total"] = sum(per_k.values())
+    return {"map": map_name, "algo": algo, "env_steps": steps, "cpu_s_per_1k_steps": per_k,
+            "idle_core_env_steps_per_s": 1000 / per_k["total"]}
+
+
+def main(argv=None) -> None:
+    """Print the CPU cost of each learner as JSON lines and a markdown table."""
+    import json
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--map", default="3s5z")
+    p.add_argument("--algos", nargs="+", default=["mappo", "commformer"])
+    p.add_argument("--updates", type=int, default=4)
+    args = p.parse_args(argv)
+    rows = [cost(args.map, algo, args.updates) for algo in args.algos]
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    print("\n| learner | act | env | update | total (CPU s / 1k steps) | env-steps/s on an idle core |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        c = r["cpu_s_per_1k_steps"]
+        print(f"| {r['algo']} | {c['act']:.3f} | {c['env']:.3f} | {c['update']:.3f} | {c['total']:.3f} | "
+              f"{r['idle_core_env_steps_per_s']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
