@@ -59,8 +59,11 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
     wins = [(s, v) for s, _, v in scalars(run_dir, "eval/win_rate") if s <= limit]
     msgs = [(s, v) for s, _, v in scalars(run_dir, "graph/messages_per_agent_step") if s <= limit]
     tail = [v for s, v in msgs if s >= 0.9 * msgs[-1][0]] if msgs else []
+    last3 = [v for _, v in wins[-3:]]
     return {"steps": wins[-1][0] if wins else None, "final_win_rate": wins[-1][1] if wins else None,
             "best_win_rate": max(v for _, v in wins) if wins else None,
+            "mean_last_3": sum(last3) / len(last3) if last3 else None,
+            "first_90": next((s for s, v in wins if v >= 0.9), None),
             "messages_per_agent_step": sum(tail) / len(tail) if tail else 0.0}
 
 
@@ -92,11 +95,13 @@ def main(argv=None) -> None:
             row = {"variant": name, "map": args.map, **summarise(run_dir)}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print("\n| run | env steps | final eval win rate | best eval win rate | messages / agent / step |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| run | env steps | final eval win rate | mean of the last 3 evals | best | first eval >= 90% at | "
+          "messages / agent / step |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['best_win_rate'])} | "
-              f"{r['messages_per_agent_step']:.2f} |")
+        first = f"{r['first_90']:,}" if r["first_90"] is not None else "-"
+        print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['mean_last_3'])} | "
+              f"{_pct(r['best_win_rate'])} | {first} | {r['messages_per_agent_step']:.2f} |")
 
 
 if __name__ == "__main__":
