@@ -440,7 +440,9 @@ class PettingZooVecEnv:
             raise PettingZooError(f"the environment failed in a worker: {err}") from None
         except EOFError:
             pass
-        code = w.process.exitcode if not w.process.is_alive() else None
+        # the pipe closes a moment before the process can be reaped: wait for its exit code
+        w.process.join(timeout=5)
+        code = w.process.exitcode
         w.stop()
         self._restarts += 1
         n = w.hi - w.lo
