@@ -78,8 +78,8 @@ class SMACMap:
         return self.n_agents + self.n_enemies
 
     def unit_names(self, team: str) -> list[str]:
-        """Unit type names of the allies ("ally") or enemies ("enemy"), in slot order (generator maps: a
-        placeholder roster until the kernels draw each episode's)."""
+        """Unit type names of the allies ("ally") or enemies ("enemy"), in slot order (generator maps: the
+        roster before the first reset; the kernels draw each episode's own)."""
 
         sl = slice(0, self.n_agents) if team == "ally" else slice(self.n_agents, self.n_units)
         return [TYPE_NAMES[t].removesuffix("_rl") for t in self.unit_type[sl]]
@@ -244,8 +244,8 @@ def get_map(name: str) -> SMACMap:
 
 
 def _generator_map(name: str) -> SMACMap:
-    """A SMACv2 scenario: sizes and unit pool; the placeholder roster (the pool's first type at SMACv2's
-    fixed start points) only stands until the first reset draws a battle."""
+    """A SMACv2 scenario: sizes and unit pool; its pre-reset roster (the pool's first type at SMACv2's
+    fixed start points) stands only until the first reset draws a battle."""
     race, sizes = name.split("_", 1)
     n_agents, n_enemies = (int(k) for k in sizes.split("_vs_"))
     code, pool, exceptions = GENERATOR_RACES[race]
