@@ -5,7 +5,12 @@ process spends does much less, so it tells how fast training runs on an idle cor
 a few updates with the map's preset settings (the first is a warm-up and is not counted), in the
 same process, and the table also gives the implied env-steps/s of one idle core.
 
+Acting always runs on one thread. `--update-threads 1 2` also measures the updates on 2 threads,
+in the same process, and adds their wall seconds per 1,000 steps: on an idle machine this is what
+more cores buy (CPU time grows with threads; wall time is what shrinks).
+
     python benchmarks/learner_cost.py --map 3s5z --algos mappo commformer --updates 4
+    python benchmarks/learner_cost.py --map 3s5z --algos commformer --update-threads 1 2
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import argparse
 import time
 
 
-def cost(map_name: str, algo: str, updates: int, seed: int = 1) -> dict:
-    """CPU seconds per 1,000 env steps (act, env, update, total) over `updates` counted updates."""
+def cost(map_name: str, algo: str, updates: int, seed: int = 1, update_threads: int = 1) -> dict:
+    """CPU seconds per 1,000 env steps (act, env, update, total) over `updates` counted updates, and the
+    update's wall seconds on `update_threads` threads."""
     import torch
 
     from marl import config as config_mod
@@ -29,24 +35,29 @@ def cost(map_name: str, algo: str, updates: int, seed: int = 1) -> dict:
     learner = make_learner(algo, env.spec, cfg["algo"], seed=seed, device="cpu")
     step = env.reset(seed=seed)
     spent = {"act": 0.0, "env": 0.0, "update": 0.0}
+    update_wall = 0.0
     for i in range(updates + 1):
         timing: dict[str, float] = {}
         c0 = time.process_time()
         rollout, step, _ = collect(env, learner, step, t["rollout"], timing, clock=time.process_time)
-        c1 = time.process_time()
+        c1, w1 = time.process_time(), time.perf_counter()
+        torch.set_num_threads(update_threads)
         learner.update(rollout)
-        c2 = time.process_time()
+        torch.set_num_threads(1)
+        c2, w2 = time.process_time(), time.perf_counter()
         if i == 0:  # warm-up: first calls allocate and compile
             continue
         spent["act"] += timing["act"]
         spent["env"] += timing["env"]
         spent["update"] += c2 - c1
+        update_wall += w2 - w1
         assert abs((c1 - c0) - timing["act"] - timing["env"]) < 0.5  # the rollout is acting plus the env
     steps = updates * t["rollout"] * t["envs"]
     per_k = {k: 1000 * v / steps for k, v in spent.items()}
     per_k["total"] = sum(per_k.values())
     return {"map": map_name, "algo": algo, "env_steps": steps, "cpu_s_per_1k_steps": per_k,
-            "idle_core_env_steps_per_s": 1000 / per_k["total"]}
+            "idle_core_env_steps_per_s": 1000 / per_k["total"], "update_threads": update_threads,
+            "update_wall_s_per_1k_steps": 1000 * update_wall / steps}
 
 
 def main(argv=None) -> None:
@@ -57,16 +68,19 @@ def main(argv=None) -> None:
     p.add_argument("--map", default="3s5z")
     p.add_argument("--algos", nargs="+", default=["mappo", "commformer"])
     p.add_argument("--updates", type=int, default=4)
+    p.add_argument("--update-threads", type=int, nargs="+", default=[1],
+                   help="torch threads in the updates; several values are measured one after another")
     args = p.parse_args(argv)
-    rows = [cost(args.map, algo, args.updates) for algo in args.algos]
+    rows = [cost(args.map, algo, args.updates, update_threads=n) for algo in args.algos for n in args.update_threads]
     for r in rows:
         print(json.dumps(r), flush=True)
-    print("\n| learner | act | env | update | total (CPU s / 1k steps) | env-steps/s on an idle core |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n| learner | update threads | act | env | update | total (CPU s / 1k steps) | env-steps/s on an idle core "
+          "| update wall s / 1k steps |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         c = r["cpu_s_per_1k_steps"]
-        print(f"| {r['algo']} | {c['act']:.3f} | {c['env']:.3f} | {c['update']:.3f} | {c['total']:.3f} | "
-              f"{r['idle_core_env_steps_per_s']:,.0f} |")
+        print(f"| {r['algo']} | {r['update_threads']} | {c['act']:.3f} | {c['env']:.3f} | {c['update']:.3f} | "
+              f"{c['total']:.3f} | {r['idle_core_env_steps_per_s']:,.0f} | {r['update_wall_s_per_1k_steps']:.3f} |")
 
 
 if __name__ == "__main__":

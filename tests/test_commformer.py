@@ -101,6 +101,38 @@ def test_a_closed_gate_also_cuts_the_earlier_agents_actions():
     assert torch.allclose(net.decode(rep, a, deaf, agent=2)[:, 0], net.decode(rep, a, deaf)[:, 2], atol=1e-6)
 
 
+def test_a_closed_gate_is_exactly_the_agent_alone():
+    # a deaf agent's representation, value and action logits are those it has with no incoming edge at
+    # all: the weight of its cut messages goes to its self loop (and the decoder's start token)
+    torch.manual_seed(0)
+    net = CommFormerNet(obs_dim=7, n_actions=5, n_agents=4)
+    obs, acts = torch.randn(3, 4, 7), torch.randint(0, 5, (3, 4))
+    support = torch.ones(3, 4, 4)
+    gated = apply_gates(support, torch.tensor([[1.0, 0.0, 1.0, 0.0]]).expand(3, 4))
+    alone = torch.eye(4).expand(3, 4, 4)
+    rep_g, v_g = net.encode(obs, gated, support)
+    rep_a, v_a = net.encode(obs, alone)
+    for i in (1, 3):
+        assert torch.allclose(rep_g[:, i], rep_a[:, i], atol=1e-6) and torch.allclose(v_g[:, i], v_a[:, i], atol=1e-6)
+        assert torch.allclose(net.decode(rep_g, acts, gated, support)[:, i], net.decode(rep_g, acts, alone)[:, i],
+                              atol=1e-6)
+    # open gates leave the graph's attention untouched
+    # open gates leave the graph's attention untouched, in value and in the edge logits' gradient
+    graph = CommGraph(4, 0.5)
+    with torch.no_grad():
+        graph.edge_logits.normal_()
+    grads = []
+    for gates in (torch.ones(3, 4), None):
+        graph.edge_logits.grad = None
+        edges = graph.sample(torch.Generator().manual_seed(1)).expand(3, 4, 4)
+        mask = apply_gates(edges, gates) if gates is not None else edges
+        rep, v = net.encode(obs, mask, edges)
+        (rep.sum() + v.sum() + net.decode(rep, acts, mask, edges).sum()).backward()
+        grads.append((rep.detach(), graph.edge_logits.grad.clone()))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5) and grads[1][1].abs().sum() > 0
+
+
 def test_gate_straight_through_forward_is_the_decision():
     p = torch.tensor([0.2, 0.9], requires_grad=True)
     g = Gates.straight_through(torch.tensor([1.0, 0.0]), p)

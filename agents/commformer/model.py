@@ -2,7 +2,8 @@
 
 Attention between agents follows a mask M[..., i, j] (receiver i, sender j). Scores of pairs with
 M = 0 are set to -inf, and the softmax is multiplied by M, which is the path by which gradients
-reach the edge logits. A learned embedding of the 0/1 edge is added to queries and keys. The encoder
+reach the edge logits. A closed gate then gives the weight of the receiver's cut messages to what
+it still hears (its self loop), so a deaf agent is exactly the agent alone. A learned embedding of the 0/1 edge is added to queries and keys. The encoder
 gives each agent a representation and a value. The decoder picks the agents' actions one after
 another: agent i's representation attends to the one-hot actions of the earlier agents it has an edge
 from (strictly causal mask times the graph mask), plus a start token, so a closed gate also cuts the
@@ -32,7 +33,8 @@ class GraphAttention(nn.Module):
         """x_q [B, N, D] attends to x_kv [B, M, D]: softmax over `support`'s edges, weights times `mask`.
 
         `support` is the graph; `mask` is the graph with gates applied. A closed gate zeroes the weights
-        of the receiver's messages but keeps them in the softmax, so the gate still gets a gradient.
+        of the receiver's messages and gives their weight to what the receiver still hears, so a closed
+        row is exactly the receiver alone; the gate keeps a gradient through both factors.
         With `kv_index` [B, M], x_kv is a table [R, D] of the few distinct senders' inputs (the decoder's
         action tokens): keys and values are projected once per row and gathered, not once per sender.
         """
@@ -42,14 +44,33 @@ class GraphAttention(nn.Module):
         edge = (support.detach() > 0).float()
         r0, r1 = self.relation.weight[0], self.relation.weight[1]
         q, k, v = self.q(x_q), self.k(x_kv), self.v(x_kv)
-        if kv_index is not None:
-            k, v = nn.functional.embedding(kv_index, k), nn.functional.embedding(kv_index, v)
         q_r = (q @ r0).unsqueeze(-1) * (1 - edge) + (q @ r1).unsqueeze(-1) * edge
-        k_r = (k @ r0).unsqueeze(-2) * (1 - edge) + (k @ r1).unsqueeze(-2) * edge
         r_r = (r0 @ r0) * (1 - edge) + (r1 @ r1) * edge
-        scores = (q @ k.transpose(-1, -2) + q_r + k_r + r_r) * self.scale
+        if kv_index is None:
+            qk = q @ k.transpose(-1, -2)
+            k0, k1 = k @ r0, k @ r1
+        else:
+            # score every row of the table once ([B, Nq, R], one matrix product), then pick each sender's
+            # row; no [B, M, D] copy of the keys or values is made
+            index = kv_index.unsqueeze(-2).expand(*q.shape[:-1], kv_index.shape[-1])
+            qk = (q @ k.transpose(-1, -2)).gather(-1, index)
+            k0, k1 = (k @ r0)[kv_index], (k @ r1)[kv_index]
+        k_r = k0.unsqueeze(-2) * (1 - edge) + k1.unsqueeze(-2) * edge
+        scores = (qk + q_r + k_r + r_r) * self.scale
         scores = scores.masked_fill(support.detach() <= 0, float("-inf"))
-        att = torch.softmax(scores, dim=-1).nan_to_num(0.0) * mask
+        att = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        if mask is support:
+            att = att * support
+        else:
+            # gates: a closed gate leaves the receiver its self loop (or the decoder's start token) at the
+            # weight its whole row had, so its representation keeps its scale; while every gate is open
+            # the factor is 1 in value and in gradient, so the edge logits learn as without gates
+            kept, gated = att * support, att * mask
+            att = gated * (kept.sum(-1, keepdim=True) / gated.sum(-1, keepdim=True).clamp(min=1e-12))
+        if kv_index is not None:
+            # att @ v[kv_index] is att summed per table row, times the table's values
+            att = torch.zeros(*att.shape[:-1], v.shape[0], dtype=att.dtype, device=att.device
+                              ).scatter_add(-1, index, att)
         return self.out(att @ v)
 
 
@@ -131,7 +152,8 @@ class CommFormerNet(nn.Module):
         # a one-hot action input makes the action embeddings a table of 1 + A rows
         table = torch.cat([self.start.unsqueeze(0), self.act_in(self.one_hots)], 0)
         start = torch.ones(batch, N, 1, device=table.device)
-        dec_mask, dec_support = (torch.cat([start, m.expand(batch, N, N) * self.earlier], -1) for m in (mask, support))
+        dec_support = torch.cat([start, support.expand(batch, N, N) * self.earlier], -1)
+        dec_mask = dec_support if mask is support else torch.cat([start, mask.expand(batch, N, N) * self.earlier], -1)
         return table, dec_mask, dec_support
 
     def decode_rows(self, rep: torch.Tensor, token_index: torch.Tensor, inputs: tuple, rows: slice = slice(None)
