@@ -1,8 +1,10 @@
 """CommFormer ablations at equal budget: learned graph, full graph, random graph, gates off, MAPPO.
 
 Each variant trains one run with the same seed and env-step budget (sequentially, one process),
-then the table gives the final and best deterministic eval win rate and the messages each living
-agent received per step in the last tenth of training (0 for MAPPO, which has no messages).
+then the table gives the final and best deterministic eval win rate, the mean eval return of the
+last three evaluations (which still tells variants apart on a map where none wins yet) and the
+messages each living agent received per step in the last tenth of training (0 for MAPPO, which has
+no messages).
 
     python benchmarks/ablation.py --map 3s5z --steps 3000000 --seed 1
     python benchmarks/ablation.py --map 5m_vs_6m --steps 3000000 --variants learned full random
@@ -57,6 +59,7 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
 
     limit = float("inf") if at is None else at
     wins = [(s, v) for s, _, v in scalars(run_dir, "eval/win_rate") if s <= limit]
+    rets = [v for s, _, v in scalars(run_dir, "eval/episode_return") if s <= limit]
     msgs = [(s, v) for s, _, v in scalars(run_dir, "graph/messages_per_agent_step") if s <= limit]
     tail = [v for s, v in msgs if s >= 0.9 * msgs[-1][0]] if msgs else []
     last3 = [v for _, v in wins[-3:]]
@@ -64,11 +67,16 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
             "best_win_rate": max(v for _, v in wins) if wins else None,
             "mean_last_3": sum(last3) / len(last3) if last3 else None,
             "first_90": next((s for s, v in wins if v >= 0.9), None),
+            "return_last_3": sum(rets[-3:]) / len(rets[-3:]) if rets else None,
             "messages_per_agent_step": sum(tail) / len(tail) if tail else 0.0}
 
 
 def _pct(x) -> str:
     return "-" if x is None else f"{x:.0%}"
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def main(argv=None) -> None:
@@ -96,12 +104,12 @@ def main(argv=None) -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     print("\n| run | env steps | final eval win rate | mean of the last 3 evals | best | first eval >= 90% at | "
-          "messages / agent / step |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "eval return, mean of the last 3 | messages / agent / step |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         first = f"{r['first_90']:,}" if r["first_90"] is not None else "-"
         print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['mean_last_3'])} | "
-              f"{_pct(r['best_win_rate'])} | {first} | {r['messages_per_agent_step']:.2f} |")
+              f"{_pct(r['best_win_rate'])} | {first} | {_num(r['return_last_3'])} | {r['messages_per_agent_step']:.2f} |")
 
 
 if __name__ == "__main__":

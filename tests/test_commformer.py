@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from marl import config as config_mod
 from marl.agents.commformer import CommFormer, CommGraph, Gates, apply_gates, k_of
 from marl.agents.commformer.model import CommFormerNet
+from marl.agents.ppo import masked_logits
 from marl.envs.smac import SMACVecEnv
 from marl.rollout import collect
 
@@ -175,6 +176,51 @@ def test_evaluation_uses_the_deterministic_top_k(monkeypatch):
     k = learner.graph.k
     # each living agent with an open gate hears its k kept senders, a closed gate hears nobody
     np.testing.assert_array_equal(e1["messages"], np.where(gates > 0, float(k), 0.0))
+
+
+def test_decoding_levels_follow_the_graph():
+    levels = CommFormer._decoding_levels
+    as_lists = lambda support: [lv.tolist() for lv in levels(support)]  # noqa: E731
+    eye = torch.eye(4).expand(2, 4, 4)
+    assert as_lists(eye) == [[0, 1, 2, 3]]  # nobody hears an earlier agent: one pass
+    assert as_lists(torch.ones(2, 4, 4)) == [[0], [1], [2], [3]]  # full graph: one agent at a time
+    chain = torch.eye(4).clone()
+    chain[3, 1] = 1.0  # 3 hears 1: 3 waits for 1
+    chain[2, 3] = 1.0  # a later sender is not heard in the decoder (causal)
+    assert as_lists(chain.expand(1, 4, 4)) == [[0, 1, 2], [3]]
+    other = torch.eye(4).clone()
+    other[1, 0] = 1.0  # in another battle 1 hears 0
+    assert as_lists(torch.stack([chain, other])) == [[0, 2], [1], [3]]
+
+
+@pytest.mark.parametrize("graph", ["learned", "full"])
+def test_acting_by_levels_equals_decoding_one_agent_at_a_time(graph):
+    learner, env = _learner("3s5z", warmup=0, graph=graph)
+    with torch.no_grad():
+        learner.graph.edge_logits.normal_(generator=torch.Generator().manual_seed(2))
+    step = env.reset(seed=0)
+    for _ in range(5):
+        step = env.step(learner.act(step)[0])
+    obs, avail, alive = (torch.as_tensor(x) for x in (step.obs, step.avail, step.alive))
+    gates = learner._gate_decisions(obs, True)[0]
+    masks, support = learner._step_masks(learner.graph.deterministic(), gates, alive)
+    rep, _ = learner.net.encode(obs, masks, support)
+    with torch.no_grad():
+        acts, logp = learner._decode_actions(rep, masks, support, avail, True)
+        # reference: agent after agent, each seeing the earlier agents' chosen actions
+        inputs = learner.net.decoder_inputs(masks, support, obs.shape[0])
+        tokens = torch.zeros(obs.shape[0], learner.spec.n_agents + 1, dtype=torch.long)
+        for i in range(learner.spec.n_agents):
+            logits = masked_logits(learner.net.decode_rows(rep, tokens, inputs, slice(i, i + 1))[:, 0], avail[:, i])
+            assert torch.equal(acts[:, i], logits.argmax(-1))
+            tokens[:, i + 1] = acts[:, i] + 1
+        # sampled actions: their log-probs are those the teacher-forced training pass gives them
+        acts, logp = learner._decode_actions(rep, masks, support, avail, False)
+        full = torch.log_softmax(masked_logits(learner.net.decode(rep, acts, masks, support), avail), -1)
+        assert torch.allclose(full.gather(-1, acts.unsqueeze(-1)).squeeze(-1), logp, atol=1e-5)
+    # the full graph needs a pass per agent; 3s5z's sparse graph (k = 3) needs fewer
+    n_levels = len(learner._decoding_levels(support))
+    assert n_levels == 8 if graph == "full" else n_levels < 8
 
 
 def test_never_samples_an_unavailable_action():

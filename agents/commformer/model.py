@@ -156,9 +156,9 @@ class CommFormerNet(nn.Module):
         dec_mask = dec_support if mask is support else torch.cat([start, mask.expand(batch, N, N) * self.earlier], -1)
         return table, dec_mask, dec_support
 
-    def decode_rows(self, rep: torch.Tensor, token_index: torch.Tensor, inputs: tuple, rows: slice = slice(None)
-                    ) -> torch.Tensor:
-        """Action logits [B, len(rows), n_actions] of the agents in `rows` (see decode)."""
+    def decode_rows(self, rep: torch.Tensor, token_index: torch.Tensor, inputs: tuple,
+                    rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+        """Action logits [B, len(rows), n_actions] of the agents in `rows`, a slice or an index (see decode)."""
         table, dec_mask, dec_support = inputs
         x = rep[:, rows]
         for block in self.decoder:
