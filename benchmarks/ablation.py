@@ -85,13 +85,20 @@ def main(argv=None) -> None:
     p.add_argument("--map", default="3s5z")
     p.add_argument("--steps", type=int, default=3_000_000)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="VARIANT",
+                   help=f"some of: {', '.join(VARIANTS)}")
     p.add_argument("--runs-dir", default="runs/ablation")
     p.add_argument("--stop-at", type=int, help="stop each variant at this many env steps of the --steps budget")
     p.add_argument("--table", nargs="+", metavar="RUN_DIR", help="only print the table of these run directories")
     p.add_argument("--at", type=int, help="with --table: read every run up to this many env steps")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
     args = p.parse_args(argv)
+    # key=value words after --variants are overrides, not variants (argparse hands them to --variants)
+    args.overrides += [v for v in args.variants if "=" in v]
+    args.variants = [v for v in args.variants if "=" not in v]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     rows = []
     if args.table:
         for run_dir in args.table:

@@ -288,6 +288,13 @@ def test_diagnostics_give_the_graph_pictures_and_scalars():
     assert {"graph/entropy", "graph/edges_changed", "graph/messages_per_agent_step",
             "graph/gate_open_rate"} <= set(diag["scalars"])
     assert diag["histograms"]["graph/edge_probabilities"].shape == (6,)
+    # an unchanged graph gives the same pictures again; a changed one is drawn anew
+    again = learner.diagnostics()["images"]
+    assert all(np.array_equal(again[k], diag["images"][k]) for k in again)
+    with torch.no_grad():
+        learner.graph.edge_logits[0, 1] += 3.0
+    changed = learner.diagnostics()["images"]
+    assert not np.array_equal(changed["graph/edge_heatmap"], diag["images"]["graph/edge_heatmap"])
 
 
 def test_relation_embedding_scores_equal_the_direct_formula():

@@ -42,6 +42,7 @@ class CommFormer:
         self.progress = 0.0  # fraction of the training budget done, set by the trainer
         self._last_mask = self.graph.deterministic().detach().cpu().numpy()
         self._last_stats: dict = {}
+        self._images_key, self._images = None, {}  # the last graph pictures drawn, and what they show
 
     # ------------------------------------------------------------------ masks
     def _acting_mask(self) -> torch.Tensor:
@@ -274,5 +275,11 @@ class CommFormer:
                 scalars[f"graph/{k}"] = self._last_stats[k]
         self._last_mask = mask
         gate_rate = getattr(self, "_gate_per_agent", None) if self.gates is not None else None
-        images = graph_images(probs, mask, list(self.spec.agent_names), gate_rate)
+        # the pictures show the probabilities, the mask and which gates are mostly closed: once the graph
+        # is frozen they rarely change, and drawing them again is most of what a snapshot costs
+        key = (probs.tobytes(), mask.tobytes(), None if gate_rate is None else (np.asarray(gate_rate) < 0.5).tobytes())
+        if key != self._images_key:
+            self._images_key = key
+            self._images = graph_images(probs, mask, list(self.spec.agent_names), gate_rate)
+        images = dict(self._images)
         return {"scalars": scalars, "images": images, "histograms": {"graph/edge_probabilities": p}}
