@@ -116,7 +116,8 @@ def main(argv=None) -> None:
     for r in rows:
         first = f"{r['first_90']:,}" if r["first_90"] is not None else "-"
         print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['mean_last_3'])} | "
-              f"{_pct(r['best_win_rate'])} | {first} | {_num(r['return_last_3'])} | {r['messages_per_agent_step']:.2f} |")
+              f"{_pct(r['best_win_rate'])} | {first} | {_num(r['return_last_3'])} | "
+              f"{r['messages_per_agent_step']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 Attention between agents follows a mask M[..., i, j] (receiver i, sender j). Scores of pairs with
 M = 0 are set to -inf, and the softmax is multiplied by M, which is the path by which gradients
 reach the edge logits. A closed gate then gives the weight of the receiver's cut messages to what
-it still hears (its self loop), so a deaf agent is exactly the agent alone. A learned embedding of the 0/1 edge is added to queries and keys. The encoder
-gives each agent a representation and a value. The decoder picks the agents' actions one after
-another: agent i's representation attends to the one-hot actions of the earlier agents it has an edge
-from (strictly causal mask times the graph mask), plus a start token, so a closed gate also cuts the
-actions of the others out of agent i's decision.
+it still hears (its self loop), so a deaf agent is exactly the agent alone. A learned embedding of
+the 0/1 edge is added to queries and keys. The encoder gives each agent a representation and a
+value. The decoder picks the agents' actions one after another: agent i's representation attends
+to the one-hot actions of the earlier agents it has an edge from (strictly causal mask times the
+graph mask), plus a start token, so a closed gate also cuts the actions of the others out of agent
+i's decision. Acting decodes together the agents that hear no undecided agent (see the learner).
 """
 
 from __future__ import annotations
