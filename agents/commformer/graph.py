@@ -86,7 +86,7 @@ class Gates(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.net[2].weight)
-        nn.init.constant_(self.net[2].bias, init_open)  # start listening (p = 0.88), learn to close
+        nn.init.constant_(self.net[2].bias, init_open)  # start listening (p = 0.88); the cost teaches when not to
 
     def prob(self, obs: torch.Tensor) -> torch.Tensor:
         """P(gate open) [..., N] from observations [..., N, obs_dim]."""
