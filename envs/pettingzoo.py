@@ -162,17 +162,17 @@ def _has_state(env) -> bool:
     """Whether env.state() works (the ParallelEnv base class raises NotImplementedError)."""
     try:
         env.state()
+        return True
     except NotImplementedError:
         return False
     except Exception:  # noqa: BLE001 - many environments can only give a state after reset
-        try:
-            env.reset(seed=0)
-            env.state()
-        except NotImplementedError:
-            return False
-        except Exception:  # noqa: BLE001
-            return False
-    return True
+        pass
+    try:
+        env.reset(seed=0)
+        env.state()
+        return True
+    except Exception:  # noqa: BLE001 - NotImplementedError included: no state
+        return False
 
 
 class _Copies:
