@@ -292,24 +292,42 @@ def test_diagnostics_give_the_graph_pictures_and_scalars():
     again = learner.diagnostics()["images"]
     assert all(np.array_equal(again[k], diag["images"][k]) for k in again)
     with torch.no_grad():
+        learner.graph.edge_logits[0, 1] += 1e-5  # far less than one of the heatmap's 256 colours
+    assert learner.diagnostics()["images"]["graph/edge_heatmap"] is diag["images"]["graph/edge_heatmap"]
+    with torch.no_grad():
         learner.graph.edge_logits[0, 1] += 3.0
     changed = learner.diagnostics()["images"]
     assert not np.array_equal(changed["graph/edge_heatmap"], diag["images"]["graph/edge_heatmap"])
 
 
-def test_relation_embedding_scores_equal_the_direct_formula():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_relation_embedding_scores_equal_the_direct_formula(seed):
     from marl.agents.commformer.model import GraphAttention
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     att = GraphAttention(16)
     x, y = torch.randn(3, 5, 16), torch.randn(3, 5, 16)
     mask = (torch.rand(3, 5, 5) > 0.5).float()
     mask[:, range(5), range(5)] = 1
-    rel = att.relation((mask > 0).long())
+    # (q_i + r_ij) . (k_j + r_ij) with r_ij the embedding of the 0/1 edge: whatever "no edge" embeds to,
+    # those pairs are masked out, so the result is the attention with the edge embedding alone
+    no_edge = torch.randn(16)
+    rel = torch.where((mask > 0).unsqueeze(-1), att.edge.detach(), no_edge)
     q, k = att.q(x).unsqueeze(2) + rel, att.k(y).unsqueeze(1) + rel
     scores = ((q * k).sum(-1) * att.scale).masked_fill(mask <= 0, float("-inf"))
     direct = att.out(torch.softmax(scores, -1).nan_to_num(0) * mask @ att.v(y))
-    assert torch.allclose(att(x, y, mask), direct, atol=1e-5)
+    assert torch.allclose(att(x, att.keys_values(y), mask), direct, atol=1e-5)
+
+
+def test_attention_loads_checkpoints_with_two_relation_embeddings():
+    from marl.agents.commformer.model import GraphAttention
+
+    att = GraphAttention(8)
+    state = att.state_dict()
+    both = torch.randn(2, 8)
+    state["relation.weight"] = both  # the layout of checkpoints written before the edge embedding alone
+    att.load_state_dict(state)
+    assert torch.equal(att.edge.detach(), both[1])
 
 
 def test_a_closed_gate_still_gets_a_gradient_so_it_can_reopen():
@@ -342,3 +360,20 @@ def test_commformer_resumes_exactly(tmp_path):
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     assert a["updates"] == b["updates"] == 4
     assert not torch.equal(a["graph"]["edge_logits"], torch.ones(3, 3))  # the graph did learn
+
+
+def test_folded_observation_norm_equals_the_layer_stack_in_value_and_gradient():
+    torch.manual_seed(0)
+    net = CommFormerNet(obs_dim=9, n_actions=5, n_agents=4)
+    with torch.no_grad():  # a learned scale and shift, not the identity they start as
+        net.obs_in[0].weight.normal_()
+        net.obs_in[0].bias.normal_()
+    obs = torch.randn(3, 4, 9) * 5 + 2
+    folded = net.embed_obs(net.normalized_obs(obs))
+    stacked = net.obs_in(obs)
+    assert torch.allclose(folded, stacked, atol=1e-5)
+    params = list(net.obs_in.parameters())
+    g_folded = torch.autograd.grad(folded.square().sum(), params)
+    g_stacked = torch.autograd.grad(stacked.square().sum(), params)
+    for a, b in zip(g_folded, g_stacked):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

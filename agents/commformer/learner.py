@@ -43,21 +43,31 @@ class CommFormer:
         self._last_mask = self.graph.deterministic().detach().cpu().numpy()
         self._last_stats: dict = {}
         self._images_key, self._images = None, {}  # the last graph pictures drawn, and what they show
+        self._acting_key, self._acting = None, None  # the acting graph and its decoding levels, while unchanged
+        self._eye = torch.eye(N, device=self.device)
 
     # ------------------------------------------------------------------ masks
-    def _acting_mask(self) -> torch.Tensor:
-        if self.updates < self.cfg["warmup"] and self.graph.mode == "learned":
-            return self.graph.soft().detach()
-        return self.graph.deterministic()
+    def _acting_graph(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The graph rollouts act under (the soft mask in warm-up, else the top-k) and its decoding levels.
+
+        Both change only when the edge logits do (their version counter moves with every in-place
+        change), so they are computed once per update rather than once per step.
+        """
+        warm = self.updates < self.cfg["warmup"] and self.graph.mode == "learned"
+        key = (self.graph.edge_logits._version, warm, self.graph.mode)
+        if key != self._acting_key:
+            with torch.no_grad():
+                base = self.graph.soft().detach().clone() if warm else self.graph.deterministic()
+            self._acting_key, self._acting = key, (base, self._decoding_levels(base))
+        return self._acting
 
     def _step_masks(self, base: torch.Tensor, gates: torch.Tensor | None, alive: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, N, N] (mask, support) of one step: the graph with dead senders silenced (support), and the
         same with gates applied (mask). Self loops are kept in both."""
         B, N = alive.shape
-        eye = torch.eye(N, device=base.device)
         sender = alive.float().unsqueeze(1)  # [B, 1, N]
-        support = base.expand(B, N, N) * (sender + (1 - sender) * eye)
+        support = base.expand(B, N, N) * (sender + (1 - sender) * self._eye)
         return (apply_gates(support, gates) if gates is not None else support), support
 
     def _gate_decisions(self, obs: torch.Tensor, deterministic: bool
@@ -76,7 +86,8 @@ class CommFormer:
 
         Agent i hears agent j < i's action only over an edge (i, j) of this step's graph, so i can be
         decoded as soon as every such j is: with a sparse graph the N agents need fewer than N decoder
-        passes. The edges of all battles in the batch are taken together.
+        passes. The edges of all battles in the batch are taken together: levels of a graph also serve
+        any step whose edges it contains (dead senders and closed gates only remove edges).
         """
         n = support.shape[-1]
         hears = ((support.reshape(-1, n, n) > 0).any(0) & torch.ones(n, n, dtype=torch.bool).tril(-1)).tolist()
@@ -85,24 +96,28 @@ class CommFormer:
             level[i] = 1 + max((level[j] for j in range(i) if hears[i][j]), default=-1)
         return [torch.tensor([i for i in range(n) if level[i] == d]) for d in range(max(level) + 1)]
 
-    def _decode_actions(self, rep, masks, support, avail, deterministic):
+    def _decode_actions(self, rep, masks, support, avail, deterministic, levels=None):
+        """Actions and their log-probs, decoded level by level (levels of `support` unless given).
+
+        Sampling takes the argmax of the logits plus Gumbel noise drawn for every agent at once, which
+        draws each action from its softmax."""
         B, N = avail.shape[:2]
         actions = torch.zeros(B, N, dtype=torch.long, device=self.device)
         log_probs = torch.zeros(B, N, device=self.device)
         # the table and masks are the same for every agent; the tokens of undecided agents are masked out
         inputs = self.net.decoder_inputs(masks, support, B)
         token_index = torch.zeros(B, N + 1, dtype=torch.long, device=self.device)
-        for rows in self._decoding_levels(support):
+        if not deterministic:
+            u = torch.rand(avail.shape, generator=self.generator, device=self.device)
+            gumbel = -torch.log(-torch.log(u))  # u = 0 gives -inf: never the argmax
+        for rows in self._decoding_levels(support) if levels is None else levels:
             rows = rows.to(self.device)
-            logits = masked_logits(self.net.decode_rows(rep, token_index, inputs, rows), avail[:, rows])
-            if deterministic:
-                a = logits.argmax(-1)
-            else:
-                probs = torch.softmax(logits, -1).reshape(-1, logits.shape[-1])
-                a = torch.multinomial(probs, 1, generator=self.generator).reshape(B, len(rows))
+            logp = torch.log_softmax(masked_logits(self.net.decode_rows(rep, token_index, inputs, rows),
+                                                   avail[:, rows]), -1)
+            a = logp.argmax(-1) if deterministic else (logp + gumbel[:, rows]).argmax(-1)
             actions[:, rows] = a
             token_index[:, rows + 1] = a + 1
-            log_probs[:, rows] = torch.log_softmax(logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
+            log_probs[:, rows] = logp.gather(-1, a.unsqueeze(-1)).squeeze(-1)
         return actions, log_probs
 
     def act(self, step: Step, deterministic: bool = False) -> tuple[np.ndarray, dict]:
@@ -112,11 +127,11 @@ class CommFormer:
             avail = torch.as_tensor(step.avail, device=self.device)
             alive = torch.as_tensor(step.alive, device=self.device)
             gates, _ = self._gate_decisions(obs, deterministic)
-            masks, support = self._step_masks(self._acting_mask(), gates, alive)
+            base, levels = self._acting_graph()
+            masks, support = self._step_masks(base, gates, alive)
             rep, values = self.net.encode(obs, masks, support)
-            actions, log_probs = self._decode_actions(rep, masks, support, avail, deterministic)
-        eye = torch.eye(self.spec.n_agents, device=self.device)
-        received = ((masks > 0).float() * (1 - eye)).sum(-1) * alive.float()
+            actions, log_probs = self._decode_actions(rep, masks, support, avail, deterministic, levels)
+        received = ((masks > 0).float() * (1 - self._eye)).sum(-1) * alive.float()
         extras = {"messages": received.cpu().numpy().astype(np.float32),
                   "comm": (masks > 0).cpu().numpy()}  # [B, N, N] receiver x sender, this step's edges
         if gates is not None:
@@ -153,6 +168,7 @@ class CommFormer:
         B = T * E
         dev = self.device
         obs = torch.as_tensor(rollout.obs.reshape(B, N, -1), device=dev)
+        normalized = self.net.normalized_obs(obs)  # the same in every epoch
         avail = torch.as_tensor(rollout.avail.reshape(B, N, -1), device=dev)
         alive = torch.as_tensor(rollout.alive.reshape(B, N), device=dev)
         actions = torch.as_tensor(rollout.actions.reshape(B, N), device=dev)
@@ -192,7 +208,7 @@ class CommFormer:
                     gates = Gates.straight_through(gate_taken[idx], p)
                     gate_cost = (p * mask[idx]).sum() / mask[idx].sum().clamp(min=1)
                 masks, support = self._step_masks(base, gates, alive[idx])
-                rep, v = self.net.encode(obs[idx], masks, support)
+                rep, v = self.net.encode(obs[idx], masks, support, normalized[idx])
                 logits = masked_logits(self.net.decode(rep, actions[idx], masks, support), avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
@@ -252,6 +268,13 @@ class CommFormer:
         if self.gates:
             self.gates.load_state_dict(state["gates"])
         self.net_opt.load_state_dict(state["net_opt"])
+        for param in self.net_opt.param_groups[0]["params"]:
+            # checkpoints from before 2026-11-22 hold two relation embeddings (no edge, edge) where there is one
+            # now (GraphAttention keeps row 1 of them); Adam's moments of that parameter follow the same row
+            moments = self.net_opt.state.get(param, {})
+            for k in ("exp_avg", "exp_avg_sq"):
+                if k in moments and param.shape[0] == 1 and moments[k].shape == (2, *param.shape[1:]):
+                    moments[k] = moments[k][1:].clone()
         self.graph_opt.load_state_dict(state["graph_opt"])
         self.value_norm.load_state_dict(state["value_norm"])
         self.generator.set_state(state["generator"])
@@ -275,9 +298,13 @@ class CommFormer:
                 scalars[f"graph/{k}"] = self._last_stats[k]
         self._last_mask = mask
         gate_rate = getattr(self, "_gate_per_agent", None) if self.gates is not None else None
-        # the pictures show the probabilities, the mask and which gates are mostly closed: once the graph
-        # is frozen they rarely change, and drawing them again is most of what a snapshot costs
-        key = (probs.tobytes(), mask.tobytes(), None if gate_rate is None else (np.asarray(gate_rate) < 0.5).tobytes())
+        # the pictures show the probabilities (as one of 256 colours or line widths, scaled by the largest
+        # one), the mask and which gates are mostly closed. At the authors' graph lr the probabilities move
+        # by less than a colour for many updates, and once the graph is frozen not at all, while drawing the
+        # pictures is most of what a snapshot costs: they are drawn again only when what they show changes
+        top = max(float(p.max()), 1e-6)
+        key = (np.rint(probs / top * 255).tobytes(), round(top, 3), mask.tobytes(),
+               None if gate_rate is None else (np.asarray(gate_rate) < 0.5).tobytes())
         if key != self._images_key:
             self._images_key = key
             self._images = graph_images(probs, mask, list(self.spec.agent_names), gate_rate)

@@ -4,11 +4,12 @@ Attention between agents follows a mask M[..., i, j] (receiver i, sender j). Sco
 M = 0 are set to -inf, and the softmax is multiplied by M, which is the path by which gradients
 reach the edge logits. A closed gate then gives the weight of the receiver's cut messages to what
 it still hears (its self loop), so a deaf agent is exactly the agent alone. A learned embedding of
-the 0/1 edge is added to queries and keys. The encoder gives each agent a representation and a
-value. The decoder picks the agents' actions one after another: agent i's representation attends
-to the one-hot actions of the earlier agents it has an edge from (strictly causal mask times the
-graph mask), plus a start token, so a closed gate also cuts the actions of the others out of agent
-i's decision. Acting decodes together the agents that hear no undecided agent (see the learner).
+the edge is added to queries and keys (pairs without an edge are masked, so they need none). The
+encoder gives each agent a representation and a value. The decoder picks the agents' actions one
+after another: agent i's representation attends to the one-hot actions of the earlier agents it
+has an edge from (strictly causal mask times the graph mask), plus a start token, so a closed gate
+also cuts the actions of the others out of agent i's decision. Acting decodes together the agents
+that hear no undecided agent (see the learner).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -26,39 +28,49 @@ class GraphAttention(nn.Module):
         super().__init__()
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
-        self.relation = nn.Embedding(2, dim)
+        # the embedding r of the relation "j is heard by i": scores are (q_i + r) . (k_j + r). Pairs without an
+        # edge are masked out of the softmax, so an embedding of "no edge" would never be used and there is
+        # none; adding r to both biases gives these scores with no [B, N, N] relation terms
+        self.relation = nn.Embedding(1, dim)
         self.scale = 1.0 / math.sqrt(dim)
+        self.register_load_state_dict_pre_hook(self._from_two_relations)
 
-    def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor,
+    @staticmethod
+    def _from_two_relations(module, state, prefix, *args):
+        # checkpoints written before 2026-11-22 hold the embeddings of "no edge" and "edge"; row 1 is the edge's
+        old = state.get(prefix + "relation.weight")
+        if old is not None and old.shape[0] == 2:
+            state[prefix + "relation.weight"] = old[1:]
+
+    @property
+    def edge(self) -> torch.Tensor:
+        """The edge embedding r [D]."""
+        return self.relation.weight[0]
+
+    def keys_values(self, x_kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (with the edge embedding) and values of the senders' inputs x_kv [..., M, D]."""
+        return F.linear(x_kv, self.k.weight, self.k.bias + self.edge), self.v(x_kv)
+
+    def forward(self, x_q: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor,
                 support: torch.Tensor | None = None, kv_index: torch.Tensor | None = None) -> torch.Tensor:
-        """x_q [B, N, D] attends to x_kv [B, M, D]: softmax over `support`'s edges, weights times `mask`.
+        """x_q [B, N, D] attends to the senders' keys_values `kv` [B, M, D]: softmax over `support`'s edges,
+        weights times `mask`.
 
         `support` is the graph; `mask` is the graph with gates applied. A closed gate zeroes the weights
         of the receiver's messages and gives their weight to what the receiver still hears, so a closed
         row is exactly the receiver alone; the gate keeps a gradient through both factors.
-        With `kv_index` [B, M], x_kv is a table [R, D] of the few distinct senders' inputs (the decoder's
-        action tokens): keys and values are projected once per row and gathered, not once per sender.
+        With `kv_index` [B, M], `kv` is a table [R, D] of the few distinct senders' inputs (the decoder's
+        action tokens): sender m is row kv_index[b, m] of it, and no [B, M, D] copy is made.
         """
         support = mask if support is None else support
-        # (q_i + r_ij) . (k_j + r_ij) with r_ij the embedding of edge (i, j) being 0 or 1, expanded so
-        # that no [B, N, N, D] tensor is formed: every term is a [B, N, N] product
-        edge = (support.detach() > 0).float()
-        r0, r1 = self.relation.weight[0], self.relation.weight[1]
-        q, k, v = self.q(x_q), self.k(x_kv), self.v(x_kv)
-        q_r = (q @ r0).unsqueeze(-1) * (1 - edge) + (q @ r1).unsqueeze(-1) * edge
-        r_r = (r0 @ r0) * (1 - edge) + (r1 @ r1) * edge
-        if kv_index is None:
-            qk = q @ k.transpose(-1, -2)
-            k0, k1 = k @ r0, k @ r1
-        else:
-            # score every row of the table once ([B, Nq, R], one matrix product), then pick each sender's
-            # row; no [B, M, D] copy of the keys or values is made
+        k, v = kv
+        q = F.linear(x_q, self.q.weight, self.q.bias + self.edge)
+        qk = q @ k.transpose(-1, -2)
+        if kv_index is not None:
+            # every row of the table is scored once ([B, Nq, R]), then each sender's row is picked
             index = kv_index.unsqueeze(-2).expand(*q.shape[:-1], kv_index.shape[-1])
-            qk = (q @ k.transpose(-1, -2)).gather(-1, index)
-            k0, k1 = (k @ r0)[kv_index], (k @ r1)[kv_index]
-        k_r = k0.unsqueeze(-2) * (1 - edge) + k1.unsqueeze(-2) * edge
-        scores = (qk + q_r + k_r + r_r) * self.scale
-        scores = scores.masked_fill(support.detach() <= 0, float("-inf"))
+            qk = qk.gather(-1, index)
+        scores = (qk * self.scale).masked_fill(support.detach() <= 0, float("-inf"))
         att = torch.softmax(scores, dim=-1).nan_to_num(0.0)
         if mask is support:
             att = att * support
@@ -86,7 +98,7 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x, mask, support=None):
         """One block over agents."""
-        x = self.norms[0](x + self.att(x, x, mask, support))
+        x = self.norms[0](x + self.att(x, self.att.keys_values(x), mask, support))
         return self.norms[1](x + self.mlp(x))
 
 
@@ -103,9 +115,9 @@ class DecoderBlock(nn.Module):
         self.norms = nn.ModuleList([nn.LayerNorm(dim), nn.LayerNorm(dim)])
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
-    def forward(self, x, table, token_index, mask, support):
-        """x [B, Nq, D] attends to the tokens table[token_index] [B, 1 + N, D] via mask/support [B, Nq, 1 + N]."""
-        x = self.norms[0](x + self.att(x, table, mask, support, kv_index=token_index))
+    def forward(self, x, kv, token_index, mask, support):
+        """x [B, Nq, D] attends to the tokens kv[token_index] [B, 1 + N, D] via mask/support [B, Nq, 1 + N]."""
+        x = self.norms[0](x + self.att(x, kv, mask, support, kv_index=token_index))
         return self.norms[1](x + self.mlp(x))
 
 
@@ -128,10 +140,27 @@ class CommFormerNet(nn.Module):
         self.register_buffer("one_hots", torch.eye(n_actions), persistent=False)
         self.register_buffer("earlier", torch.tril(torch.ones(n_agents, n_agents), diagonal=-1))
 
-    def encode(self, obs: torch.Tensor, mask: torch.Tensor, support: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Representations [B, N, D] and values [B, N] from observations [B, N, obs_dim]."""
-        x = self.obs_in(obs)
+    def normalized_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """The observations' layer norm without its learned scale and shift: constant while weights change."""
+        return F.layer_norm(obs, obs.shape[-1:], eps=self.obs_in[0].eps)
+
+    def embed_obs(self, normalized: torch.Tensor) -> torch.Tensor:
+        """obs_in (LayerNorm, Linear, GELU) of observations given normalized_obs of them.
+
+        The norm's scale and shift are folded into the linear map (W (x * g + s) + b = (W g) x + (W s + b)),
+        so the PPO epochs of an update, which see the same observations, normalise them only once and
+        take no gradient through the norm itself.
+        """
+        norm, linear, act = self.obs_in
+        weight = linear.weight * norm.weight
+        bias = torch.addmv(linear.bias, linear.weight, norm.bias)
+        return act(F.linear(normalized, weight, bias))
+
+    def encode(self, obs: torch.Tensor, mask: torch.Tensor, support: torch.Tensor | None = None,
+               normalized: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Representations [B, N, D] and values [B, N] from observations [B, N, obs_dim] (or, when given,
+        their normalized_obs)."""
+        x = self.embed_obs(self.normalized_obs(obs) if normalized is None else normalized)
         for block in self.encoder:
             x = block(x, mask, support)
         return x, self.value_head(x).squeeze(-1)
@@ -143,27 +172,30 @@ class CommFormerNet(nn.Module):
 
     def decoder_inputs(self, mask: torch.Tensor, support: torch.Tensor | None, batch: int
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What decoding needs besides the actions: the token table [1 + A, D] and the masks [B, N, 1 + N].
+        """What decoding needs besides the actions: each block's keys and values of the token table [1 + A, D],
+        and the masks [B, N, 1 + N].
 
         Every agent hears the start token; agent i hears agent j's action when j < i and the edge (i, j)
-        is on at this step.
+        is on at this step. The table depends on the weights only, so it is projected once per decode,
+        not once per decoding level.
         """
         support = mask if support is None else support
         N = self.n_agents
         # a one-hot action input makes the action embeddings a table of 1 + A rows
         table = torch.cat([self.start.unsqueeze(0), self.act_in(self.one_hots)], 0)
+        kvs = [block.att.keys_values(table) for block in self.decoder]
         start = torch.ones(batch, N, 1, device=table.device)
         dec_support = torch.cat([start, support.expand(batch, N, N) * self.earlier], -1)
         dec_mask = dec_support if mask is support else torch.cat([start, mask.expand(batch, N, N) * self.earlier], -1)
-        return table, dec_mask, dec_support
+        return kvs, dec_mask, dec_support
 
     def decode_rows(self, rep: torch.Tensor, token_index: torch.Tensor, inputs: tuple,
                     rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
         """Action logits [B, len(rows), n_actions] of the agents in `rows`, a slice or an index (see decode)."""
-        table, dec_mask, dec_support = inputs
+        kvs, dec_mask, dec_support = inputs
         x = rep[:, rows]
-        for block in self.decoder:
-            x = block(x, table, token_index, dec_mask[:, rows], dec_support[:, rows])
+        for block, kv in zip(self.decoder, kvs):
+            x = block(x, kv, token_index, dec_mask[:, rows], dec_support[:, rows])
         return self.logits_head(x)
 
     def decode(self, rep: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
