@@ -16,12 +16,16 @@ read back from their run directories (any run directory can join, e.g. the defau
     python benchmarks/ablation.py --map 3s5z --stop-at 1000000 --variants full &
     python benchmarks/ablation.py --map 3s5z --stop-at 1000000 --variants random &
     python benchmarks/ablation.py --table runs/ablation/3s5z-full-s1 runs/ablation/3s5z-random-s1 --at 1000000
+
+With several seeds of a variant (--seed; run directories ...-s1, -s2, ...), --table adds their mean,
+lowest and highest per variant.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -71,6 +75,26 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
             "messages_per_agent_step": sum(tail) / len(tail) if tail else 0.0}
 
 
+def by_variant(rows: list[dict]) -> list[dict]:
+    """Rows of runs that differ only in their seed (run directories named ...-s<seed>) averaged per
+    variant: mean, lowest and highest of each number, and how many seeds; in order of first appearance."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(re.sub(r"-s\d+$", "", r["variant"]), []).append(r)
+    out = []
+    for name, runs in groups.items():
+        row = {"variant": name, "seeds": len(runs)}
+        for k in ("final_win_rate", "mean_last_3", "best_win_rate", "return_last_3", "messages_per_agent_step"):
+            vals = [r[k] for r in runs if r[k] is not None]
+            row[k] = (sum(vals) / len(vals), min(vals), max(vals)) if vals else None
+        out.append(row)
+    return out
+
+
+def _range(x, fmt) -> str:
+    return "-" if x is None else f"{fmt(x[0])} ({fmt(x[1])}-{fmt(x[2])})"
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{x:.0%}"
 
@@ -118,6 +142,15 @@ def main(argv=None) -> None:
         print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['mean_last_3'])} | "
               f"{_pct(r['best_win_rate'])} | {first} | {_num(r['return_last_3'])} | "
               f"{r['messages_per_agent_step']:.2f} |")
+    seeds = by_variant(rows)
+    if len(seeds) < len(rows):  # some variant ran with several seeds: their mean, lowest and highest
+        print("\n| variant | seeds | final eval win rate | mean of the last 3 evals | best | "
+              "eval return, mean of the last 3 | messages / agent / step |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in seeds:
+            print(f"| {r['variant']} | {r['seeds']} | {_range(r['final_win_rate'], _pct)} | "
+                  f"{_range(r['mean_last_3'], _pct)} | {_range(r['best_win_rate'], _pct)} | "
+                  f"{_range(r['return_last_3'], _num)} | {_range(r['messages_per_agent_step'], _num)} |")
 
 
 if __name__ == "__main__":
