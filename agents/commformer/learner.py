@@ -54,7 +54,7 @@ class CommFormer:
         change), so they are computed once per update rather than once per step.
         """
         warm = self.updates < self.cfg["warmup"] and self.graph.mode == "learned"
-        key = (self.graph.edge_logits._version, warm, self.graph.mode)
+        key = (self.graph.edge_logits._version, warm)
         if key != self._acting_key:
             with torch.no_grad():
                 base = self.graph.soft().detach().clone() if warm else self.graph.deterministic()

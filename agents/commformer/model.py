@@ -59,8 +59,8 @@ class GraphAttention(nn.Module):
         `support` is the graph; `mask` is the graph with gates applied. A closed gate zeroes the weights
         of the receiver's messages and gives their weight to what the receiver still hears, so a closed
         row is exactly the receiver alone; the gate keeps a gradient through both factors.
-        With `kv_index` [B, M], `kv` is a table [R, D] of the few distinct senders' inputs (the decoder's
-        action tokens): sender m is row kv_index[b, m] of it, and no [B, M, D] copy is made.
+        With `kv_index` [B, M], `kv` holds the keys and values of a table [R, D] of the few distinct
+        senders (the decoder's action tokens): sender m is row kv_index[b, m], and no [B, M, D] copy is made.
         """
         support = mask if support is None else support
         k, v = kv
@@ -171,7 +171,7 @@ class CommFormerNet(nn.Module):
         return torch.cat([torch.zeros_like(actions[:, :1]), actions + 1], 1)
 
     def decoder_inputs(self, mask: torch.Tensor, support: torch.Tensor | None, batch: int
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
         """What decoding needs besides the actions: each block's keys and values of the token table [1 + A, D],
         and the masks [B, N, 1 + N].
 
