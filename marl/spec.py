@@ -108,6 +108,17 @@ class VecEnv(Protocol):
 
 
 @runtime_checkable
+class Resumable(Protocol):
+    """Optional VecEnv capability for exact resume: the full state of every environment, and back."""
+
+    def get_state(self) -> dict:
+        """Everything needed to continue the same episodes exactly (arrays and plain values)."""
+
+    def set_state(self, state: dict) -> Step:
+        """Restore get_state()'s state; returns the Step the environments stood at. ValueError if it does not fit."""
+
+
+@runtime_checkable
 class FrameSource(Protocol):
     """Optional VecEnv capability for replay recording: the units of every battle, and whom actions aim at."""
 
@@ -184,3 +195,11 @@ class Learner(Protocol):
 
     def diagnostics(self) -> dict:
         """Extra things for the logger (images, histograms); empty when there are none."""
+
+
+@runtime_checkable
+class BudgetAware(Protocol):
+    """Optional Learner capability: schedules that follow the fraction of the training budget done."""
+
+    def set_budget_fraction(self, fraction: float) -> None:
+        """Told before each update: env steps done so far divided by the run's step budget (0 to 1)."""
