@@ -41,7 +41,7 @@ import numpy as np
 import yaml
 from gymnasium import spaces
 
-from marl.spec import EnvSpec, Step
+from marl.spec import EnvSpec, Step, check_actions, first_step
 
 # the adapter's own options and their defaults; any other env.KEY=VALUE goes to the environment's factory
 DEFAULTS: dict[str, Any] = yaml.safe_load(resources.files("marl.configs").joinpath("envs/pettingzoo.yaml").read_text())
@@ -401,13 +401,8 @@ class PettingZooVecEnv:
                 w.request("reset", self._seeds(w.lo, w.hi, seed))
             parts = [self._answer(w, lost=None) for w in self._workers]
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        E = self.n_envs
-        reward_shape = (E, self.spec.reward_dim) if self.spec.reward_dim > 1 else (E,)
-        step = Step(obs=out["obs"], state=out["state"], avail=out["avail"], reward=np.zeros(reward_shape, np.float32),
-                    done=np.zeros(E, bool), truncated=np.zeros(E, bool), alive=out["alive"], t=out["t"],
-                    episode_return=np.zeros(reward_shape, np.float32), episode_length=np.zeros(E, np.int64),
-                    won=np.zeros(E, bool), final_obs=out["obs"].copy(), final_state=out["state"].copy(),
-                    info={"lost": np.zeros(E, bool), "lost_episodes": self.lost_episodes})
+        step = first_step(out["obs"], out["state"], out["avail"], out["alive"], out["t"], self.spec.reward_dim,
+                          info={"lost": np.zeros(self.n_envs, bool), "lost_episodes": self.lost_episodes})
         self._last = {"obs": step.obs, "state": step.state}
         return step
 
@@ -415,11 +410,7 @@ class PettingZooVecEnv:
         """Step every copy with int actions[E, A]; finished copies restart at once."""
         if self._last is None:
             raise PettingZooError("step() called before reset()")
-        actions = np.asarray(actions)
-        A = self.spec.n_agents
-        if actions.shape != (self.n_envs, A) or not np.issubdtype(actions.dtype, np.integer):
-            raise PettingZooError(f"actions must be integers of shape ({self.n_envs}, {A}), "
-                                  f"got {actions.dtype} {actions.shape}")
+        actions = check_actions(actions, self.n_envs, self.spec.n_agents, PettingZooError)
         lost = np.zeros(self.n_envs, bool)
         if self._local is not None:
             parts = [self._local.step(actions)]
