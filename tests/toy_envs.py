@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import gymnasium
 import numpy as np
@@ -73,14 +74,15 @@ class CrashEnv(ParallelEnv):
     """Two agents that play 4-step episodes; the process dies (os._exit) on step `crash_at` once.
 
     The file `marker` records that the crash happened, so the restarted worker does not crash again.
+    With `hang` set the step sleeps for an hour instead of dying: a hung worker.
     """
 
     metadata = {"name": "crash_v0"}
 
-    def __init__(self, marker: str = "", crash_at: int = 3):
+    def __init__(self, marker: str = "", crash_at: int = 3, hang: bool = False):
         self.possible_agents = ["a", "b"]
         self.agents: list[str] = []
-        self.marker, self.crash_at = marker, crash_at
+        self.marker, self.crash_at, self.hang = marker, crash_at, hang
         self.calls = 0
         self.t = 0
 
@@ -107,6 +109,8 @@ class CrashEnv(ParallelEnv):
             except FileExistsError:
                 pass
             else:
+                if self.hang:
+                    time.sleep(3600)
                 os._exit(3)
         self.t += 1
         acting = list(self.agents)
