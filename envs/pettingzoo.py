@@ -20,16 +20,19 @@
 - copy e is seeded with seed + e on the first reset and resets itself without a seed afterwards.
 
 With workers=W > 0 the copies run in W subprocesses (spawned, so nothing of torch or numba is
-forked). A worker that dies (a crash in the environment's native code, os._exit, the OOM killer)
-is started again: its copies begin new episodes, the episodes they were playing are lost and
+forked). A worker that dies (a crash in the environment's native code, os._exit, the OOM killer),
+or hangs (does not answer a reset or step within `worker_timeout` seconds; it is then killed), is
+started again: its copies begin new episodes, the episodes they were playing are lost and
 counted (`lost_episodes`, `Step.info["lost_episodes"]`, and `Step.info["lost"]` marks them; they
 end as truncated so a learner does not bootstrap across them), and a RuntimeWarning says so.
+Building the environments in a worker is not timed, as a first build may compile kernels.
 A Python exception inside the environment is not a crash: it stops training with its message.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import multiprocessing as mp
 import warnings
 from collections.abc import Callable
@@ -41,15 +44,19 @@ import numpy as np
 import yaml
 from gymnasium import spaces
 
-from marl.spec import EnvSpec, Step
+from marl.spec import EnvSpec, Step, check_actions, first_step
 
 # the adapter's own options and their defaults; any other env.KEY=VALUE goes to the environment's factory
 DEFAULTS: dict[str, Any] = yaml.safe_load(resources.files("marl.configs").joinpath("envs/pettingzoo.yaml").read_text())
-ADAPTER_OPTIONS = ("workers", "team_reward", "win_info", "seed")
+ADAPTER_OPTIONS = ("workers", "worker_timeout", "team_reward", "win_info", "seed")
 
 
 class PettingZooError(ValueError):
     """A PettingZoo environment marl cannot use, or a bad option; the message is one line."""
+
+
+class _Hung(Exception):
+    """A worker gave no answer within the timeout."""
 
 
 def _first_line(err: BaseException) -> str:
@@ -321,9 +328,11 @@ class _Worker:
         except (BrokenPipeError, ConnectionResetError, EOFError):
             pass
 
-    def answer(self) -> Any:
-        """The answer to the last request; raises EOFError when the worker died."""
+    def answer(self, timeout: float | None = None) -> Any:
+        """The answer to the last request; raises EOFError when the worker died, _Hung after `timeout` seconds."""
         try:
+            if timeout is not None and not self.conn.poll(timeout):
+                raise _Hung
             status, result = self.conn.recv()
         except (ConnectionResetError, BrokenPipeError, OSError) as err:
             raise EOFError(str(err)) from None
@@ -345,11 +354,16 @@ class PettingZooVecEnv:
     """E copies of a PettingZoo ParallelEnv as a marl VecEnv (arrays in and out, auto-reset)."""
 
     def __init__(self, make: Callable, n_envs: int = 1, workers: int = 0, team_reward: str = "mean",
-                 win_info: str = "", seed: int | None = None, name: str = ""):
+                 win_info: str = "", seed: int | None = None, name: str = "",
+                 worker_timeout: float = DEFAULTS["worker_timeout"]):
         if not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
             raise PettingZooError(f"n_envs must be a positive integer, got {n_envs!r}")
         if not isinstance(workers, (int, np.integer)) or workers < 0:
             raise PettingZooError(f"workers must be 0 (in this process) or a positive number, got {workers!r}")
+        if (isinstance(worker_timeout, bool) or not isinstance(worker_timeout, (int, float, np.integer, np.floating))
+                or not math.isfinite(worker_timeout) or worker_timeout <= 0):
+            raise PettingZooError(f"worker_timeout must be a positive number of seconds, got {worker_timeout!r}")
+        self.worker_timeout = float(worker_timeout)
         if team_reward not in ("mean", "sum"):
             raise PettingZooError(f"team_reward must be 'mean' or 'sum', got {team_reward!r}")
         self.make, self.n_envs, self._seed = make, int(n_envs), seed
@@ -401,13 +415,8 @@ class PettingZooVecEnv:
                 w.request("reset", self._seeds(w.lo, w.hi, seed))
             parts = [self._answer(w, lost=None) for w in self._workers]
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        E = self.n_envs
-        reward_shape = (E, self.spec.reward_dim) if self.spec.reward_dim > 1 else (E,)
-        step = Step(obs=out["obs"], state=out["state"], avail=out["avail"], reward=np.zeros(reward_shape, np.float32),
-                    done=np.zeros(E, bool), truncated=np.zeros(E, bool), alive=out["alive"], t=out["t"],
-                    episode_return=np.zeros(reward_shape, np.float32), episode_length=np.zeros(E, np.int64),
-                    won=np.zeros(E, bool), final_obs=out["obs"].copy(), final_state=out["state"].copy(),
-                    info={"lost": np.zeros(E, bool), "lost_episodes": self.lost_episodes})
+        step = first_step(out["obs"], out["state"], out["avail"], out["alive"], out["t"], self.spec.reward_dim,
+                          info={"lost": np.zeros(self.n_envs, bool), "lost_episodes": self.lost_episodes})
         self._last = {"obs": step.obs, "state": step.state}
         return step
 
@@ -415,11 +424,7 @@ class PettingZooVecEnv:
         """Step every copy with int actions[E, A]; finished copies restart at once."""
         if self._last is None:
             raise PettingZooError("step() called before reset()")
-        actions = np.asarray(actions)
-        A = self.spec.n_agents
-        if actions.shape != (self.n_envs, A) or not np.issubdtype(actions.dtype, np.integer):
-            raise PettingZooError(f"actions must be integers of shape ({self.n_envs}, {A}), "
-                                  f"got {actions.dtype} {actions.shape}")
+        actions = check_actions(actions, self.n_envs, self.spec.n_agents, PettingZooError)
         lost = np.zeros(self.n_envs, bool)
         if self._local is not None:
             parts = [self._local.step(actions)]
@@ -433,16 +438,19 @@ class PettingZooVecEnv:
         return step
 
     def _answer(self, w: _Worker, lost: np.ndarray | None) -> dict[str, np.ndarray]:
-        """A worker's answer; a dead worker is restarted and its copies' episodes are counted as lost."""
+        """A worker's answer; a dead or hung worker is restarted and its copies' episodes are counted as lost."""
         try:
-            return w.answer()
+            return w.answer(self.worker_timeout)
         except RuntimeError as err:
             raise PettingZooError(f"the environment failed in a worker: {err}") from None
         except EOFError:
-            pass
-        # the pipe closes a moment before the process can be reaped: wait for its exit code
-        w.process.join(timeout=5)
-        code = w.process.exitcode
+            # the pipe closes a moment before the process can be reaped: wait for its exit code
+            w.process.join(timeout=5)
+            what = f"died (exit code {w.process.exitcode})"
+        except _Hung:
+            w.process.kill()  # it may be stuck in native code, where nothing else reaches it
+            w.process.join()
+            what = f"hung (no answer within {self.worker_timeout:g} s) and was killed"
         w.stop()
         self._restarts += 1
         n = w.hi - w.lo
@@ -457,14 +465,18 @@ class PettingZooVecEnv:
         fresh.request("reset", [None if base is None else base + e + 1_000_003 * self._restarts
                                 for e in range(w.lo, w.hi)])
         try:
-            out = fresh.answer()
+            out = fresh.answer(self.worker_timeout)
         except (EOFError, RuntimeError) as err:
             raise PettingZooError(f"a restarted worker could not reset the environment: {_first_line(err)}") from None
+        except _Hung:
+            fresh.process.kill()
+            raise PettingZooError(f"a restarted worker did not reset the environment within worker_timeout="
+                                  f"{self.worker_timeout:g} s") from None
         if lost is None:  # died during reset: nothing was under way
             return out
         self.lost_episodes += n
         lost[w.lo:w.hi] = True
-        warnings.warn(f"pettingzoo worker for envs {w.lo}-{w.hi - 1} died (exit code {code}); restarted it, "
+        warnings.warn(f"pettingzoo worker for envs {w.lo}-{w.hi - 1} {what}; restarted it, "
                       f"{n} episode(s) in progress lost ({self.lost_episodes} so far)", RuntimeWarning, stacklevel=3)
         shape = (n, self.spec.reward_dim) if self.spec.reward_dim > 1 else (n,)
         # the lost episodes end as truncated on the last observation seen, so nothing is learnt across them
@@ -547,7 +559,7 @@ def pettingzoo_plugin(factory: Callable, description: str = "", scenarios: dict[
 
     `scenarios` names sets of factory kwargs (`marl train NAME SCENARIO`); no scenario means the
     factory's defaults. env.KEY=VALUE overrides add kwargs, and the adapter's options (workers,
-    team_reward, win_info, seed) apply as for `marl train pettingzoo`.
+    worker_timeout, team_reward, win_info, seed) apply as for `marl train pettingzoo`.
     """
     from marl.registry import EnvPlugin
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marl.spec import EnvSpec, ObsBlock, Step
+from marl.spec import EnvSpec, ObsBlock, Step, check_actions, first_step
 
 INSTALL_HINT = ("marl train sc2 needs the smacv2 package and StarCraft II: pip install "
                 "git+https://github.com/oxwhirl/smacv2 and set SC2PATH; the embedded simulator runs the same maps "
@@ -116,19 +116,14 @@ class SC2VecEnv:
         self._returns[:] = 0
         self._t[:] = 0
         self._started = True
-        return Step(obs=obs, state=state, avail=avail, reward=np.zeros(E, np.float32), done=np.zeros(E, bool),
-                    truncated=np.zeros(E, bool), alive=~(avail[..., 0] & ~avail[..., 1:].any(-1)), t=self._t.copy(),
-                    episode_return=np.zeros(E, np.float32), episode_length=np.zeros(E, np.int64),
-                    won=np.zeros(E, bool), final_obs=obs.copy(), final_state=state.copy())
+        return first_step(obs, state, avail, ~(avail[..., 0] & ~avail[..., 1:].any(-1)), self._t.copy())
 
     def step(self, actions: np.ndarray) -> Step:
         """Step every game with int actions[E, A]; finished games start a new battle at once."""
         if not self._started:
             raise SC2Error("step() called before reset()")
-        actions = np.asarray(actions)
         E, A = self.n_envs, self.n_agents
-        if actions.shape != (E, A) or not np.issubdtype(actions.dtype, np.integer):
-            raise SC2Error(f"actions must be integers of shape ({E}, {A}), got {actions.dtype} {actions.shape}")
+        actions = check_actions(actions, E, A, SC2Error)
         obs = np.zeros((E, A, self.obs_dim), np.float32)
         state = np.zeros((E, self.state_dim), np.float32)
         avail = np.zeros((E, A, self.n_actions), bool)

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from marl.spec import Learner, Rollout, Step, VecEnv
+from marl.spec import Learner, Rollout, Step, VecEnv, finished_envs
 
 
 def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict | None = None,
@@ -50,8 +50,7 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
             final_e.append(e)
             final_obs.append(step.final_obs[e])
             final_state.append(step.final_state[e])
-        lost = step.info.get("lost")  # episodes a crashed worker took with it: not finished, not counted
-        for e in np.flatnonzero(step.done if lost is None else step.done & ~lost):
+        for e in finished_envs(step):  # episodes a crashed worker took with it are not counted
             episodes.append({"return": float(np.sum(step.episode_return[e])), "length": int(step.episode_length[e]),
                              "won": bool(step.won[e])})
     A = step.alive.shape[1]

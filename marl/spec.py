@@ -65,7 +65,7 @@ class Step:
     `episode_return`, `episode_length` and `won` describe the finished episode.
 
     `info` holds what only some environments report. Adapters with worker processes set
-    `info["lost"]` (bool[E]: the episode ended because its worker crashed; it is done and truncated
+    `info["lost"]` (bool[E]: the episode ended because its worker crashed or hung; it is done and truncated
     but not a finished episode, and is not counted as one) and `info["lost_episodes"]` (the count so far).
     """
 
@@ -77,7 +77,7 @@ class Step:
     truncated: np.ndarray  # bool[E]: it ended by the time limit
     alive: np.ndarray  # bool[E, A]
     t: np.ndarray  # int[E]: steps taken in the current episode
-    episode_return: np.ndarray  # f32[E]
+    episode_return: np.ndarray  # f32[E], or f32[E, K] as reward
     episode_length: np.ndarray  # int[E]
     won: np.ndarray  # bool[E]
     final_obs: np.ndarray | None = None
@@ -88,6 +88,34 @@ class Step:
     def n_envs(self) -> int:
         """E, the number of environments stepped together."""
         return self.obs.shape[0]
+
+
+def first_step(obs: np.ndarray, state: np.ndarray, avail: np.ndarray, alive: np.ndarray, t: np.ndarray,
+               reward_dim: int = 1, info: dict | None = None) -> Step:
+    """The Step of E environments standing at these arrays: no reward, nothing done, final_obs/state a copy of them.
+
+    What reset() (and set_state()) return: the observations of episodes under way, nothing finished.
+    """
+    E = obs.shape[0]
+    shape = (E, reward_dim) if reward_dim > 1 else (E,)
+    return Step(obs=obs, state=state, avail=avail, reward=np.zeros(shape, np.float32), done=np.zeros(E, bool),
+                truncated=np.zeros(E, bool), alive=alive, t=t, episode_return=np.zeros(shape, np.float32),
+                episode_length=np.zeros(E, np.int64), won=np.zeros(E, bool), final_obs=obs.copy(),
+                final_state=state.copy(), info={} if info is None else info)
+
+
+def check_actions(actions, n_envs: int, n_agents: int, error: type[Exception] = ValueError) -> np.ndarray:
+    """`actions` as an array; raises `error` in one line unless they are integers of shape (n_envs, n_agents)."""
+    actions = np.asarray(actions)
+    if actions.shape != (n_envs, n_agents) or not np.issubdtype(actions.dtype, np.integer):
+        raise error(f"actions must be integers of shape ({n_envs}, {n_agents}), got {actions.dtype} {actions.shape}")
+    return actions
+
+
+def finished_envs(step: Step) -> np.ndarray:
+    """Indices of the environments whose episode finished on this Step: done, and not lost with a crashed worker."""
+    lost = step.info.get("lost")  # lost episodes are played again, never counted (see Step)
+    return np.flatnonzero(step.done if lost is None else step.done & ~lost)
 
 
 @runtime_checkable

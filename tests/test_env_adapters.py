@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gymnasium
 import numpy as np
 import pytest
@@ -134,6 +136,57 @@ def test_a_crashed_worker_is_restarted_and_its_episode_counted_as_lost(tmp_path)
         vec.close()
 
 
+def test_a_hung_worker_is_killed_restarted_and_its_episode_counted_as_lost(tmp_path):
+    marker = tmp_path / "hung"
+    vec = PettingZooVecEnv(EnvMaker(CrashEnv, {"marker": str(marker), "crash_at": 3, "hang": True}), 2, workers=2,
+                           worker_timeout=1.0)
+    try:
+        vec.reset(seed=0)
+        vec.step(np.zeros((2, 2), np.int64))
+        before = vec.step(np.zeros((2, 2), np.int64))
+        processes = [w.process for w in vec._workers]
+        start = time.monotonic()
+        # both workers reach the hang; the first to write the marker sleeps for an hour, the other plays on
+        with pytest.warns(RuntimeWarning, match=r"^pettingzoo worker for envs (0-0|1-1) hung \(no answer within 1 s\) "
+                                                r"and was killed; restarted it, 1 episode\(s\) in progress lost "
+                                                r"\(1 so far\)$"):
+            step = vec.step(np.zeros((2, 2), np.int64))
+        waited = time.monotonic() - start
+        assert marker.exists()
+        assert 1.0 <= waited < 30  # the timeout, then a fresh worker's start: not the hour the step sleeps
+        lost = step.info["lost"]
+        assert lost.sum() == 1 and step.info["lost_episodes"] == vec.lost_episodes == 1
+        e, other = int(np.flatnonzero(lost)[0]), int(np.flatnonzero(~lost)[0])
+        assert not processes[e].is_alive() and vec._workers[e].process.is_alive()  # killed, and replaced
+        assert vec._workers[e].process is not processes[e] and vec._workers[other].process is processes[other]
+        assert step.done[e] and step.truncated[e] and step.t[e] == 0 and step.episode_length[e] == 0
+        np.testing.assert_array_equal(step.final_obs[e], before.obs[e])
+        assert not step.done[other] and step.t[other] == 3
+        step = vec.step(np.zeros((2, 2), np.int64))  # the run goes on, with the new worker
+        assert step.t.tolist() == [1 if i == e else 0 for i in range(2)]
+        assert step.done[other] and step.episode_length[other] == 4 and not step.info["lost"].any()
+    finally:
+        vec.close()
+
+
+@pytest.mark.parametrize("value", [0, -1.5, float("inf"), float("nan"), True, "60"])
+def test_worker_timeout_must_be_a_positive_number_of_seconds(value):
+    with pytest.raises(PettingZooError) as err:
+        PettingZooVecEnv(EnvMaker(LeaveEnv), 1, worker_timeout=value)
+    assert str(err.value) == f"worker_timeout must be a positive number of seconds, got {value!r}"
+
+
+def test_worker_timeout_is_an_adapter_option_of_every_pass_through_kind():
+    assert make_mpe("simple_spread", 1, {"N": 2, "worker_timeout": 2.5}).worker_timeout == 2.5
+    assert make_pettingzoo("mpe2:simple_spread_v3", 1, {}).worker_timeout == 60.0
+    assert make_gym("CartPole-v1", 1, {"worker_timeout": 5.0}).worker_timeout == 5.0  # not a gymnasium.make kwarg
+    with pytest.raises(PettingZooError, match=r"^worker_timeout must be a positive number of seconds, got 0$"):
+        make_gym("CartPole-v1", 1, {"worker_timeout": 0})
+    for kind, scenario in (("pettingzoo", "mpe2:simple_spread_v3"), ("mpe", "simple_spread"), ("gym", "CartPole-v1")):
+        cfg = config_mod.load(kind, scenario, "mappo", ["env.worker_timeout=3"])
+        assert cfg["env"]["worker_timeout"] == 3.0
+
+
 def test_lost_episodes_are_not_reported_as_finished(tmp_path):
     class Uniform:
         def act(self, step, deterministic=False):
@@ -182,8 +235,8 @@ def test_mpe_short_names_and_typos():
 
 def test_pettingzoo_options_pass_through_the_config_but_smac_options_do_not():
     cfg = config_mod.load("mpe", "simple_spread", "mappo", ["env.N=3", "env.max_cycles=25", "env.workers=2"])
-    assert cfg["env"] == {"workers": 2, "team_reward": "mean", "win_info": "", "seed": None, "N": 3,
-                          "max_cycles": 25}
+    assert cfg["env"] == {"workers": 2, "worker_timeout": 60.0, "team_reward": "mean", "win_info": "", "seed": None,
+                          "N": 3, "max_cycles": 25}
     with pytest.raises(config_mod.ConfigError, match=r"^unknown config key 'env.N'"):
         config_mod.load("smac", "3m", "mappo", ["env.N=3"])
     with pytest.raises(config_mod.ConfigError, match=r"^env.workers expects an integer, got 'two'"):
