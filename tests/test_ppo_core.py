@@ -1,4 +1,4 @@
-"""The PPO core: a bit-identity reference for MAPPO and CommFormer updates.
+"""The PPO core: targets, masked entropy, statistics, the budget capability, and a bit-identity reference.
 
 The reference digests in tests/data/ppo_reference.json were written by the code before the PPO target
 step moved into agents/ppo.py. The same seed must still give the same bits in every parameter,
@@ -21,6 +21,16 @@ import torch
 
 from marl.agents.commformer import CommFormer
 from marl.agents.mappo import MAPPO
+from marl.agents.ppo import (
+    PPOTargets,
+    Stats,
+    ValueNorm,
+    bootstrap_values,
+    gae,
+    masked_entropy,
+    normalize_advantages,
+    ppo_targets,
+)
 from marl.rollout import collect
 from marl.spec import BudgetAware, EnvSpec, Step
 
@@ -120,8 +130,6 @@ def tell_budget(learner, fraction: float) -> None:
     """What the trainer tells a learner before each update."""
     if isinstance(learner, BudgetAware):
         learner.set_budget_fraction(fraction)
-    elif hasattr(learner, "progress"):
-        learner.progress = fraction
 
 
 def _walk(node, path: str, out: dict[str, list]) -> None:
@@ -180,6 +188,130 @@ def run_case(name: str) -> dict:
     finally:
         torch.set_num_threads(threads)
     return {"digests": hashes, "sums": sums, "metrics": metrics, "seen": seen}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny networks run fastest on one thread, and much slower on two when another process is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _rollout(cls=MAPPO, cfg=None, steps: int = ROLLOUT):
+    """A learner and one rollout of it on Skirmish (deaths, cut and terminal episodes)."""
+    env = Skirmish(ENVS)
+    learner = cls(env.spec, dict(cfg or MAPPO_CFG), seed=3)
+    rollout, _, _ = collect(env, learner, env.reset(seed=11), steps)
+    assert len(rollout.final_t) and (~rollout.alive).any()
+    return learner, rollout
+
+
+def test_targets_without_value_norm_are_the_returns_and_advantages_are_normalised_over_the_living():
+    learner, rollout = _rollout(cfg={**MAPPO_CFG, "value_norm": False})
+    batch = ppo_targets(rollout, lambda obs, state, alive: learner.values(state), 0.99, 0.95, None)
+    shape = rollout.alive.shape
+    assert all(getattr(batch, f).shape == shape for f in PPOTargets.__dataclass_fields__)
+    assert torch.equal(batch.targets, batch.returns)
+    assert torch.equal(batch.mask, torch.as_tensor(rollout.alive).float())
+    assert torch.equal(batch.old_log_probs, torch.as_tensor(rollout.extras["log_prob"]))
+    assert torch.equal(batch.old_values, torch.as_tensor(rollout.extras["value"]))
+    live = batch.advantages[batch.mask > 0]
+    assert abs(float(live.mean())) < 1e-5 and float(live.std()) == pytest.approx(1.0, abs=1e-4)
+    # advantage + old value = return: GAE ran on the stored values themselves (no denormalisation)
+    raw = batch.returns - torch.as_tensor(rollout.extras["value"])
+    live_raw = raw[batch.mask > 0]
+    assert torch.allclose(batch.advantages, (raw - live_raw.mean()) / (live_raw.std() + 1e-5), atol=1e-5)
+
+
+def test_targets_with_value_norm_fold_in_the_living_returns_first():
+    learner, rollout = _rollout()
+    before = ValueNorm()
+    before.load_state_dict(learner.value_norm.state_dict())
+    batch = ppo_targets(rollout, lambda obs, state, alive: learner.values(state), 0.99, 0.95, learner.value_norm)
+    expected = ValueNorm()
+    expected.load_state_dict(before.state_dict())
+    expected.update(batch.returns[torch.as_tensor(rollout.alive)])  # the dead agents' returns are left out
+    for k, v in expected.state_dict().items():
+        assert torch.equal(learner.value_norm.state_dict()[k], v), k
+    assert torch.equal(batch.targets, learner.value_norm.normalize(batch.returns))
+    # GAE ran in return units: the stored values were denormalised with the statistics before the update
+    values = before.denormalize(torch.as_tensor(rollout.extras["value"]))
+    assert not torch.equal(values, torch.as_tensor(rollout.extras["value"]))
+    adv = batch.returns - values
+    assert torch.allclose(normalize_advantages(adv, batch.mask), batch.advantages, atol=1e-5)
+
+
+def test_bootstrap_asks_for_the_next_step_and_the_cut_episodes_with_everyone_alive():
+    _, rollout = _rollout()
+    calls = []
+
+    def values_of(obs, state, alive):
+        calls.append((obs, state, alive))
+        return np.full(alive.shape, float(len(calls)), np.float32)
+
+    bootstrap, finals = bootstrap_values(rollout, values_of)
+    assert np.array_equal(calls[0][2], rollout.next_alive) and calls[0][0] is rollout.next_obs
+    assert calls[1][1] is rollout.final_state and calls[1][2].all() and calls[1][2].shape == (len(rollout.final_t), 4)
+    assert (bootstrap == 1).all() and (finals == 2).all()
+    rollout.final_t = rollout.final_t[:0]
+    calls.clear()
+    _, finals = bootstrap_values(rollout, values_of)
+    assert len(calls) == 1 and finals.shape == (0, 4) and finals.dtype == np.float32
+
+
+def test_gae_with_a_trailing_objective_axis_is_gae_of_each_objective():
+    rng = np.random.default_rng(0)
+    T, E, A, K = 6, 3, 2, 2
+    values, nxt, rewards = (rng.normal(size=(T, E, A, K)).astype(np.float32) for _ in range(3))
+    done = rng.random((T, E)) < 0.3
+    terminated = (done & (rng.random((T, E)) < 0.5)).astype(np.float32)
+    adv, ret = gae(values, nxt, rewards, terminated, done.astype(np.float32), 0.9, 0.8)
+    for k in range(K):
+        adv_k, ret_k = gae(values[..., k], nxt[..., k], rewards[..., k], terminated, done.astype(np.float32), 0.9, 0.8)
+        assert np.array_equal(adv[..., k], adv_k) and np.array_equal(ret[..., k], ret_k)
+
+
+def test_masked_entropy_counts_only_the_masked_entries():
+    uniform = torch.log_softmax(torch.zeros(2, 3, 4), -1)
+    certain = torch.log_softmax(torch.tensor([0.0, -1e10, -1e10, -1e10]), -1).expand(2, 3, 4)
+    mixed = torch.where(torch.tensor([[True, False, True], [False, False, False]])[..., None], uniform, certain)
+    mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    assert float(masked_entropy(mixed, mask)) == pytest.approx(np.log(4))
+    assert float(masked_entropy(mixed, torch.ones(2, 3))) == pytest.approx(2 * np.log(4) / 6)
+    assert float(masked_entropy(mixed, torch.zeros(2, 3))) == 0.0
+
+
+def test_stats_average_each_metric_over_the_minibatches_in_the_order_first_added():
+    stats = Stats()
+    stats.add(loss=torch.tensor(1.0, requires_grad=True), kl=0.5)
+    stats.add(loss=torch.tensor(2.0), kl=np.float32(1.5), grad_norm=3)
+    means = stats.means()
+    assert means == {"loss": 1.5, "kl": 1.0, "grad_norm": 3.0} and list(means) == ["loss", "kl", "grad_norm"]
+    assert all(type(v) is float for v in means.values())
+
+
+def test_targets_reshape_every_field():
+    t = PPOTargets(*(torch.arange(24.0).reshape(2, 3, 4) + i for i in range(6)))
+    flat = t.reshape(-1)
+    assert all(getattr(flat, f).shape == (24,) for f in PPOTargets.__dataclass_fields__)
+    assert torch.equal(flat.mask, t.mask.reshape(-1))
+    assert torch.equal(t.reshape(6, 4).old_values, t.old_values.reshape(6, 4))
+
+
+def test_commformer_is_budget_aware_and_freezes_its_graph_at_the_post_stable_fraction():
+    env = Skirmish(1)
+    assert not isinstance(MAPPO(env.spec, dict(MAPPO_CFG)), BudgetAware)
+    learner = CommFormer(env.spec, dict(COMMFORMER_CFG))
+    assert isinstance(learner, BudgetAware) and not hasattr(learner, "progress")
+    learner.set_budget_fraction(0.49)
+    assert not learner.graph.frozen
+    learner.set_budget_fraction(0.5)
+    assert learner.graph.frozen
+    never = CommFormer(env.spec, {**COMMFORMER_CFG, "post_stable": False})
+    never.set_budget_fraction(1.0)
+    assert not never.graph.frozen
 
 
 def machine() -> dict:
