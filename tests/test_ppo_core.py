@@ -13,6 +13,7 @@ import hashlib
 import json
 import platform
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,18 @@ CASES = {
 }
 
 
+@contextmanager
+def one_thread():
+    """One torch thread: the bits of a reduction can depend on the thread count, and tiny networks run fastest
+    on one thread, and much slower on two when another process shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def tell_budget(learner, fraction: float) -> None:
     """What the trainer tells a learner before each update."""
     if isinstance(learner, BudgetAware):
@@ -169,9 +182,7 @@ def digests(state: dict) -> tuple[dict[str, str], dict[str, float]]:
 def run_case(name: str) -> dict:
     """UPDATES collect-and-update rounds of one case; the digests, sums, metrics and what the rollouts held."""
     cls, cfg = CASES[name]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         env = Skirmish(ENVS)
         learner = cls(env.spec, dict(cfg), seed=3)
         step = env.reset(seed=11)
@@ -185,18 +196,14 @@ def run_case(name: str) -> dict:
             seen["terminated"] += int((rollout.done & ~rollout.truncated).sum())
             seen["truncated"] += len(rollout.final_t)
         hashes, sums = digests(learner.state_dict())
-    finally:
-        torch.set_num_threads(threads)
     return {"digests": hashes, "sums": sums, "metrics": metrics, "seen": seen}
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks run fastest on one thread, and much slower on two when another process is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def tiny_networks_on_one_thread():
+    """Every test here on one torch thread (see one_thread)."""
+    with one_thread():
+        yield
 
 
 def _rollout(cls=MAPPO, cfg=None, steps: int = ROLLOUT):
