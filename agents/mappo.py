@@ -14,7 +14,7 @@ from torch import nn
 
 from marl.spec import EnvSpec, Rollout, Step
 
-from .ppo import ValueNorm, masked_logits, mlp, policy_loss, rollout_advantages, value_loss
+from .ppo import Stats, ValueNorm, masked_entropy, masked_logits, mlp, policy_loss, ppo_targets, value_loss
 
 
 class MAPPO:
@@ -77,68 +77,40 @@ class MAPPO:
     def update(self, rollout: Rollout) -> dict:
         """PPO epochs over the rollout; returns mean losses, entropy, KL, clip fraction, grad norms."""
         cfg = self.cfg
-        A = self.spec.n_agents
-        old_v = rollout.extras["value"]  # in the critic's (normalised) space
-        values = old_v
-        if cfg["value_norm"]:
-            values = self.value_norm.denormalize(torch.as_tensor(old_v)).numpy()
-        bootstrap = self.values(rollout.next_state)
-        final_values = self.values(rollout.final_state) if len(rollout.final_t) else np.zeros((0, A), np.float32)
-        adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, cfg["gamma"], cfg["gae_lambda"])
-
-        mask = torch.as_tensor(rollout.alive.reshape(-1), dtype=torch.float32, device=self.device)
-        returns_t = torch.as_tensor(returns.reshape(-1), dtype=torch.float32, device=self.device)
-        if cfg["value_norm"]:
-            self.value_norm.update(returns_t[mask > 0])
-            targets = self.value_norm.normalize(returns_t)
-        else:
-            targets = returns_t
-        adv_t = torch.as_tensor(adv.reshape(-1), dtype=torch.float32, device=self.device)
-        live = adv_t[mask > 0]
-        adv_t = (adv_t - live.mean()) / (live.std() + 1e-5) if live.numel() > 1 else adv_t
-
-        T, E = rollout.steps, rollout.n_envs
-        actor_in = self._actor_in(rollout.obs).reshape(T * E * A, -1)
-        critic_in = self._critic_in(rollout.state).reshape(T * E * A, -1)
-        avail = torch.as_tensor(rollout.avail.reshape(T * E * A, -1), device=self.device)
+        value_norm = self.value_norm if cfg["value_norm"] else None
+        batch = ppo_targets(rollout, lambda obs, state, alive: self.values(state), cfg["gamma"], cfg["gae_lambda"],
+                            value_norm, self.device).reshape(-1)
+        n = batch.mask.numel()
+        actor_in = self._actor_in(rollout.obs).reshape(n, -1)
+        critic_in = self._critic_in(rollout.state).reshape(n, -1)
+        avail = torch.as_tensor(rollout.avail.reshape(n, -1), device=self.device)
         actions = torch.as_tensor(rollout.actions.reshape(-1), device=self.device)
-        old_lp = torch.as_tensor(rollout.extras["log_prob"].reshape(-1), device=self.device)
-        old_vt = torch.as_tensor(old_v.reshape(-1), device=self.device)
 
-        n = T * E * A
-        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
-                                                          "clip_frac", "grad_norm", "critic_grad_norm")}
+        stats = Stats()
         for _ in range(cfg["ppo_epochs"]):
             perm = torch.randperm(n, generator=self.generator).to(self.device)
             for idx in perm.chunk(cfg["minibatches"]):
-                m = mask[idx]
-                logits = masked_logits(self.actor(actor_in[idx]), avail[idx])
-                logp_all = torch.log_softmax(logits, -1)
+                m = batch.mask[idx]
+                logp_all = torch.log_softmax(masked_logits(self.actor(actor_in[idx]), avail[idx]), -1)
                 logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
-                entropy = -(logp_all.exp() * logp_all).sum(-1)
-                entropy = (entropy * m).sum() / m.sum().clamp(min=1)
-                p_loss, info = policy_loss(logp, old_lp[idx], adv_t[idx], cfg["clip"], m)
+                entropy = masked_entropy(logp_all, m)
+                p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], cfg["clip"], m)
                 self.actor_opt.zero_grad()
                 (p_loss - cfg["entropy_coef"] * entropy).backward()
                 gn = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg["max_grad_norm"])
                 self.actor_opt.step()
 
                 v = self.critic(critic_in[idx]).squeeze(-1)
-                v_loss = value_loss(v, old_vt[idx], targets[idx], cfg["clip"], cfg["huber_delta"],
+                v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
                                     cfg["value_clip"], m)
                 self.critic_opt.zero_grad()
                 (cfg["value_coef"] * v_loss).backward()
                 cgn = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg["max_grad_norm"])
                 self.critic_opt.step()
 
-                stats["policy_loss"].append(p_loss.item())
-                stats["value_loss"].append(v_loss.item())
-                stats["entropy"].append(entropy.item())
-                stats["approx_kl"].append(info["approx_kl"])
-                stats["clip_frac"].append(info["clip_frac"])
-                stats["grad_norm"].append(float(gn))
-                stats["critic_grad_norm"].append(float(cgn))
-        return {k: float(np.mean(v)) for k, v in stats.items()}
+                stats.add(policy_loss=p_loss, value_loss=v_loss, entropy=entropy, **info, grad_norm=gn,
+                          critic_grad_norm=cgn)
+        return stats.means()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

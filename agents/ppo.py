@@ -1,14 +1,26 @@
-"""PPO machinery the on-policy learners share: GAE, value normalisation, clipped losses, MLPs."""
+"""PPO machinery the on-policy learners share: the rollout-to-targets step (value denormalisation,
+bootstrap and final-state values, GAE, value normalisation and advantage normalisation over living
+agents), clipped losses, the masked entropy, per-minibatch statistics, value normalisation and MLPs.
+
+A learner calls `ppo_targets` once per update, then runs its own epochs over the tensors it returns.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from marl.spec import Rollout
+
+ValuesOf = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""A learner's values in return units [n, A] of observations [n, A, obs_dim], states [n, state_dim] and
+alive masks [n, A]; each learner reads the inputs its critic takes."""
 
 
 class ValueNorm(nn.Module):
@@ -75,17 +87,18 @@ def team_reward(rollout: Rollout, n_agents: int) -> np.ndarray:
 
 def gae(values: np.ndarray, next_values: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
         done: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised advantage estimates and returns, all [T, E, A].
+    """Generalised advantage estimates and returns, all [T, E, A] (or [T, E, A, ...]; terminated and done are [T, E]).
 
     next_values[t] is the value of the state after step t (the pre-reset state where an episode was
     cut by the time limit); terminated[t] zeroes it, done[t] stops the trace from crossing episodes.
     """
     T = values.shape[0]
+    per_env = (1,) * (values.ndim - 2)  # [E] flags over the axes after the env's: agents (and any more)
     adv = np.zeros_like(values)
     running = np.zeros_like(values[0])
     for t in range(T - 1, -1, -1):
-        not_term = 1.0 - terminated[t][..., None]
-        not_done = 1.0 - done[t][..., None]
+        not_term = 1.0 - terminated[t].reshape(-1, *per_env)
+        not_done = 1.0 - done[t].reshape(-1, *per_env)
         delta = rewards[t] + gamma * next_values[t] * not_term - values[t]
         running = delta + gamma * lam * not_done * running
         adv[t] = running
@@ -113,6 +126,88 @@ def rollout_advantages(rollout: Rollout, values: np.ndarray, bootstrap: np.ndarr
                rollout.done.astype(np.float32), gamma, lam)
 
 
+@dataclass
+class PPOTargets:
+    """What PPO epochs learn from, one entry per (step, env, agent): float tensors [T, E, A] on the device."""
+
+    advantages: torch.Tensor  # GAE, normalised over living agents
+    returns: torch.Tensor  # GAE returns in return units
+    targets: torch.Tensor  # value targets in the critic's space (normalised returns under a ValueNorm)
+    old_values: torch.Tensor  # the critic's outputs while acting, in its own space
+    old_log_probs: torch.Tensor  # log-probabilities of the actions taken
+    mask: torch.Tensor  # 1 for living agents, 0 for dead ones: losses and statistics count only the living
+
+    def reshape(self, *shape: int) -> PPOTargets:
+        """The same targets with every tensor reshaped (to [T * E * A], or [T * E, A])."""
+        return PPOTargets(**{f.name: getattr(self, f.name).reshape(*shape) for f in dataclasses.fields(self)})
+
+
+def bootstrap_values(rollout: Rollout, values_of: ValuesOf) -> tuple[np.ndarray, np.ndarray]:
+    """Values of the state after the last step [E, A] and of the pre-reset states of time-limited
+    episodes [n, A], where every agent of a cut episode counts as alive."""
+    bootstrap = values_of(rollout.next_obs, rollout.next_state, rollout.next_alive)
+    if not len(rollout.final_t):
+        return bootstrap, np.zeros((0, *bootstrap.shape[1:]), bootstrap.dtype)
+    return bootstrap, values_of(rollout.final_obs, rollout.final_state, np.ones(rollout.final_obs.shape[:2], bool))
+
+
+def normalize_advantages(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Advantages shifted and scaled by the mean and std of the living agents' (unchanged when fewer than 2)."""
+    live = adv[mask > 0]
+    return (adv - live.mean()) / (live.std() + 1e-5) if live.numel() > 1 else adv
+
+
+def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float, value_norm: ValueNorm | None,
+                device: torch.device | str = "cpu") -> PPOTargets:
+    """Advantages, returns, value targets and masks of a rollout whose extras hold "value" (the critic's
+    outputs, normalised under `value_norm`) and "log_prob". With a ValueNorm, the stored values are
+    denormalised for GAE, the living agents' returns update its statistics, and the targets are the
+    returns normalised after that update; without one the targets are the returns."""
+    old_values = rollout.extras["value"]
+    values = old_values
+    if value_norm is not None:
+        values = value_norm.denormalize(torch.as_tensor(old_values, device=device)).cpu().numpy()
+    bootstrap, final_values = bootstrap_values(rollout, values_of)  # before the statistics move
+    adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, gamma, lam)
+
+    mask = torch.as_tensor(rollout.alive, dtype=torch.float32, device=device)
+    returns_t = torch.as_tensor(returns, dtype=torch.float32, device=device)
+    targets = returns_t
+    if value_norm is not None:
+        value_norm.update(returns_t[mask > 0])
+        targets = value_norm.normalize(returns_t)
+    adv_t = normalize_advantages(torch.as_tensor(adv, dtype=torch.float32, device=device), mask)
+    return PPOTargets(advantages=adv_t, returns=returns_t, targets=targets,
+                      old_values=torch.as_tensor(old_values, device=device),
+                      old_log_probs=torch.as_tensor(rollout.extras["log_prob"], device=device), mask=mask)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the entries where mask is 1 (0 when there are none)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_entropy(log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the policies [..., n_actions] given as log-probabilities, over the masked entries."""
+    return masked_mean(-(log_probs.exp() * log_probs).sum(-1), mask)
+
+
+class Stats:
+    """Metrics of an update's minibatches, added one minibatch at a time and averaged at the end."""
+
+    def __init__(self):
+        self._values: dict[str, list[float]] = {}
+
+    def add(self, **metrics: float | torch.Tensor) -> None:
+        """One minibatch's metrics (numbers or one-element tensors)."""
+        for k, v in metrics.items():
+            self._values.setdefault(k, []).append(v.item() if isinstance(v, torch.Tensor) else float(v))
+
+    def means(self) -> dict[str, float]:
+        """Each metric's mean over the minibatches, in the order first added."""
+        return {k: float(np.mean(v)) for k, v in self._values.items()}
+
+
 def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, clip: float,
                 mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Clipped surrogate loss over the masked entries, with approx-KL and clip fraction."""
@@ -137,4 +232,4 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, targets: torch.Te
     if use_clip:
         clipped = old_values + (values - old_values).clamp(-clip, clip)
         loss = torch.max(loss, huber(targets - clipped))
-    return (loss * mask).sum() / mask.sum().clamp(min=1)
+    return masked_mean(loss, mask)

@@ -24,7 +24,7 @@ from marl import replay as replay_mod
 from marl.logging import RunLogger
 from marl.registry import make_env, make_learner
 from marl.rollout import collect
-from marl.spec import FrameSource
+from marl.spec import BudgetAware, FrameSource
 
 LAST = "last.pt"
 
@@ -178,8 +178,8 @@ class Trainer:
                 start = time.perf_counter()
                 rollout, self.step, episodes = collect(self.env, self.learner, self.step, t["rollout"], timing)
                 t_up = time.perf_counter()
-                if hasattr(self.learner, "progress"):
-                    self.learner.progress = self.env_steps / t["steps"]  # for schedules such as post-stable
+                if isinstance(self.learner, BudgetAware):
+                    self.learner.set_budget_fraction(self.env_steps / t["steps"])  # for schedules such as post-stable
                 torch.set_num_threads(self._update_threads)
                 metrics = self.learner.update(rollout)
                 torch.set_num_threads(self._act_threads)

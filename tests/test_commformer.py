@@ -256,7 +256,7 @@ def test_graph_learns_and_warmup_and_post_stable_freeze_it():
     learner.update(rollout)
     after = learner.graph.edge_logits.detach().clone()
     assert not torch.equal(before, after)
-    learner.progress = 0.6  # past post_stable_at = 0.5
+    learner.set_budget_fraction(0.6)  # past post_stable_at = 0.5
     rollout, step, _ = collect(env, learner, step, 8)
     learner.update(rollout)
     assert learner.graph.frozen and torch.equal(after, learner.graph.edge_logits.detach())

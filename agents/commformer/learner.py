@@ -4,11 +4,13 @@ Within the PPO epochs of an update, every `graph_every`-th epoch steps only the 
 logits, lr 1e-4); the others step only the network optimiser (lr 5e-4, gradient clipping on the
 network only). The first `warmup` updates use the raw logits as a soft mask. With `post_stable`, the
 graph is frozen at its deterministic top-k once a fraction `post_stable_at` of the training budget
-has passed (the trainer reports the fraction through `progress`). `graph: full` and `graph: random`
+has passed (the trainer reports the fraction through `set_budget_fraction`). `graph: full` and `graph: random`
 turn the same learner into the full-communication and fixed-random-graph ablations.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,9 +18,30 @@ from torch import nn
 
 from marl.spec import EnvSpec, Rollout, Step
 
-from ..ppo import ValueNorm, masked_logits, policy_loss, rollout_advantages, value_loss
+from ..ppo import (
+    PPOTargets,
+    Stats,
+    ValueNorm,
+    masked_entropy,
+    masked_logits,
+    masked_mean,
+    policy_loss,
+    ppo_targets,
+    value_loss,
+)
 from .graph import CommGraph, Gates, apply_gates
 from .model import CommFormerNet
+
+
+class _Batch(NamedTuple):
+    """A rollout's inputs as tensors [T * E, N, ...], for the minibatches of an update."""
+
+    obs: torch.Tensor
+    normalized: torch.Tensor  # the observations through the network's input norm, which the epochs do not change
+    avail: torch.Tensor
+    alive: torch.Tensor
+    actions: torch.Tensor
+    gate_taken: torch.Tensor | None  # the gate decisions of the rollout (with gates)
 
 
 class CommFormer:
@@ -39,7 +62,6 @@ class CommFormer:
         self.value_norm = ValueNorm().to(self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.updates = 0
-        self.progress = 0.0  # fraction of the training budget done, set by the trainer
         self._last_mask = self.graph.deterministic().detach().cpu().numpy()
         self._last_stats: dict = {}
         self._images_key, self._images = None, {}  # the last graph pictures drawn, and what they show
@@ -151,105 +173,115 @@ class CommFormer:
             return self.value_norm.denormalize(v).cpu().numpy()
 
     # ------------------------------------------------------------------ learning
+    def set_budget_fraction(self, fraction: float) -> None:
+        """Post-stable: freeze the graph at its top-k once `post_stable_at` of the budget has passed."""
+        if self.cfg["post_stable"] and fraction >= self.cfg["post_stable_at"]:
+            self.graph.frozen = True
+
     def update(self, rollout: Rollout) -> dict:
         """Bi-level PPO epochs; returns losses, entropy, KL, clip fraction, gate and graph statistics."""
         cfg = self.cfg
-        N = self.spec.n_agents
-        if cfg["post_stable"] and self.progress >= cfg["post_stable_at"]:
-            self.graph.frozen = True
-        old_v = rollout.extras["value"]
-        values = self.value_norm.denormalize(torch.as_tensor(old_v)).numpy()
-        bootstrap = self.values(rollout.next_obs, rollout.next_alive)
-        final_values = (self.values(rollout.final_obs, np.ones(rollout.final_obs.shape[:2], bool))
-                        if len(rollout.final_t) else np.zeros((0, N), np.float32))
-        adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, cfg["gamma"], cfg["gae_lambda"])
-
-        T, E = rollout.steps, rollout.n_envs
-        B = T * E
-        dev = self.device
-        obs = torch.as_tensor(rollout.obs.reshape(B, N, -1), device=dev)
-        normalized = self.net.normalized_obs(obs)  # the same in every epoch
-        avail = torch.as_tensor(rollout.avail.reshape(B, N, -1), device=dev)
-        alive = torch.as_tensor(rollout.alive.reshape(B, N), device=dev)
-        actions = torch.as_tensor(rollout.actions.reshape(B, N), device=dev)
-        old_lp = torch.as_tensor(rollout.extras["log_prob"].reshape(B, N), device=dev)
-        old_vt = torch.as_tensor(old_v.reshape(B, N), device=dev)
-        gate_taken = (torch.as_tensor(rollout.extras["gates"].reshape(B, N), device=dev)
-                      if self.gates is not None else None)
-        mask = alive.float()
-        returns_t = torch.as_tensor(returns.reshape(B, N), dtype=torch.float32, device=dev)
-        self.value_norm.update(returns_t[mask > 0])
-        targets = self.value_norm.normalize(returns_t)
-        adv_t = torch.as_tensor(adv.reshape(B, N), dtype=torch.float32, device=dev)
-        live = adv_t[mask > 0]
-        adv_t = (adv_t - live.mean()) / (live.std() + 1e-5) if live.numel() > 1 else adv_t
-
+        batch = self._targets(rollout)
+        data = self._batch_tensors(rollout)
         learned = self.graph.mode == "learned" and not self.graph.frozen
         warm = self.updates < cfg["warmup"]
-        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
-                                                          "clip_frac", "grad_norm", "gate_cost")}
+        stats = Stats()
         graph_steps = 0
         for epoch in range(cfg["ppo_epochs"]):
             graph_epoch = learned and not warm and (epoch + 1) % cfg["graph_every"] == 0
-            # one minibatch is the whole batch: a view, not a shuffled copy of every array each epoch
-            batches = ([slice(None)] if cfg["minibatches"] == 1
-                       else torch.randperm(B, generator=self.generator).to(dev).chunk(cfg["minibatches"]))
-            for idx in batches:
-                if warm and self.graph.mode == "learned":
-                    base = self.graph.soft()
-                elif learned:
-                    base = self.graph.sample(self.generator)
-                else:
-                    base = self.graph.deterministic()
-                gates = None
-                gate_cost = torch.zeros((), device=dev)
-                if self.gates is not None:
-                    p = self.gates.prob(obs[idx])
-                    gates = Gates.straight_through(gate_taken[idx], p)
-                    gate_cost = (p * mask[idx]).sum() / mask[idx].sum().clamp(min=1)
-                masks, support = self._step_masks(base, gates, alive[idx])
-                rep, v = self.net.encode(obs[idx], masks, support, normalized[idx])
-                logits = masked_logits(self.net.decode(rep, actions[idx], masks, support), avail[idx])
-                logp_all = torch.log_softmax(logits, -1)
-                logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
-                m = mask[idx]
-                entropy = (-(logp_all.exp() * logp_all).sum(-1) * m).sum() / m.sum().clamp(min=1)
-                p_loss, info = policy_loss(logp, old_lp[idx], adv_t[idx], cfg["clip"], m)
-                v_loss = value_loss(v, old_vt[idx], targets[idx], cfg["clip"], cfg["huber_delta"],
-                                    cfg["value_clip"], m)
-                loss = (p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss
-                        + cfg["gate_cost"] * gate_cost)
-                self.net_opt.zero_grad()
-                self.graph_opt.zero_grad()
+            for idx in self._minibatches(len(data.obs)):
+                loss, metrics = self._loss(data, batch, idx, self._training_graph(learned, warm))
                 if graph_epoch:
-                    # the graph's loss is the same PPO objective; asking autograd for the edge logits' gradient
-                    # only skips the network's weight gradients, which this epoch would throw away
-                    (self.graph.edge_logits.grad,) = torch.autograd.grad(loss, [self.graph.edge_logits])
-                    self.graph_opt.step()
+                    self._graph_step(loss)
                     graph_steps += 1
-                    gn = torch.zeros(())
+                    grad_norm = torch.zeros(())
                 else:
-                    loss.backward()
-                    gn = nn.utils.clip_grad_norm_(self.net_opt.param_groups[0]["params"], cfg["max_grad_norm"])
-                    self.net_opt.step()
-                stats["policy_loss"].append(p_loss.item())
-                stats["value_loss"].append(v_loss.item())
-                stats["entropy"].append(entropy.item())
-                stats["approx_kl"].append(info["approx_kl"])
-                stats["clip_frac"].append(info["clip_frac"])
-                stats["grad_norm"].append(float(gn))
-                stats["gate_cost"].append(gate_cost.item())
+                    grad_norm = self._network_step(loss)
+                gate_cost = metrics.pop("gate_cost")  # listed last, as it always was
+                stats.add(**metrics, grad_norm=grad_norm, gate_cost=gate_cost)
         self.updates += 1
-        out = {k: float(np.mean(v)) for k, v in stats.items()}
-        out["graph_steps"] = float(graph_steps)
-        alive_np = rollout.alive
-        out["messages_per_agent_step"] = float(rollout.extras["messages"][alive_np].mean()) if alive_np.any() else 0.0
+        self._last_stats = {**stats.means(), "graph_steps": float(graph_steps), **self._communication_stats(rollout)}
+        return self._last_stats
+
+    def _targets(self, rollout: Rollout) -> PPOTargets:
+        """Advantages and value targets [T * E, N], bootstrapped with the deterministic graph's values."""
+        batch = ppo_targets(rollout, lambda obs, state, alive: self.values(obs, alive), self.cfg["gamma"],
+                            self.cfg["gae_lambda"], self.value_norm, self.device)
+        return batch.reshape(rollout.steps * rollout.n_envs, self.spec.n_agents)
+
+    def _batch_tensors(self, rollout: Rollout) -> _Batch:
+        """The rollout's inputs as tensors [T * E, N, ...] on the device."""
+        B, N, dev = rollout.steps * rollout.n_envs, self.spec.n_agents, self.device
+        obs = torch.as_tensor(rollout.obs.reshape(B, N, -1), device=dev)
+        return _Batch(obs=obs, normalized=self.net.normalized_obs(obs),  # the same in every epoch
+                      avail=torch.as_tensor(rollout.avail.reshape(B, N, -1), device=dev),
+                      alive=torch.as_tensor(rollout.alive.reshape(B, N), device=dev),
+                      actions=torch.as_tensor(rollout.actions.reshape(B, N), device=dev),
+                      gate_taken=(torch.as_tensor(rollout.extras["gates"].reshape(B, N), device=dev)
+                                  if self.gates is not None else None))
+
+    def _minibatches(self, n: int) -> list:
+        """This epoch's minibatch indices; one minibatch is the whole batch, a view rather than a shuffled copy."""
+        if self.cfg["minibatches"] == 1:
+            return [slice(None)]
+        return torch.randperm(n, generator=self.generator).to(self.device).chunk(self.cfg["minibatches"])
+
+    def _training_graph(self, learned: bool, warm: bool) -> torch.Tensor:
+        """The graph a minibatch trains under: the soft logits in warm-up, a Gumbel top-k sample while the
+        graph learns, else the fixed top-k."""
+        if warm and self.graph.mode == "learned":
+            return self.graph.soft()
+        if learned:
+            return self.graph.sample(self.generator)
+        return self.graph.deterministic()
+
+    def _loss(self, data: _Batch, batch: PPOTargets, idx, base: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The PPO objective of one minibatch (policy, entropy, value and gate cost) and its metrics."""
+        cfg = self.cfg
+        m = batch.mask[idx]
+        gates, gate_cost = None, torch.zeros((), device=self.device)
+        if self.gates is not None:
+            p = self.gates.prob(data.obs[idx])
+            gates = Gates.straight_through(data.gate_taken[idx], p)
+            gate_cost = masked_mean(p, m)
+        masks, support = self._step_masks(base, gates, data.alive[idx])
+        rep, v = self.net.encode(data.obs[idx], masks, support, data.normalized[idx])
+        logits = masked_logits(self.net.decode(rep, data.actions[idx], masks, support), data.avail[idx])
+        logp_all = torch.log_softmax(logits, -1)
+        logp = logp_all.gather(-1, data.actions[idx].unsqueeze(-1)).squeeze(-1)
+        entropy = masked_entropy(logp_all, m)
+        p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], cfg["clip"], m)
+        v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
+                            cfg["value_clip"], m)
+        loss = p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss + cfg["gate_cost"] * gate_cost
+        return loss, {"policy_loss": p_loss, "value_loss": v_loss, "entropy": entropy, **info, "gate_cost": gate_cost}
+
+    def _graph_step(self, loss: torch.Tensor) -> None:
+        """A graph epoch's step: the edge logits alone follow the PPO objective."""
+        self.net_opt.zero_grad()
+        self.graph_opt.zero_grad()
+        # asking autograd for the edge logits' gradient only skips the network's weight gradients, which this
+        # epoch would throw away
+        (self.graph.edge_logits.grad,) = torch.autograd.grad(loss, [self.graph.edge_logits])
+        self.graph_opt.step()
+
+    def _network_step(self, loss: torch.Tensor) -> torch.Tensor:
+        """A network epoch's step, with the network's gradients clipped; returns their norm before clipping."""
+        self.net_opt.zero_grad()
+        self.graph_opt.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.net_opt.param_groups[0]["params"], self.cfg["max_grad_norm"])
+        self.net_opt.step()
+        return grad_norm
+
+    def _communication_stats(self, rollout: Rollout) -> dict:
+        """Messages heard per living agent-step and, with gates, their open rate (kept per agent for the pictures)."""
+        alive = rollout.alive
+        out = {"messages_per_agent_step": float(rollout.extras["messages"][alive].mean()) if alive.any() else 0.0}
         if self.gates is not None:
             g = rollout.extras["gates"]
-            out["gate_open_rate"] = float(g[alive_np].mean()) if alive_np.any() else 0.0
-            per_agent = (g * alive_np).sum((0, 1)) / np.maximum(alive_np.sum((0, 1)), 1)
-            self._gate_per_agent = per_agent
-        self._last_stats = out
+            out["gate_open_rate"] = float(g[alive].mean()) if alive.any() else 0.0
+            self._gate_per_agent = (g * alive).sum((0, 1)) / np.maximum(alive.sum((0, 1)), 1)
         return out
 
     # ------------------------------------------------------------------ state and diagnostics
