@@ -77,14 +77,14 @@ def tensors_differ(a: dict, b: dict) -> bool:
 def test_resume_continues_exactly(tmp_path, extra):
     n = 3
     cfg = tiny(tmp_path, *extra)
-    whole = Trainer(cfg, tmp_path / "whole", progress=False)
+    whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
     whole.run(max_updates=2 * n)
 
-    first = Trainer(cfg, tmp_path / "split", progress=False)
+    first = Trainer(cfg, tmp_path / "split", show_progress=False)
     first.run(max_updates=n)
     half = {k: v.clone() for k, v in first.learner.actor.state_dict().items()}
     del first
-    second = Trainer(cfg, tmp_path / "split", resume=True, progress=False)
+    second = Trainer(cfg, tmp_path / "split", resume=True, show_progress=False)
     assert (second.update_index, second.env_steps) == (n, n * PER_UPDATE)
     second.run(max_updates=n)
 
@@ -105,13 +105,13 @@ def test_resume_continues_exactly(tmp_path, extra):
 
 def test_resume_twice_from_one_checkpoint_is_reproducible(tmp_path):
     cfg = tiny(tmp_path)
-    Trainer(cfg, tmp_path / "run", progress=False).run(max_updates=1)
+    Trainer(cfg, tmp_path / "run", show_progress=False).run(max_updates=1)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     saved = last.read_bytes()
     results = []
     for _ in range(2):
         last.write_bytes(saved)
-        tr = Trainer(cfg, tmp_path / "run", resume=True, progress=False)
+        tr = Trainer(cfg, tmp_path / "run", resume=True, show_progress=False)
         tr.run(max_updates=1)
         results.append((tr.learner.state_dict(), tr.env.get_state()))
     assert_same(results[0], results[1])
@@ -120,7 +120,7 @@ def test_resume_twice_from_one_checkpoint_is_reproducible(tmp_path):
 def test_same_seed_same_parameters_other_seed_differs(tmp_path):
     params = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        tr = Trainer(tiny(tmp_path, f"train.seed={seed}"), tmp_path / name, progress=False)
+        tr = Trainer(tiny(tmp_path, f"train.seed={seed}"), tmp_path / name, show_progress=False)
         tr.run(max_updates=2)
         params[name] = tr.learner.state_dict()
     assert_same(params["a"], params["b"])
@@ -129,18 +129,18 @@ def test_same_seed_same_parameters_other_seed_differs(tmp_path):
 
 
 def test_budget_is_rounded_up_to_whole_updates(tmp_path):
-    tr = Trainer(tiny(tmp_path, "train.steps=100"), tmp_path / "run", progress=False)
+    tr = Trainer(tiny(tmp_path, "train.steps=100"), tmp_path / "run", show_progress=False)
     result = tr.run()
     assert result["update"] == math.ceil(100 / PER_UPDATE) and result["env_steps"] == 4 * PER_UPDATE
     assert not result["interrupted"]
-    again = Trainer(tiny(tmp_path, "train.steps=100"), tmp_path / "run", resume=True, progress=False)
+    again = Trainer(tiny(tmp_path, "train.steps=100"), tmp_path / "run", resume=True, show_progress=False)
     assert again.run()["update"] == 4  # a finished run has nothing left to do
 
 
 # ------------------------------------------------------------------------------------ checkpoints
 def test_checkpoint_holds_everything_to_resume(tmp_path):
     cfg = tiny(tmp_path)
-    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    tr = Trainer(cfg, tmp_path / "run", show_progress=False)
     tr.run(max_updates=2)
     path = tmp_path / "run" / "checkpoints" / "last.pt"
     raw = torch.load(path, weights_only=True)  # loadable without trusting the file
@@ -167,23 +167,23 @@ def test_checkpoint_holds_everything_to_resume(tmp_path):
 
 def test_config_yaml_is_the_resolved_config(tmp_path):
     cfg = tiny(tmp_path, "algo.lr=0.001")
-    Trainer(cfg, tmp_path / "run", progress=False)
+    Trainer(cfg, tmp_path / "run", show_progress=False)
     saved = tmp_path / "run" / "config.yaml"
     assert config_mod.load_file(saved) == cfg
     assert yaml.safe_load(saved.read_text())["algo"]["lr"] == 0.001
 
 
 def test_resume_with_a_checkpoint_of_other_shapes_is_a_one_line_error(tmp_path):
-    Trainer(tiny(tmp_path), tmp_path / "run", progress=False).run(max_updates=1)
+    Trainer(tiny(tmp_path), tmp_path / "run", show_progress=False).run(max_updates=1)
     with pytest.raises(ValueError) as err:
-        Trainer(tiny(tmp_path, "algo.hidden=32"), tmp_path / "run", resume=True, progress=False)
+        Trainer(tiny(tmp_path, "algo.hidden=32"), tmp_path / "run", resume=True, show_progress=False)
     assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------ Ctrl-C
 def test_sigint_finishes_the_update_checkpoints_and_resumes_exactly(tmp_path, capsys):
     cfg = tiny(tmp_path, f"train.steps={6 * PER_UPDATE}", "train.checkpoint_interval=1000")
-    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    tr = Trainer(cfg, tmp_path / "run", show_progress=False)
     real_update = tr.learner.update
     calls = []
 
@@ -203,9 +203,9 @@ def test_sigint_finishes_the_update_checkpoints_and_resumes_exactly(tmp_path, ca
     err = capsys.readouterr().err
     assert f"continue with: marl train --resume {tmp_path / 'run'}" in err
 
-    resumed = Trainer(cfg, tmp_path / "run", resume=True, progress=False)
+    resumed = Trainer(cfg, tmp_path / "run", resume=True, show_progress=False)
     assert resumed.run()["update"] == 6
-    whole = Trainer(cfg, tmp_path / "whole", progress=False)
+    whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
     whole.run()
     assert_same(whole.learner.state_dict(), resumed.learner.state_dict())
     assert_same(whole.env.get_state(), resumed.env.get_state())
@@ -543,7 +543,7 @@ def test_evaluate_is_not_biased_towards_short_episodes():
 
 
 def test_trainer_evaluate_on_real_battles(tmp_path):
-    tr = Trainer(tiny(tmp_path, "train.eval_episodes=3"), tmp_path / "run", progress=False)
+    tr = Trainer(tiny(tmp_path, "train.eval_episodes=3"), tmp_path / "run", show_progress=False)
     before = tr.env.get_state()
     res = tr.evaluate()
     assert set(res) == {"win_rate", "win_rate_low", "win_rate_high", "episodes", "episode_return",
@@ -597,7 +597,7 @@ def tensorboard_scalars(run_dir) -> list[list]:
 def reference_run(tmp_path) -> dict:
     """Five MAPPO updates of the tiny config with logs at 1, 2, 4 and evaluations at 2, 4."""
     cfg = tiny(tmp_path, "train.log_interval=2", "train.eval_interval=2", "train.eval_episodes=2")
-    tr = Trainer(cfg, tmp_path / "ref", progress=False)
+    tr = Trainer(cfg, tmp_path / "ref", show_progress=False)
     tr.run(max_updates=5)
     return {"learner_sha256": digest(tr.learner.state_dict()), "scalars": tensorboard_scalars(tmp_path / "ref")}
 
