@@ -2,10 +2,10 @@
 
 `build` makes a run's environments and learner from its config, for training and for `marl eval`
 alike. Ctrl-C (or SIGTERM) finishes the update in progress, writes a checkpoint and returns (a second
-Ctrl-C aborts at once). A checkpoint holds the learner (networks, optimisers, statistics, its random generator), the
-environments' full state, torch's RNG state, the counters and the config, so that `--resume`
-continues exactly where the run stopped: on the CPU, N updates + resume + N updates give the same
-parameters as 2N updates in one go.
+Ctrl-C aborts at once). A checkpoint holds the learner (networks, optimisers, statistics, its random
+generator), the environments' full state, torch's RNG state, the counters and the config, so that
+`--resume` continues exactly where the run stopped: on the CPU, N updates + resume + N updates give
+the same parameters as 2N updates in one go.
 """
 
 from __future__ import annotations
