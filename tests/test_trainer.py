@@ -720,6 +720,10 @@ def test_trainer_evaluate_on_real_battles(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ same-seed reference
+# rewritten only on purpose (a new torch, or a change meant to alter training), from the repository root:
+# python -c "import sys, json, pathlib, tempfile, torch; sys.path.insert(0, 'tests'); torch.set_num_threads(1);
+#   import test_trainer as t; d = pathlib.Path(tempfile.mkdtemp());
+#   open(t.REFERENCE, 'w').write(json.dumps(t.reference_run(d), indent=1) + chr(10))"
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "trainer_reference.json")
 # wall-clock timings: their tags and steps are compared, their values cannot be
 TIMED = ("perf/env_steps_per_s", "perf/seconds_env", "perf/seconds_act", "perf/seconds_update")
