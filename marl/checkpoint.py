@@ -1,15 +1,22 @@
-"""Checkpoints that survive a crash: atomic writes, tensors-only loading, one-line errors.
+"""Checkpoints that survive a crash: atomic writes, tensors-only loading, checksums, one-line errors.
 
 A checkpoint is a `torch.save` of plain containers (dicts, lists, numbers, strings) and tensors, so
 it loads with `torch.load(weights_only=True)`: a file from elsewhere cannot run code. Writes go to a
 temporary file in the same folder, are flushed to disk, then renamed over the old file, so a process
 killed at any moment leaves the previous complete checkpoint in place.
+
+Version 2 seals the file with a sha256 of every byte before the seal, so a flipped byte anywhere gives
+a "corrupt checkpoint" error instead of loading silently (torch does not check the zip's CRCs). The
+seal is the zip archive's end comment, which zip readers (torch.load too) skip: the file stays an
+ordinary torch file. Version-1 files have no seal; they load unverified, with a one-line warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,11 +25,16 @@ import numpy as np
 import torch
 
 FORMAT = "marl-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # versions load() accepts; 1 has no checksum
+
+SEAL = b"marl-sha256:"  # the zip comment of a version-2 file: SEAL and the hex sha256 of every byte before it
+_SEAL_LEN = len(SEAL) + 64
+_END = b"PK\x05\x06"  # the zip's end-of-central-directory record: 22 bytes, the comment's length in the last 2
 
 
 class CheckpointError(ValueError):
-    """A missing, truncated or foreign checkpoint; the message is one line."""
+    """A missing, truncated, corrupt or foreign checkpoint; the message is one line."""
 
 
 def _umask() -> int:
@@ -93,11 +105,26 @@ def to_numpy(obj: Any) -> Any:
     return obj
 
 
+def seal(data: bytes) -> bytes:
+    """A torch.save zip with the version-2 seal as its end comment: SEAL + sha256 of every byte before it."""
+    if data[-22:-18] != _END or data[-2:] != b"\0\0":
+        raise RuntimeError("torch.save did not end its file with a comment-free zip end record; cannot seal it")
+    head = data[:-2] + _SEAL_LEN.to_bytes(2, "little") + SEAL  # the comment's length is sealed too
+    return head + hashlib.sha256(head).hexdigest().encode()
+
+
+def _seal_holds(data: bytes) -> bool | None:
+    """True when data ends with a seal that matches it, False when with one that does not, None without one."""
+    if len(data) < _SEAL_LEN or data[-_SEAL_LEN:-64] != SEAL:
+        return None
+    return hashlib.sha256(data[:-64]).hexdigest().encode() == data[-64:]
+
+
 def save(path, payload: dict) -> None:
-    """Atomically write a checkpoint holding payload (tensors and plain containers only)."""
+    """Atomically write a sealed checkpoint holding payload (tensors and plain containers only)."""
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, seal(buf.getvalue()))
 
 
 def restore(target, state: dict, path, what: str = "learner") -> None:
@@ -111,18 +138,31 @@ def restore(target, state: dict, path, what: str = "learner") -> None:
 
 
 def load(path) -> dict:
-    """Read a checkpoint written by save(); anything else raises CheckpointError."""
+    """Read a checkpoint written by save() (or a version-1 one); anything else raises CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    raw = path.read_bytes()
+    sealed = _seal_holds(raw)
+    if sealed is False:
+        raise CheckpointError(f"{path} is a corrupt checkpoint: its bytes do not match their sha256 (damaged on "
+                              "disk or in a copy)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # the weights-only unpickler raises many kinds on foreign bytes
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is not a readable marl checkpoint (truncated or foreign file: {first[:120]})"
                               ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a marl checkpoint")
-    if data.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {data.get('version')}; this marl reads {VERSION}")
+    version = data.get("version")
+    if version not in READS:
+        raise CheckpointError(f"{path} has checkpoint version {version}; this marl reads "
+                              f"{', '.join(map(str, READS))}")
+    if version >= 2 and not sealed:  # the zip reads, but its comment (the seal) was damaged or cut off
+        raise CheckpointError(f"{path} is a corrupt checkpoint: its sha256 seal is damaged or cut off")
+    if version == 1:
+        # on stderr, not warnings.warn: one line in the form of marl's errors, every time the file is read
+        print(f"marl: warning: {path} is a version-1 checkpoint without a checksum; loaded unverified",
+              file=sys.stderr)
     return data

@@ -103,17 +103,15 @@ def _eval(args: argparse.Namespace) -> int:
 
     from marl import checkpoint
     from marl import config as config_mod
-    from marl.registry import make_env, make_learner
-    from marl.trainer import LAST, evaluate
+    from marl.trainer import LAST, build, build_env, evaluate
 
     run_dir = Path(args.run_dir)
     if args.out and not args.record:
         raise CLIError("--out DIR goes with --record N (the number of battles to record)")
     config = config_mod.load_file(run_dir / "config.yaml")
     data = checkpoint.load(run_dir / "checkpoints" / LAST)
-    r, t = config["run"], config["train"]
-    env = make_env(r["env"], r["scenario"], min(args.episodes, 32), dict(config["env"]))
-    learner = make_learner(r["algo"], env.spec, config["algo"], seed=t["seed"], device=t["device"])
+    r = config["run"]
+    env, learner = build(config, n_envs=min(args.episodes, 32))
     checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
     win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
@@ -125,7 +123,7 @@ def _eval(args: argparse.Namespace) -> int:
         from marl import replay
 
         # a separate set of battles, so recording does not change the evaluation above
-        rec_env = make_env(r["env"], r["scenario"], min(args.record, 16), dict(config["env"]))
+        rec_env = build_env(config, min(args.record, 16))
         meta = {"env": r["env"], "learner": r["algo"], "env_steps": data["counters"]["env_steps"]}
         replays = replay.record(rec_env, learner, args.record, seed=args.seed, meta=meta)
         for path in replay.save_all(replays, Path(args.out) if args.out else run_dir / "replays"):

@@ -14,19 +14,55 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 
 class RunLogger:
-    """TensorBoard writer plus a tqdm bar over env steps (steps, env-steps/s, eval win rate, ETA)."""
+    """TensorBoard writer plus a tqdm bar over env steps (steps, env-steps/s, eval win rate, ETA).
 
-    def __init__(self, run_dir: Path, total_steps: int, initial_steps: int = 0, progress: bool = True):
+    A context manager: leaving the block flushes and closes both. `can_win` False (the EnvSpec's) logs
+    returns where win rates would be.
+    """
+
+    def __init__(self, run_dir: Path, total_steps: int, initial_steps: int = 0, *, show_progress: bool = True,
+                 can_win: bool = True):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.can_win = can_win
         # purge_step drops events a killed run wrote after its last checkpoint, so a resume has no duplicates
         self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=initial_steps or None)
         self.bar = tqdm(total=total_steps, initial=initial_steps, unit="step", unit_scale=True,
-                        dynamic_ncols=True, disable=not progress, file=sys.stderr, smoothing=0.1)
+                        dynamic_ncols=True, disable=not show_progress, file=sys.stderr, smoothing=0.1)
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, step: int, metrics: dict, timing: dict, steps_per_s: float, episodes: list[dict],
+               lost_episodes: int | None = None) -> None:
+        """One update's scalars: the learner's metrics, seconds by phase, and the episodes finished collecting.
+
+        timing holds the seconds spent in the env, acting and updating ("env", "act", "update"); episodes
+        are collect()'s dicts (return, length, won); lost_episodes is the Step's info["lost_episodes"].
+        """
+        scalars = {f"loss/{k}": v for k, v in metrics.items()}
+        scalars.update({"perf/env_steps_per_s": steps_per_s, "perf/seconds_env": timing.get("env", 0.0),
+                        "perf/seconds_act": timing.get("act", 0.0), "perf/seconds_update": timing["update"]})
+        if episodes:
+            scalars.update({"train/episode_return": float(np.mean([e["return"] for e in episodes])),
+                            "train/episode_length": float(np.mean([e["length"] for e in episodes]))})
+            if self.can_win:
+                scalars["train/win_rate"] = float(np.mean([e["won"] for e in episodes]))
+        if lost_episodes is not None:
+            scalars["train/lost_episodes"] = lost_episodes
+        self.scalars(scalars, step)
+
+    def evaluation(self, result: dict, step: int) -> None:
+        """An evaluate() result as eval/* scalars (all but its episode count)."""
+        self.scalars({f"eval/{k}": v for k, v in result.items() if k != "episodes"}, step)
 
     def scalars(self, values: dict, step: int) -> None:
         """Write tag -> number pairs at an env-step count."""
@@ -49,9 +85,14 @@ class RunLogger:
         for tag, values in diag.get("histograms", {}).items():
             self.histogram(tag, values, step)
 
-    def progress(self, steps: int, **postfix) -> None:
-        """Advance the bar by `steps` and show the postfix values."""
-        self.bar.set_postfix({k: v for k, v in postfix.items() if v is not None}, refresh=False)
+    def progress(self, steps: int, steps_per_s: float, last_eval: dict | None = None) -> None:
+        """Advance the bar by `steps`, showing env steps per second and the last evaluation's result."""
+        postfix = {"sps": f"{steps_per_s:,.0f}"}
+        if last_eval and "win_rate" in last_eval:
+            postfix["eval_win"] = f"{last_eval['win_rate']:.0%}"
+        elif last_eval:  # a game without wins: the mean evaluation return is what tells progress
+            postfix["eval_return"] = f"{last_eval['episode_return']:.4g}"
+        self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(steps)
 
     def message(self, text: str) -> None:

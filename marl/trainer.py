@@ -1,14 +1,16 @@
-"""The training loop: collect -> learner.update -> log -> evaluate -> checkpoint, resumable exactly.
+"""The training loop: collect -> update -> log -> evaluate -> checkpoint -> progress, resumable exactly.
 
-Ctrl-C (or SIGTERM) finishes the update in progress, writes a checkpoint and returns (a second
-Ctrl-C aborts at once). A checkpoint holds the learner (networks, optimisers, statistics, its random generator), the
-environments' full state, torch's RNG state, the counters and the config, so that `--resume`
-continues exactly where the run stopped: on the CPU, N updates + resume + N updates give the same
-parameters as 2N updates in one go.
+`build` makes a run's environments and learner from its config, for training and for `marl eval`
+alike. Ctrl-C (or SIGTERM) finishes the update in progress, writes a checkpoint and returns (a second
+Ctrl-C aborts at once). A checkpoint holds the learner (networks, optimisers, statistics, its random
+generator), the environments' full state, torch's RNG state, the counters and the config, so that
+`--resume` continues exactly where the run stopped: on the CPU, N updates + resume + N updates give
+the same parameters as 2N updates in one go.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -24,7 +26,7 @@ from marl import replay as replay_mod
 from marl.logging import RunLogger
 from marl.registry import make_env, make_learner
 from marl.rollout import collect
-from marl.spec import BudgetAware, FrameSource
+from marl.spec import BudgetAware, FrameSource, Learner, Resumable, Rollout, VecEnv
 
 LAST = "last.pt"
 
@@ -35,6 +37,55 @@ def run_dir_name(config: dict) -> str:
     parts = [r["env"], r["scenario"], r["algo"]] if r["scenario"] else [r["env"], r["algo"]]
     name = "-".join(str(p).replace(":", "_").replace("/", "_") for p in parts)
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{config['train']['seed']}"
+
+
+def build_env(config: dict, n_envs: int) -> VecEnv:
+    """n_envs environments of the kind and scenario a run's config names."""
+    r = config["run"]
+    return make_env(r["env"], r["scenario"], n_envs, dict(config["env"]))
+
+
+def build(config: dict, n_envs: int | None = None) -> tuple[VecEnv, Learner]:
+    """A run's environments (train.envs of them unless n_envs is given) and its freshly seeded learner."""
+    t, r = config["train"], config["run"]
+    env = build_env(config, t["envs"] if n_envs is None else n_envs)
+    # post-build checks go here: settings judged against the built environment (a preference's length
+    # against env.spec.reward_dim, sparsity against the team size), before the learner is made and before
+    # Trainer creates the run directory, so a bad value leaves no run directory behind
+    learner = make_learner(r["algo"], env.spec, config["algo"], seed=t["seed"], device=t["device"])
+    return env, learner
+
+
+class StopSignals:
+    """Within the block, a first SIGINT (Ctrl-C) or SIGTERM sets `requested`; a second raises KeyboardInterrupt.
+
+    The handlers in place before the block are put back when it ends, however it ends.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopSignals:
+        try:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -80,21 +131,20 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
 class Trainer:
     """One training run in its run directory."""
 
-    def __init__(self, config: dict, run_dir: Path, resume: bool = False, progress: bool = True):
-        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
-        t, r = config["train"], config["run"]
+    def __init__(self, config: dict, run_dir: Path, resume: bool = False, *, show_progress: bool = True):
+        self.config, self.run_dir, self.show_progress = config, Path(run_dir), show_progress
+        t = config["train"]
         # acting runs many tiny ops (one thread is fastest); an update runs large ones while the env waits
         self._act_threads = int(t["torch_threads"]) or os.cpu_count() or 1
         self._update_threads = int(t["update_threads"]) or os.cpu_count() or 1
         torch.set_num_threads(self._act_threads)
-        self.env = make_env(r["env"], r["scenario"], t["envs"], dict(config["env"]))
+        self.env, self.learner = build(config)
         self.spec = self.env.spec
-        self.learner = make_learner(r["algo"], self.spec, config["algo"], seed=t["seed"], device=t["device"])
+        self.per_update = t["rollout"] * self.env.n_envs  # env steps one update collects
         self.update_index, self.env_steps, self.episodes = 0, 0, 0
         self.last_eval: dict | None = None
         self._eval_env = None
         self._record_env = None
-        self._stop = False
         if resume:
             self._load()
         else:
@@ -106,7 +156,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> dict:
         # environments that cannot save their episodes (PettingZoo, Gymnasium) start new ones on resume
-        env_state = self.env.get_state() if hasattr(self.env, "get_state") else None
+        env_state = self.env.get_state() if isinstance(self.env, Resumable) else None
         return {"learner": self.learner.state_dict(), "env": checkpoint.to_tensors(env_state),
                 "torch_rng": torch.get_rng_state(),
                 "counters": {"update": self.update_index, "env_steps": self.env_steps, "episodes": self.episodes},
@@ -123,7 +173,7 @@ class Trainer:
         data = checkpoint.load(path)
         checkpoint.restore(self.learner, data["learner"], path)
         c = data["counters"]
-        if data.get("env") is None or not hasattr(self.env, "set_state"):
+        if data.get("env") is None or not isinstance(self.env, Resumable):
             # new episodes on a seed of their own, so a resumed run does not replay its first ones
             self.step = self.env.reset(seed=self.config["train"]["seed"] + 7919 * c["update"])
         else:
@@ -135,17 +185,12 @@ class Trainer:
         self.update_index, self.env_steps, self.episodes = c["update"], c["env_steps"], c["episodes"]
         self.last_eval = data.get("last_eval")
 
-    # ------------------------------------------------------------------ loop
-    def _on_sigint(self, signum, frame):
-        if self._stop:
-            raise KeyboardInterrupt
-        self._stop = True
-
+    # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
         """Deterministic evaluation on a separate set of battles (training state is untouched)."""
-        t, r = self.config["train"], self.config["run"]
+        t = self.config["train"]
         if self._eval_env is None:
-            self._eval_env = make_env(r["env"], r["scenario"], min(t["eval_episodes"], 32), dict(self.config["env"]))
+            self._eval_env = build_env(self.config, min(t["eval_episodes"], 32))
         return evaluate(self._eval_env, self.learner, t["eval_episodes"], seed=t["seed"] + 1_000_003)
 
     def record_replay(self) -> Path | None:
@@ -153,7 +198,7 @@ class Trainer:
         t, r = self.config["train"], self.config["run"]
         if self._record_env is None:
             # one battle of its own, so the batched evaluation is not slowed by frame copies
-            self._record_env = make_env(r["env"], r["scenario"], 1, dict(self.config["env"]))
+            self._record_env = build_env(self.config, 1)
         if not isinstance(self._record_env, FrameSource):
             return None
         meta = {"env": r["env"], "learner": r["algo"], "env_steps": self.env_steps}
@@ -161,74 +206,72 @@ class Trainer:
         (rep,) = replay_mod.record(self._record_env, self.learner, 1, t["seed"] + 2_000_003 + self.update_index, meta)
         return replay_mod.save(rep, self.run_dir / "replays" / replay_mod.file_name(rep))
 
+    # ------------------------------------------------------------------ loop
     def run(self, max_updates: int | None = None) -> dict:
         """Train until the step budget (or max_updates more updates, or Ctrl-C); returns the last eval."""
         t = self.config["train"]
-        per_update = t["rollout"] * self.env.n_envs
-        total = math.ceil(t["steps"] / per_update) * per_update  # the budget rounded up to whole updates
-        logger = RunLogger(self.run_dir, total, self.env_steps, progress=self.progress)
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
-        previous_term = signal.signal(signal.SIGTERM, self._on_sigint)
-        done_updates = 0
-        try:
-            while self.env_steps < t["steps"] and not self._stop:
-                if max_updates is not None and done_updates >= max_updates:
+        total = math.ceil(t["steps"] / self.per_update) * self.per_update  # the budget rounded up to whole updates
+        with RunLogger(self.run_dir, total, self.env_steps, show_progress=self.show_progress,
+                       can_win=self.spec.can_win) as logger, StopSignals() as stop:
+            for _ in itertools.count() if max_updates is None else range(max_updates):
+                if self.env_steps >= t["steps"] or stop.requested:
                     break
-                timing: dict[str, float] = {}
                 start = time.perf_counter()
-                rollout, self.step, episodes = collect(self.env, self.learner, self.step, t["rollout"], timing)
-                t_up = time.perf_counter()
-                if isinstance(self.learner, BudgetAware):
-                    self.learner.set_budget_fraction(self.env_steps / t["steps"])  # for schedules such as post-stable
-                torch.set_num_threads(self._update_threads)
-                metrics = self.learner.update(rollout)
-                torch.set_num_threads(self._act_threads)
-                timing["update"] = time.perf_counter() - t_up
-                elapsed = time.perf_counter() - start
-                self.update_index += 1
-                done_updates += 1
-                self.env_steps += per_update
-                self.episodes += len(episodes)
-                sps = per_update / elapsed
-                if self.update_index % t["log_interval"] == 0 or self.update_index == 1:
-                    scalars = {f"loss/{k}": v for k, v in metrics.items()}
-                    scalars.update({"perf/env_steps_per_s": sps, "perf/seconds_env": timing.get("env", 0.0),
-                                    "perf/seconds_act": timing.get("act", 0.0),
-                                    "perf/seconds_update": timing["update"]})
-                    if episodes:
-                        scalars.update({
-                            "train/episode_return": float(np.mean([e["return"] for e in episodes])),
-                            "train/episode_length": float(np.mean([e["length"] for e in episodes]))})
-                        if self.spec.can_win:
-                            scalars["train/win_rate"] = float(np.mean([e["won"] for e in episodes]))
-                    if "lost_episodes" in self.step.info:
-                        scalars["train/lost_episodes"] = self.step.info["lost_episodes"]
-                    logger.scalars(scalars, self.env_steps)
-                    logger.diagnostics(self.learner.diagnostics(), self.env_steps)
-                if t["eval_interval"] and self.update_index % t["eval_interval"] == 0:
-                    self.last_eval = self.evaluate()
-                    logger.scalars({f"eval/{k}": v for k, v in self.last_eval.items() if k != "episodes"},
-                                   self.env_steps)
-                    if t["record_replays"]:
-                        path = self.record_replay()
-                        if path is not None:
-                            logger.message(f"replay: {path} (watch it: marl replay {path})")
-                if t["checkpoint_interval"] and self.update_index % t["checkpoint_interval"] == 0:
-                    self.save()
-                if not self.last_eval:
-                    logger.progress(per_update, sps=f"{sps:,.0f}")
-                elif "win_rate" in self.last_eval:
-                    logger.progress(per_update, sps=f"{sps:,.0f}", eval_win=f"{self.last_eval['win_rate']:.0%}")
-                else:  # a game without wins: the mean evaluation return is what tells progress
-                    logger.progress(per_update, sps=f"{sps:,.0f}",
-                                    eval_return=f"{self.last_eval['episode_return']:.4g}")
+                rollout, episodes, timing = self._collect()
+                metrics = self._update(rollout, episodes, timing)
+                sps = self.per_update / (time.perf_counter() - start)
+                self._log(logger, metrics, episodes, timing, sps)
+                self._evaluate(logger)
+                self._checkpoint()
+                logger.progress(self.per_update, sps, self.last_eval)
             path = self.save()
-            if self._stop:
+            if stop.requested:
                 logger.message(f"interrupted: checkpoint saved at {path}; continue with: marl train --resume "
                                f"{self.run_dir}")
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            signal.signal(signal.SIGTERM, previous_term)
-            logger.close()
         return {"update": self.update_index, "env_steps": self.env_steps, "eval": self.last_eval,
-                "interrupted": self._stop}
+                "interrupted": stop.requested}
+
+    def _collect(self) -> tuple[Rollout, list[dict], dict[str, float]]:
+        """One rollout from where the environments stand: (rollout, finished episodes, seconds by phase)."""
+        timing: dict[str, float] = {}
+        rollout, self.step, episodes = collect(self.env, self.learner, self.step, self.config["train"]["rollout"],
+                                               timing)
+        return rollout, episodes, timing
+
+    def _update(self, rollout: Rollout, episodes: list[dict], timing: dict[str, float]) -> dict:
+        """The learner's update on the rollout (its time into timing["update"]), then the counters advance."""
+        start = time.perf_counter()
+        if isinstance(self.learner, BudgetAware):  # for schedules such as CommFormer's post-stable freeze
+            self.learner.set_budget_fraction(self.env_steps / self.config["train"]["steps"])
+        torch.set_num_threads(self._update_threads)
+        metrics = self.learner.update(rollout)
+        torch.set_num_threads(self._act_threads)
+        timing["update"] = time.perf_counter() - start
+        self.update_index += 1
+        self.env_steps += self.per_update
+        self.episodes += len(episodes)
+        return metrics
+
+    def _log(self, logger: RunLogger, metrics: dict, episodes: list[dict], timing: dict[str, float],
+             sps: float) -> None:
+        """Every log_interval updates (and after the first): the update's scalars and the learner's diagnostics."""
+        if self.update_index % self.config["train"]["log_interval"] == 0 or self.update_index == 1:
+            logger.update(self.env_steps, metrics, timing, sps, episodes, self.step.info.get("lost_episodes"))
+            logger.diagnostics(self.learner.diagnostics(), self.env_steps)
+
+    def _evaluate(self, logger: RunLogger) -> None:
+        """Every eval_interval updates: a deterministic evaluation, logged, and a recorded battle when asked."""
+        t = self.config["train"]
+        if t["eval_interval"] and self.update_index % t["eval_interval"] == 0:
+            self.last_eval = self.evaluate()
+            logger.evaluation(self.last_eval, self.env_steps)
+            if t["record_replays"]:
+                path = self.record_replay()
+                if path is not None:
+                    logger.message(f"replay: {path} (watch it: marl replay {path})")
+
+    def _checkpoint(self) -> None:
+        """Every checkpoint_interval updates: checkpoints/last.pt."""
+        interval = self.config["train"]["checkpoint_interval"]
+        if interval and self.update_index % interval == 0:
+            self.save()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -10,6 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from marl import checkpoint
 from marl.checkpoint import CheckpointError
@@ -221,15 +224,21 @@ def _saved(tmp_path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.0, 0.01, 0.9, 0.999, -1])
-def test_truncated_file(tmp_path, keep):
+SEAL_LEN = len(checkpoint.SEAL) + 64  # the zip comment that seals a version-2 file
+
+
+@pytest.mark.parametrize("cut", [0.5, 1.0, 0.99, 0.1, 0.001, SEAL_LEN + 1, SEAL_LEN, SEAL_LEN - 1, 64, 1])
+def test_truncated_file(tmp_path, cut):
     data = _saved(tmp_path)
-    n = len(data) - 1 if keep == -1 else int(len(data) * keep)
+    n = len(data) - (int(len(data) * cut) if isinstance(cut, float) else cut)  # cut: a fraction, or a byte count
     path = tmp_path / "last.pt"
     path.write_bytes(data[:n])
     with pytest.raises(CheckpointError) as err:
         checkpoint.load(path)
-    assert _one_line(err).startswith(f"{path} is not a readable marl checkpoint")
+    if len(data) - n <= SEAL_LEN:  # only the seal was cut: the zip still reads, and says it is version 2
+        assert _one_line(err) == f"{path} is a corrupt checkpoint: its sha256 seal is damaged or cut off"
+    else:
+        assert _one_line(err).startswith(f"{path} is not a readable marl checkpoint (truncated or foreign file")
 
 
 class Foreign:
@@ -292,7 +301,7 @@ def test_wrong_version(tmp_path):
     path.write_bytes(_torch_bytes({"format": checkpoint.FORMAT, "version": 99}))
     with pytest.raises(CheckpointError) as err:
         checkpoint.load(path)
-    assert _one_line(err) == f"{path} has checkpoint version 99; this marl reads {checkpoint.VERSION}"
+    assert _one_line(err) == f"{path} has checkpoint version 99; this marl reads 1, 2"
 
 
 def test_a_pickle_cannot_run_code(tmp_path):
@@ -346,3 +355,138 @@ def test_sigkill_during_saves_leaves_the_last_complete_checkpoint(tmp_path):
             assert data["w"].shape == (1_000_000,) and bool((data["w"] == data["i"]).all())
         assert all(n == "last.pt" or (n.startswith(".last.pt.") and n.endswith(".tmp")) for n in _files(tmp_path))
     assert checkpoint.load(path)["i"] > 0
+
+
+# ------------------------------------------------------------------------------------ checksums (version 2)
+def save_v1(path, payload: dict) -> None:
+    """The save() of checkpoint version 1 (every run in BENCHMARKS.md), byte for byte: no seal."""
+    buf = io.BytesIO()
+    torch.save({"format": checkpoint.FORMAT, "version": 1, **payload}, buf)
+    checkpoint.atomic_write_bytes(path, buf.getvalue())
+
+
+# a tensor whose bytes are easy to find in the file, so flips can be aimed inside tensor data
+MARKED = torch.arange(256, dtype=torch.uint8).repeat(4)
+
+
+def _marked_bytes(tmp_path, save=checkpoint.save) -> tuple[bytes, int]:
+    """A checkpoint of PAYLOAD plus MARKED, and where MARKED's data starts in it."""
+    path = tmp_path / "marked.pt"
+    save(path, {**PAYLOAD, "marked": MARKED})
+    data = path.read_bytes()
+    at = data.find(MARKED.numpy().tobytes())
+    assert at > 0 and data.count(MARKED.numpy().tobytes()) == 1
+    return data, at
+
+
+def _flipped(data: bytes, at: int, mask: int = 0xFF) -> bytes:
+    out = bytearray(data)
+    out[at] ^= mask
+    return bytes(out)
+
+
+def test_seal_is_the_zip_comment_over_every_byte_before_it(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, PAYLOAD)
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as z:
+        assert z.testzip() is None  # still a well-formed zip: its CRCs hold
+        comment = z.comment
+    assert comment == data[-SEAL_LEN:] and comment.startswith(checkpoint.SEAL)
+    assert comment[len(checkpoint.SEAL):].decode() == hashlib.sha256(data[:-64]).hexdigest()
+    assert data[-SEAL_LEN - 2:-SEAL_LEN] == SEAL_LEN.to_bytes(2, "little")  # the comment's length is sealed too
+
+
+def test_every_flipped_byte_of_a_small_checkpoint_is_corrupt(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"w": torch.arange(3.0), "n": 7})
+    data = path.read_bytes()
+    assert len(data) < 2500  # small enough to flip every byte
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for at in range(len(data)):  # flipped and put back in place: rewriting whole files is slow on some disks
+            os.pwrite(fd, bytes([data[at] ^ 0xFF]), at)
+            with pytest.raises(CheckpointError) as err:
+                checkpoint.load(path)
+            assert _one_line(err).startswith(f"{path} is a corrupt checkpoint: "), at
+            os.pwrite(fd, data[at:at + 1], at)
+    finally:
+        os.close(fd)
+    assert checkpoint.load(path)["n"] == 7  # every byte was put back
+
+
+def test_a_flip_inside_tensor_data_loads_silently_without_the_seal(tmp_path):
+    # why version 2 exists: torch does not check the zip's CRCs, so a version-1 file takes a flipped weight
+    data, at = _marked_bytes(tmp_path, save_v1)
+    path = tmp_path / "last.pt"
+    path.write_bytes(_flipped(data, at + 5, 0x01))
+    loaded = checkpoint.load(path)
+    assert loaded["marked"][5].item() == 4 and loaded["marked"][6].item() == 6
+
+
+@pytest.mark.parametrize("where", ["tensor_start", "tensor_middle", "tensor_end", "first_byte", "pickle",
+                                   "zip_directory", "comment_length", "seal_marker", "seal_digest", "last_byte"])
+def test_a_flipped_byte_is_a_corrupt_checkpoint(tmp_path, where):
+    data, at = _marked_bytes(tmp_path)
+    n = len(MARKED)
+    offset = {"tensor_start": at, "tensor_middle": at + n // 2, "tensor_end": at + n - 1, "first_byte": 0,
+              "pickle": data.find(b"marl-checkpoint"), "zip_directory": data.rfind(b"PK\x01\x02") + 10,
+              "comment_length": len(data) - SEAL_LEN - 1, "seal_marker": len(data) - SEAL_LEN + 3,
+              "seal_digest": len(data) - 10, "last_byte": len(data) - 1}[where]
+    assert 0 <= offset < len(data)
+    path = tmp_path / "last.pt"
+    path.write_bytes(_flipped(data, offset, 0x01))
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load(path)
+    reason = ("its sha256 seal is damaged or cut off" if where == "seal_marker"
+              else "its bytes do not match their sha256 (damaged on disk or in a copy)")
+    assert _one_line(err) == f"{path} is a corrupt checkpoint: {reason}"
+
+
+_FLIP_FILE: dict[str, bytes] = {}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fraction=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255))
+def test_any_changed_byte_is_a_corrupt_checkpoint(tmp_path, fraction, mask):
+    if "data" not in _FLIP_FILE:
+        _FLIP_FILE["data"] = _saved(tmp_path)
+    data = _FLIP_FILE["data"]
+    path = tmp_path / "flipped.pt"
+    path.write_bytes(_flipped(data, int(fraction * len(data)), mask))
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load(path)
+    assert _one_line(err).startswith(f"{path} is a corrupt checkpoint: ")
+
+
+def test_version_1_loads_unverified_with_a_one_line_warning(tmp_path, capsys):
+    path = tmp_path / "last.pt"
+    save_v1(path, {**PAYLOAD, "env": checkpoint.to_tensors(ARRAYS)})
+    with zipfile.ZipFile(path) as z:
+        assert z.comment == b""
+    data = checkpoint.load(path)
+    assert data["version"] == 1
+    _same({k: data[k] for k in PAYLOAD}, PAYLOAD)
+    _same(checkpoint.to_numpy(data["env"]), ARRAYS)
+    assert capsys.readouterr().err == (f"marl: warning: {path} is a version-1 checkpoint without a checksum; "
+                                       "loaded unverified\n")
+
+
+def test_version_2_loads_without_a_warning(tmp_path, capsys):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, PAYLOAD)
+    assert checkpoint.load(path)["version"] == checkpoint.VERSION == 2
+    assert capsys.readouterr().err == ""
+
+
+def test_an_unsealed_version_2_file_is_corrupt(tmp_path):
+    path = tmp_path / "last.pt"
+    path.write_bytes(_torch_bytes({"format": checkpoint.FORMAT, "version": 2, "w": torch.zeros(2)}))
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load(path)
+    assert _one_line(err) == f"{path} is a corrupt checkpoint: its sha256 seal is damaged or cut off"
+
+
+def test_seal_refuses_bytes_that_do_not_end_in_a_bare_zip_end_record():
+    with pytest.raises(RuntimeError, match="comment-free zip end record"):
+        checkpoint.seal(checkpoint.seal(_torch_bytes({"a": 1})))  # already sealed: it ends in a comment

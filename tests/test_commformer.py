@@ -348,11 +348,11 @@ def test_commformer_resumes_exactly(tmp_path):
         "train.envs=2", "train.rollout=8", "algo.ppo_epochs=5", "algo.warmup=1", "train.eval_interval=0",
         "train.checkpoint_interval=1", "train.log_interval=1", f"train.runs_dir={tmp_path}", "train.steps=100000",
         "train.torch_threads=1", "train.update_threads=1"])
-    whole = Trainer(cfg, tmp_path / "whole", progress=False)
+    whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
     whole.run(max_updates=4)
-    half = Trainer(cfg, tmp_path / "half", progress=False)
+    half = Trainer(cfg, tmp_path / "half", show_progress=False)
     half.run(max_updates=2)
-    resumed = Trainer(cfg, tmp_path / "half", resume=True, progress=False)
+    resumed = Trainer(cfg, tmp_path / "half", resume=True, show_progress=False)
     resumed.run(max_updates=2)
     a, b = whole.learner.state_dict(), resumed.learner.state_dict()
     for part in ("net", "graph", "gates"):

@@ -381,9 +381,9 @@ def test_trainer_runs_and_resumes_an_adapter_env_without_win_rates(tmp_path):
     cfg = config_mod.load("mpe", "simple_spread", "mappo", [
         "train.envs=2", "train.rollout=8", "train.steps=32", "algo.ppo_epochs=1", "train.eval_interval=1",
         "train.eval_episodes=2", "env.max_cycles=5", "env.N=2"])
-    result = Trainer(cfg, tmp_path / "run", progress=False).run(max_updates=1)
+    result = Trainer(cfg, tmp_path / "run", show_progress=False).run(max_updates=1)
     assert result["env_steps"] == 16 and set(result["eval"]) == {"episodes", "episode_return", "episode_length"}
     resumed = Trainer(config_mod.load_file(tmp_path / "run" / "config.yaml"), tmp_path / "run", resume=True,
-                      progress=False)
+                      show_progress=False)
     assert resumed.env_steps == 16 and resumed.spec.n_agents == 2  # env.N came back from config.yaml
     assert resumed.run()["env_steps"] == 32

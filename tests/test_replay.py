@@ -366,7 +366,7 @@ def _tiny_config(tmp_path: Path, **train) -> dict:
 def test_training_writes_a_replay_at_each_evaluation(tmp_path, capsys):
     from marl.trainer import Trainer
 
-    trainer = Trainer(_tiny_config(tmp_path), tmp_path / "run", progress=False)
+    trainer = Trainer(_tiny_config(tmp_path), tmp_path / "run", show_progress=False)
     trainer.run()
     (path,) = sorted((tmp_path / "run" / "replays").iterdir())
     rep = replay.load(path)
@@ -384,7 +384,7 @@ def test_training_writes_a_replay_at_each_evaluation(tmp_path, capsys):
 def test_training_records_nothing_when_switched_off(tmp_path):
     from marl.trainer import Trainer
 
-    Trainer(_tiny_config(tmp_path, record_replays=False), tmp_path / "run", progress=False).run()
+    Trainer(_tiny_config(tmp_path, record_replays=False), tmp_path / "run", show_progress=False).run()
     assert not (tmp_path / "run" / "replays").exists()
 
 
