@@ -26,7 +26,7 @@ from marl import replay as replay_mod
 from marl.logging import RunLogger
 from marl.registry import make_env, make_learner
 from marl.rollout import collect
-from marl.spec import BudgetAware, FrameSource, Learner, Resumable, Rollout, VecEnv
+from marl.spec import BudgetAware, FrameSource, Learner, Resumable, Rollout, VecEnv, finished_envs
 
 LAST = "last.pt"
 
@@ -113,8 +113,7 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
     while len(results) < episodes:
         actions, _ = learner.act(step, deterministic=True)
         step = env.step(actions)
-        lost = step.info.get("lost")  # episodes a crashed worker took with it are played again
-        for e in np.flatnonzero(step.done if lost is None else step.done & ~lost):
+        for e in finished_envs(step):  # episodes a crashed worker took with it are played again
             if taken[e] < quota[e]:
                 taken[e] += 1
                 results.append((float(np.sum(step.episode_return[e])), int(step.episode_length[e]),
