@@ -54,14 +54,17 @@ same games exactly. `planted_graph()` (marl.spec.PlantedGraph) reports the infor
 
 from __future__ import annotations
 
+from importlib import resources
+
 import numpy as np
+import yaml
 
 from marl.spec import EnvSpec, ObsBlock, Step
 
 SCENARIOS = ("informants", "intermittent")
 STRUCTURES = ("random", "ring", "hub")
-DEFAULTS = dict(n_agents=8, symbols=4, episode_limit=20, structure="random", structure_seed=0, informants=None,
-                need_prob=0.25, seed=None)
+# the options and their defaults, from configs/envs/comm.yaml (one source for the config and direct use)
+DEFAULTS: dict = yaml.safe_load(resources.files("marl.configs").joinpath("envs/comm.yaml").read_text())
 
 
 class CommError(ValueError):
@@ -69,6 +72,7 @@ class CommError(ValueError):
 
 
 def _int(name: str, value, low: int) -> int:
+    """value as an int, or a one-line error naming env.NAME and the least value it accepts."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise CommError(f"env.{name} must be an integer of at least {low}, got {value!r}")
     return int(value)
@@ -78,6 +82,10 @@ def make_informants(n_agents: int, structure: str = "random", structure_seed: in
                     informants=None) -> np.ndarray:
     """inf(i) for every agent i, int64[N], from a structure name or an explicit list (see the module docstring)."""
     N = _int("n_agents", n_agents, 2)
+    if structure not in STRUCTURES:  # judged even when a list overrides it, so a typo never passes unseen
+        raise CommError(f"unknown env.structure {structure!r}; structures: {', '.join(STRUCTURES)} "
+                        f"(or an explicit env.informants=[...] list)")
+    seed = _int("structure_seed", structure_seed, 0)
     if informants is not None:
         if not isinstance(informants, (list, tuple, np.ndarray)):
             raise CommError(f"env.informants must be a list of {N} agent indices (a derangement of 0..{N - 1}), "
@@ -105,17 +113,15 @@ def make_informants(n_agents: int, structure: str = "random", structure_seed: in
         out = np.zeros(N, np.int64)
         out[0] = 1
         return out
-    if structure == "random":
-        rng = np.random.default_rng(_int("structure_seed", structure_seed, 0))
-        while True:  # rejection: a uniform permutation is a derangement with probability ~1/e
-            perm = rng.permutation(N)
-            if not np.any(perm == np.arange(N)):
-                return perm.astype(np.int64)
-    raise CommError(f"unknown env.structure {structure!r}; structures: {', '.join(STRUCTURES)} "
-                    f"(or an explicit env.informants=[...] list)")
+    rng = np.random.default_rng(seed)
+    while True:  # rejection: a uniform permutation is a derangement with probability about 1/e
+        perm = rng.permutation(N)
+        if not np.any(perm == np.arange(N)):
+            return perm.astype(np.int64)
 
 
 def _check_scenario(scenario) -> str:
+    """scenario, or a one-line error listing the scenarios."""
     if scenario not in SCENARIOS:
         raise CommError(f"unknown comm scenario {scenario!r}; scenarios: {', '.join(SCENARIOS)} "
                         f"(e.g. `marl train comm informants`)")
@@ -123,6 +129,7 @@ def _check_scenario(scenario) -> str:
 
 
 def _check_prob(need_prob) -> float:
+    """need_prob as a float, or a one-line error when it is not a probability."""
     if isinstance(need_prob, bool) or not isinstance(need_prob, (int, float)) or not 0.0 <= need_prob <= 1.0:
         raise CommError(f"env.need_prob must be a probability between 0 and 1, got {need_prob!r}")
     return float(need_prob)
@@ -183,6 +190,7 @@ def _rng_words(rng: np.random.Generator) -> np.ndarray:
 
 
 def _rng_from_words(words: np.ndarray) -> np.random.Generator:
+    """The generator _rng_words saved."""
     w = [int(x) for x in words]
     bg = np.random.PCG64()
     bg.state = {"bit_generator": "PCG64", "state": {"state": w[0] | (w[1] << 64), "inc": w[2] | (w[3] << 64)},
@@ -268,6 +276,7 @@ class CommVecEnv:
                 self.need[rows] = need
 
     def _obs(self) -> np.ndarray:
+        """f32[E, N, obs_dim]: symbol one-hot, id one-hot, needed flag (intermittent)."""
         m = self.symbols
         obs = np.repeat(self._base_obs[None], self.n_envs, axis=0)
         obs[:, :, :m] = self._eye[self.symbols_now]
@@ -276,6 +285,7 @@ class CommVecEnv:
         return obs
 
     def _state(self) -> np.ndarray:
+        """f32[E, state_dim]: every agent's symbol one-hot, then the needed flags (intermittent)."""
         E = self.n_envs
         sym = self._eye[self.symbols_now].reshape(E, -1)
         return np.concatenate([sym, self.need.astype(np.float32)], axis=1) if self.intermittent else sym

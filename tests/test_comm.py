@@ -253,6 +253,9 @@ def test_ring_hub_and_explicit_structures():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(structure="star"), "unknown env.structure 'star'; structures: random, ring, hub (or an explicit "
      "env.informants=[...] list)"),
+    (dict(n_agents=3, structure="rign", informants=[1, 2, 0]), "unknown env.structure 'rign'; structures: random, "
+     "ring, hub (or an explicit env.informants=[...] list)"),
+    (dict(structure_seed=-1), "env.structure_seed must be an integer of at least 0, got -1"),
     (dict(n_agents=3, informants=[1, 0]), "env.informants has 2 entries for env.n_agents=3; give one informant "
      "per agent (a derangement of 0..2)"),
     (dict(n_agents=3, informants=[1, 1, 0]), "env.informants[1] names agent 1 itself; an agent's informant is "
