@@ -99,6 +99,12 @@ def _make_sc2(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
     return make_sc2(scenario, n_envs, options)
 
 
+def _make_comm(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
+    from marl.envs.comm import make_comm
+
+    return make_comm(scenario, n_envs, options)
+
+
 BUILTIN_ENVS: dict[str, EnvPlugin] = {
     "smac": EnvPlugin(_make_smac, "embedded SMAC-compatible simulator (no StarCraft II needed): marl train smac MAP",
                       _smac_maps),
@@ -109,6 +115,8 @@ BUILTIN_ENVS: dict[str, EnvPlugin] = {
     "gym": EnvPlugin(_make_gym, "Gymnasium / MO-Gymnasium single-agent envs as one-agent teams: "
                      "marl train gym CartPole-v1"),
     "sc2": EnvPlugin(_make_sc2, "real StarCraft II through smacv2 or smac (optional install): marl train sc2 3s5z"),
+    "comm": EnvPlugin(_make_comm, "probe game whose right communication graph is known (name your informant's "
+                      "symbol): marl train comm informants", ("informants", "intermittent")),
 }
 ENVS: dict[str, EnvPlugin] = dict(BUILTIN_ENVS)
 LEARNERS: dict[str, str] = {"mappo": "marl.agents.mappo:MAPPO", "commformer": "marl.agents.commformer:CommFormer"}

@@ -231,3 +231,15 @@ class BudgetAware(Protocol):
 
     def set_budget_fraction(self, fraction: float) -> None:
         """Told before each update: env steps done so far divided by the run's step budget (0 to 1)."""
+
+
+@runtime_checkable
+class PlantedGraph(Protocol):
+    """Optional VecEnv capability: the communication graph the game rewards, known by construction.
+
+    A learner's communication graph can be scored against it (the fraction of planted edges it holds).
+    The probe game `comm` (marl.envs.comm) has one: the edge from each agent's informant to the agent.
+    """
+
+    def planted_graph(self) -> np.ndarray:
+        """bool[N, N], rows receivers and columns senders: True where the right graph has the edge; no self loops."""
