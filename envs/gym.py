@@ -19,7 +19,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from .pettingzoo import PettingZooError, make_vec_env
+from .pettingzoo import ADAPTER_OPTIONS, PettingZooError, make_vec_env
 
 AGENT = "agent_0"
 MO_HINT = ("{id} is an MO-Gymnasium environment: pip install scipy && pip install --no-deps mo-gymnasium "
@@ -102,7 +102,7 @@ def make_gym(scenario: str | None, n_envs: int, options: dict):
     if not scenario:
         raise PettingZooError("gym needs an environment id, e.g. `marl train gym CartPole-v1`")
 
-    maker_kwargs = {k: v for k, v in options.items() if k not in ("workers", "team_reward", "win_info", "seed")}
+    maker_kwargs = {k: v for k, v in options.items() if k not in ADAPTER_OPTIONS}
     probe = GymMaker(scenario, maker_kwargs)
     env = probe()  # a bad id or option fails here with its one-line message
     env.close()

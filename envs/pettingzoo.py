@@ -45,7 +45,7 @@ from marl.spec import EnvSpec, Step
 
 # the adapter's own options and their defaults; any other env.KEY=VALUE goes to the environment's factory
 DEFAULTS: dict[str, Any] = yaml.safe_load(resources.files("marl.configs").joinpath("envs/pettingzoo.yaml").read_text())
-ADAPTER_OPTIONS = ("workers", "team_reward", "win_info", "seed")
+ADAPTER_OPTIONS = ("workers", "worker_timeout", "team_reward", "win_info", "seed")
 
 
 class PettingZooError(ValueError):
@@ -345,7 +345,7 @@ class PettingZooVecEnv:
     """E copies of a PettingZoo ParallelEnv as a marl VecEnv (arrays in and out, auto-reset)."""
 
     def __init__(self, make: Callable, n_envs: int = 1, workers: int = 0, team_reward: str = "mean",
-                 win_info: str = "", seed: int | None = None, name: str = ""):
+                 win_info: str = "", seed: int | None = None, name: str = "", worker_timeout: float = 60.0):
         if not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
             raise PettingZooError(f"n_envs must be a positive integer, got {n_envs!r}")
         if not isinstance(workers, (int, np.integer)) or workers < 0:
@@ -354,6 +354,7 @@ class PettingZooVecEnv:
             raise PettingZooError(f"team_reward must be 'mean' or 'sum', got {team_reward!r}")
         self.make, self.n_envs, self._seed = make, int(n_envs), seed
         self.team_reward, self.win_info = team_reward, str(win_info or "")
+        self.worker_timeout = float(worker_timeout)  # env.worker_timeout: the hung-worker detection reads it
         self.lost_episodes = 0
         self._restarts = 0
         self._local: _Copies | None = None

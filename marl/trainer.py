@@ -89,6 +89,7 @@ class Trainer:
         torch.set_num_threads(self._act_threads)
         self.env = make_env(r["env"], r["scenario"], t["envs"], dict(config["env"]))
         self.spec = self.env.spec
+        config_mod.check_built(config, self.spec)  # checks against the built env, before RUN_DIR is made
         self.learner = make_learner(r["algo"], self.spec, config["algo"], seed=t["seed"], device=t["device"])
         self.update_index, self.env_steps, self.episodes = 0, 0, 0
         self.last_eval: dict | None = None
