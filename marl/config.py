@@ -156,6 +156,7 @@ def resolve(env: str, scenario: str | None, algo: str, overrides: list[str] | di
     config["run"] = {"env": env, "scenario": scenario, "algo": algo}
     origins = {"train": config_path("train.yaml"), "env": config_path(f"envs/{env}.yaml"), "algo": algo_origin}
     sources = {f"{section}.{k}": origins[section] for section in SECTIONS for k in config[section]}
+    sources.update(origins)  # a key missing from a section is the fault of that section's defaults
     relpath = f"presets/{env}/{scenario}.yaml"
     preset = _read_yaml(relpath) if scenario else None
     if preset:
@@ -187,7 +188,9 @@ def validate(config: dict, sources: dict[str, str] | None = None, where: str | N
         found = settings.problem(section, config)
         if found:
             key, message = found
-            origin = where or (sources or {}).get(key)
+            sources = sources or {}
+            missing = key.partition(".")[2] not in config[section]
+            origin = where or sources.get(key) or (sources.get(section) if missing else None)
             raise ConfigError(f"{origin}: {message}" if origin else message)
 
 

@@ -330,7 +330,7 @@ def type_name(field: FieldInfo) -> str:
     base, optional = _split_optional(field.annotation)
     if get_origin(base) is Literal:
         base = type(get_args(base)[0])
-    name = getattr(base, "__name__", str(base))
+    name = str(base) if get_origin(base) is not None else getattr(base, "__name__", str(base))  # list[float]
     return f"{name} | null" if optional else name
 
 

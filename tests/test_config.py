@@ -225,7 +225,8 @@ def test_a_preset_value_of_the_wrong_type_names_the_preset(monkeypatch):
     _fake_preset(monkeypatch, {"algos": {"commformer": {"gate_cost": "high"}}})
     with pytest.raises(ConfigError) as err:
         config.load("smac", "3m", "commformer")
-    assert _one_line(err) == f"{config.config_path('presets/smac/3m.yaml')}: algo.gate_cost expects a number, got 'high'"
+    preset = config.config_path("presets/smac/3m.yaml")
+    assert _one_line(err) == f"{preset}: algo.gate_cost expects a number, got 'high'"
 
 
 @pytest.mark.parametrize("preset, message, good", [
