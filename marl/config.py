@@ -137,8 +137,8 @@ def load(env: str, scenario: str | None, algo: str, overrides: list[str] | dict 
 
 def resolve(env: str, scenario: str | None, algo: str, overrides: list[str] | dict | None = None
              ) -> tuple[dict, dict[str, str]]:
-    """The config before validation, and the file each key's value came from (a key set on the command line
-    has none); `load` is this plus validation, and `marl config` shows the files."""
+    """The config before validation, and the file each `section.key` value came from (none for a key set on
+    the command line; under a bare section name, its defaults file). `load` is this plus `validate`."""
     algos = available_algos()
     algo_defaults = _read_yaml(f"algos/{algo}.yaml") if algo in algos else None
     algo_origin = config_path(f"algos/{algo}.yaml")

@@ -294,9 +294,7 @@ def show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    if isinstance(value, (int, float)):
-        return repr(value)
+        return str(int(value))  # the user typed 2, which the type check made 2.0
     return repr(value)
 
 

@@ -182,8 +182,8 @@ def test_mpe_short_names_and_typos():
 
 def test_pettingzoo_options_pass_through_the_config_but_smac_options_do_not():
     cfg = config_mod.load("mpe", "simple_spread", "mappo", ["env.N=3", "env.max_cycles=25", "env.workers=2"])
-    assert cfg["env"] == {"workers": 2, "team_reward": "mean", "win_info": "", "seed": None, "N": 3,
-                          "max_cycles": 25}
+    assert cfg["env"] == {"workers": 2, "worker_timeout": 60.0, "team_reward": "mean", "win_info": "", "seed": None,
+                          "N": 3, "max_cycles": 25}
     with pytest.raises(config_mod.ConfigError, match=r"^unknown config key 'env.N'"):
         config_mod.load("smac", "3m", "mappo", ["env.N=3"])
     with pytest.raises(config_mod.ConfigError, match=r"^env.workers expects an integer, got 'two'"):
