@@ -368,6 +368,7 @@ class PettingZooVecEnv:
             raise PettingZooError(f"team_reward must be 'mean' or 'sum', got {team_reward!r}")
         self.make, self.n_envs, self._seed = make, int(n_envs), seed
         self.team_reward, self.win_info = team_reward, str(win_info or "")
+        self.worker_timeout = float(worker_timeout)  # env.worker_timeout: the hung-worker detection reads it
         self.lost_episodes = 0
         self._restarts = 0
         self._local: _Copies | None = None

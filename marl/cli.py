@@ -1,4 +1,4 @@
-"""The `marl` command line: `marl train`, `marl eval`, `marl replay` and `marl envs`."""
+"""The `marl` command line: `marl train`, `marl eval`, `marl replay`, `marl envs` and `marl config`."""
 
 from __future__ import annotations
 
@@ -131,6 +131,46 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from marl import config as config_mod
+    from marl import settings
+    from marl.registry import _suggest, env_plugins
+
+    if len(args.env) > 2:
+        raise CLIError(f"--env takes an environment and at most one scenario, got {' '.join(args.env)}")
+    env, scenario = args.env[0], (args.env[1] if len(args.env) > 1 else None)
+    plugins = env_plugins()
+    if env not in plugins:
+        raise CLIError(f"unknown environment {env!r}{_suggest(env, list(plugins))}; known environments: "
+                       f"{', '.join(sorted(plugins))}")
+    config, sources = config_mod.resolve(env, scenario, args.algo)
+    config_mod.validate(config, sources)
+    rows = settings.describe(config)
+    preset = config_mod.config_path(f"presets/{env}/{scenario}.yaml")
+    for row in rows:
+        text = yaml.safe_dump(row["value"], default_flow_style=True, width=1000).removesuffix("\n...\n").strip()
+        row["shown"] = text + (" *" if sources.get(row["key"]) == preset else "")
+    head = {"key": "key", "type": "type", "shown": "value", "domain": "domain"}
+    width = {c: max(len(str(r[c])) for r in [*rows, head]) for c in head}
+    print(f"Settings of {args.algo} on {env}{' ' + scenario if scenario else ''} (set one with SECTION.KEY=VALUE on "
+          f"marl train)")
+    for section in config_mod.SECTIONS:
+        print()
+        print("  ".join(f"{head[c]:<{width[c]}}" for c in head) + "  description")
+        for row in rows:
+            if row["key"].startswith(section + "."):
+                print("  ".join(f"{str(row[c]):<{width[c]}}" for c in head) + f"  {row['description']}".rstrip())
+        schema = settings.schema_of(section, config)
+        if section == "env" and config_mod.env_passes_through(env) and (
+                schema is None or schema.model_config.get("extra") == "allow"):
+            print(f"(other env.KEY=VALUE keys go to the {env} environment's factory as keyword arguments)")
+    if any(r["shown"].endswith(" *") for r in rows):
+        print(f"\n* set by the preset {preset}")
+    return 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     from marl import replay, viewer
 
@@ -196,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("envs", help="list environments (built-in and plug-ins), their scenarios and the SMAC maps")
     e.add_argument("env", nargs="?", help="only this environment (e.g. smac, mpe or a plug-in)")
     e.set_defaults(func=_envs)
+    cf = sub.add_parser("config", help="every setting of a run with its type, domain, value and description: "
+                        "marl config [ALGO] [--env ENV [SCENARIO]]")
+    cf.add_argument("algo", nargs="?", default="commformer", help="learner (default: commformer)")
+    cf.add_argument("--env", nargs="+", default=["smac"], metavar="ENV [SCENARIO]",
+                    help="environment and scenario whose preset applies (default: smac, no scenario)")
+    cf.set_defaults(func=_config)
     return p
 
 

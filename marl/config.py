@@ -9,6 +9,13 @@ A config has three sections: `train` (configs/train.yaml), `env` (configs/envs/<
 An environment whose defaults file says `pass_through: true` (the PettingZoo, MPE and Gymnasium
 adapters), or that has no defaults file (a plug-in), also takes `env.KEY=VALUE` keys it does not list:
 they reach its factory as keyword arguments, typed as YAML reads them, and the factory judges them.
+
+Every value is then checked against its section's schema (marl/settings.py: type, domain and
+description of each key; `marl config` prints them): `load` and `load_file` raise a one-line
+ConfigError such as `algo.sparsity must be in (0, 1], got 2`, prefixed with the file that set the
+value when it was not the command line (a preset, a defaults file, RUN_DIR/config.yaml). A plug-in
+without a schema keeps the type check against its defaults. `check_built` runs the checks that need
+the built environment, before the run directory is made. pydantic is imported only when validating.
 """
 
 from __future__ import annotations
@@ -26,8 +33,18 @@ class ConfigError(ValueError):
     """A bad key, value or file in the configuration; the message is one line."""
 
 
+def _root():
+    """The folder of the YAML files: the package marl.configs (a test may point it at a copy)."""
+    return resources.files("marl.configs")
+
+
+def config_path(relpath: str) -> str:
+    """Where a file under configs/ lies, as an error message names it."""
+    return str(_root().joinpath(relpath))
+
+
 def _read_yaml(relpath: str) -> dict | None:
-    node = resources.files("marl.configs").joinpath(relpath)
+    node = _root().joinpath(relpath)
     if not node.is_file():
         return None
     data = yaml.safe_load(node.read_text()) or {}
@@ -38,7 +55,7 @@ def _read_yaml(relpath: str) -> dict | None:
 
 def available_algos() -> list[str]:
     """Learners that have a defaults file under configs/algos/."""
-    folder = resources.files("marl.configs").joinpath("algos")
+    folder = _root().joinpath("algos")
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -112,13 +129,24 @@ def env_passes_through(env: str | None) -> bool:
 
 
 def load(env: str, scenario: str | None, algo: str, overrides: list[str] | dict | None = None) -> dict:
-    """The resolved config of a run: defaults, then the scenario preset, then the overrides."""
+    """The resolved and validated config of a run: defaults, then the scenario preset, then the overrides."""
+    config, sources = resolve(env, scenario, algo, overrides)
+    validate(config, sources)
+    return config
+
+
+def resolve(env: str, scenario: str | None, algo: str, overrides: list[str] | dict | None = None
+             ) -> tuple[dict, dict[str, str]]:
+    """The config before validation, and the file each `section.key` value came from (none for a key set on
+    the command line; under a bare section name, its defaults file). `load` is this plus `validate`."""
     algos = available_algos()
     algo_defaults = _read_yaml(f"algos/{algo}.yaml") if algo in algos else None
+    algo_origin = config_path(f"algos/{algo}.yaml")
     if algo_defaults is None:
         from marl.registry import learner_defaults, learner_plugins
 
         algo_defaults = learner_defaults(algo)  # a learner from another package (entry point marl.agents)
+        algo_origin = f"the defaults of learner plug-in {algo!r}"
         if algo_defaults is None:
             known = sorted({*algos, *learner_plugins()})
             raise ConfigError(f"unknown learner {algo!r}; available: {', '.join(known)}")
@@ -126,21 +154,56 @@ def load(env: str, scenario: str | None, algo: str, overrides: list[str] | dict 
               "algo": algo_defaults}
     config["env"].pop("pass_through", None)
     config["run"] = {"env": env, "scenario": scenario, "algo": algo}
-    preset = _read_yaml(f"presets/{env}/{scenario}.yaml") if scenario else None
+    origins = {"train": config_path("train.yaml"), "env": config_path(f"envs/{env}.yaml"), "algo": algo_origin}
+    sources = {f"{section}.{k}": origins[section] for section in SECTIONS for k in config[section]}
+    sources.update(origins)  # a key missing from a section is the fault of that section's defaults
+    relpath = f"presets/{env}/{scenario}.yaml"
+    preset = _read_yaml(relpath) if scenario else None
     if preset:
-        for section in ("train", "env"):
-            for k, v in (preset.get(section) or {}).items():
-                apply(config, f"{section}.{k}", v)
+        where = config_path(relpath)
+        items = [(f"{section}.{k}", v) for section in ("train", "env") for k, v in (preset.get(section) or {}).items()]
         for k, v in ((preset.get("algos") or {}).get(algo) or {}).items():
             if k in ("train", "env"):  # a learner's own settings for the run (e.g. its authors' batch)
-                for kk, vv in (v or {}).items():
-                    apply(config, f"{k}.{kk}", vv)
+                items += [(f"{k}.{kk}", vv) for kk, vv in (v or {}).items()]
             else:
-                apply(config, f"algo.{k}", v)
+                items.append((f"algo.{k}", v))
+        for k, v in items:
+            try:
+                apply(config, k, v)
+            except ConfigError as err:  # a key renamed or removed since the preset was written
+                raise ConfigError(f"{where}: {err}") from None
+            sources[k] = where
     items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides or [])
     for k, v in items:
         apply(config, k, v)
-    return config
+        sources.pop(k, None)
+    return config, sources
+
+
+def validate(config: dict, sources: dict[str, str] | None = None, where: str | None = None) -> None:
+    """Check each section against its schema; the error names the key, and the file that set it (or `where`)."""
+    from marl import settings  # pydantic loads here, never for `marl envs` or `marl replay`
+
+    for section in SECTIONS:
+        found = settings.problem(section, config)
+        if found:
+            key, message = found
+            sources = sources or {}
+            missing = key.partition(".")[2] not in config[section]
+            origin = where or sources.get(key) or (sources.get(section) if missing else None)
+            raise ConfigError(f"{origin}: {message}" if origin else message)
+
+
+def check_built(config: dict, spec) -> None:
+    """The checks that need the built environment (its marl.spec.EnvSpec) or span sections: each schema's
+    `check_spec(config, spec)`; raises a one-line ConfigError. The trainer calls it before making RUN_DIR."""
+    from marl import settings
+
+    for section in SECTIONS:
+        schema = settings.schema_of(section, config)
+        check = getattr(schema, "check_spec", None)
+        if check is not None:
+            check(config, spec)
 
 
 def _split(item: str) -> tuple[str, Any]:
@@ -163,14 +226,16 @@ def load_file(path) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(s), dict) for s in (*SECTIONS, "run")):
         raise ConfigError(f"{path} is not a marl run config (needs sections train, env, algo, run)")
-    return _complete(data)
+    config = _complete(data)
+    validate(config, where=str(path))  # a run made before a domain was declared may break it
+    return config
 
 
 def _complete(saved: dict) -> dict:
     """A saved config with keys added to marl's defaults since the run was made filled in."""
     r = saved["run"]
     try:
-        defaults = load(r.get("env"), r.get("scenario"), r.get("algo"))
+        defaults, _ = resolve(r.get("env"), r.get("scenario"), r.get("algo"))
     except (ConfigError, TypeError):
         return saved
     for section in SECTIONS:

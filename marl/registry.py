@@ -7,11 +7,22 @@ registered here; other packages add theirs through the entry-point group `marl.e
     [project.entry-points."marl.envs"]
     relay = "marl_plugin_example:plugin"
 
-The entry point may load an `EnvPlugin`, or a bare factory callable, which may carry `description`
-and `scenarios` attributes. `options` holds the run's `env.KEY=VALUE` settings. Learners are found
-the same way through `marl.agents`: the entry point loads a class `cls(spec, cfg, seed=, device=)`
-with a `defaults` dict of its settings (the `algo` section of the config). A plug-in that fails to
-load is reported in one line on stderr and left out; it never stops `marl envs` or a run of another.
+The entry point may load an `EnvPlugin`, or a bare factory callable, which may carry `description`,
+`scenarios` and `schema` attributes. `options` holds the run's `env.KEY=VALUE` settings. Learners are
+found the same way through `marl.agents`: the entry point loads a class `cls(spec, cfg, seed=, device=)`
+with a `defaults` dict of its settings (the `algo` section of the config) and, optionally, a `schema`
+beside it. A plug-in that fails to load is reported in one line on stderr and left out; it never stops
+`marl envs` or a run of another.
+
+A `schema` declares each setting's type, domain and description (`marl config` prints them): a
+subclass of `marl.settings.Settings` (pydantic), or a "module:Class" path to one, so that the module
+`marl envs` imports need not import pydantic. A learner's schema names every key of its `defaults`
+(fields without defaults: the values stay in `defaults`); an environment's schema checks the
+`env.KEY=VALUE` keys a run sets (its defaults live in its factory; `extra="allow"` lets unlisted keys
+through as factory kwargs, as `marl.settings.PassThroughSettings` does). A schema's classmethod
+`check_spec(config, spec)` runs once the environment is built, before the run directory is made, for
+checks that need the EnvSpec or span sections. Without a schema a plug-in's values are only checked
+against the types of its defaults.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ class EnvPlugin:
     factory: EnvFactory
     description: str = ""
     scenarios: Sequence[str] | Callable[[], Sequence[str]] = ()
+    schema: Any = None  # the env section's settings: a marl.settings.Settings subclass or a "module:Class" path
 
     def scenario_names(self) -> list[str]:
         """The scenarios this kind offers (an empty list when it takes any, such as a factory path)."""
@@ -151,7 +163,8 @@ def as_env_plugin(name: str, obj: Any) -> EnvPlugin:
     if isinstance(obj, EnvPlugin):
         return obj
     if callable(obj):
-        return EnvPlugin(obj, str(getattr(obj, "description", "") or ""), getattr(obj, "scenarios", ()) or ())
+        return EnvPlugin(obj, str(getattr(obj, "description", "") or ""), getattr(obj, "scenarios", ()) or (),
+                         getattr(obj, "schema", None))
     raise RegistryError(f"marl.envs plug-in {name!r} is a {type(obj).__name__}, not an EnvPlugin or a factory")
 
 

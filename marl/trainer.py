@@ -49,9 +49,10 @@ def build(config: dict, n_envs: int | None = None) -> tuple[VecEnv, Learner]:
     """A run's environments (train.envs of them unless n_envs is given) and its freshly seeded learner."""
     t, r = config["train"], config["run"]
     env = build_env(config, t["envs"] if n_envs is None else n_envs)
-    # post-build checks go here: settings judged against the built environment (a preference's length
-    # against env.spec.reward_dim, sparsity against the team size), before the learner is made and before
-    # Trainer creates the run directory, so a bad value leaves no run directory behind
+    # settings judged against the built environment (a preference's length against env.spec.reward_dim,
+    # a team size a learner needs), before the learner is made and before Trainer creates the run
+    # directory, so a bad value leaves no run directory behind
+    config_mod.check_built(config, env.spec)
     learner = make_learner(r["algo"], env.spec, config["algo"], seed=t["seed"], device=t["device"])
     return env, learner
 

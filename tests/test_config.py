@@ -62,7 +62,7 @@ def test_each_load_is_a_fresh_copy():
     ("algo.value_norm=false", ("algo", "value_norm"), False, bool),
     ("algo.value_norm=FALSE", ("algo", "value_norm"), False, bool),
     ("env.difficulty=7", ("env", "difficulty"), "7", str),  # an int where a string is expected
-    ("train.device=cuda", ("train", "device"), "cuda", str),
+    ("train.device=cpu", ("train", "device"), "cpu", str),
     ("env.seed=5", ("env", "seed"), 5, int),  # a null default takes any value
     ("train.runs_dir=/tmp/x y", ("train", "runs_dir"), "/tmp/x y", str),
 ])
@@ -217,7 +217,45 @@ def test_preset_keys_are_checked(monkeypatch):
     _fake_preset(monkeypatch, {"train": {"nope": 3}})
     with pytest.raises(ConfigError) as err:
         config.load("smac", "3m", "mappo")
-    assert _one_line(err).startswith("unknown config key 'train.nope'")
+    # the message names the preset file, the one to edit
+    assert _one_line(err).startswith(f"{config.config_path('presets/smac/3m.yaml')}: unknown config key 'train.nope'")
+
+
+def test_a_preset_value_of_the_wrong_type_names_the_preset(monkeypatch):
+    _fake_preset(monkeypatch, {"algos": {"commformer": {"gate_cost": "high"}}})
+    with pytest.raises(ConfigError) as err:
+        config.load("smac", "3m", "commformer")
+    preset = config.config_path("presets/smac/3m.yaml")
+    assert _one_line(err) == f"{preset}: algo.gate_cost expects a number, got 'high'"
+
+
+@pytest.mark.parametrize("preset, message, good", [
+    ({"train": {"rollout": 0}}, "train.rollout must be a positive integer, got 0", 8),
+    ({"algos": {"commformer": {"sparsity": 2}}}, "algo.sparsity must be in (0, 1], got 2", 0.5),
+    ({"algos": {"commformer": {"train": {"envs": -1}}}}, "train.envs must be a positive integer, got -1", 2),
+    ({"env": {"reward_scale_rate": 0}}, "env.reward_scale_rate must be a positive integer, got 0", 10),
+])
+def test_a_preset_value_out_of_its_domain_names_the_preset(monkeypatch, preset, message, good):
+    _fake_preset(monkeypatch, preset)
+    with pytest.raises(ConfigError) as err:
+        config.load("smac", "3m", "commformer")
+    assert _one_line(err) == f"{config.config_path('presets/smac/3m.yaml')}: {message}"
+    # the user's override of that key comes after the preset, and then nothing is wrong
+    key = message.split(" ")[0]
+    section, name = key.split(".")
+    assert config.load("smac", "3m", "commformer", {key: good})[section][name] == good
+    # a bad value the user gives is the user's: no file is named
+    with pytest.raises(ConfigError) as err:
+        config.load("smac", "8m", "commformer", {key: preset_value(preset)})
+    assert _one_line(err) == message
+
+
+def preset_value(preset: dict):
+    """The one leaf value of a one-key preset."""
+    node = preset
+    while isinstance(node, dict):
+        [node] = node.values()
+    return node
 
 
 # ------------------------------------------------------------------------------------ saved configs

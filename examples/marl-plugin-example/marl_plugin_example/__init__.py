@@ -3,8 +3,10 @@
 N agents stand on a line of `size` cells and move left, stay or right; each step the team loses the
 distance between its two farthest members (divided by the line's length), and gets +1 once all stand
 on one cell. Episodes last `max_cycles` steps (the name PettingZoo games use, which marl reads as the
-episode limit).
+episode limit). The settings' domains are declared in `settings.py` (the plug-in's `schema`).
 """
+
+from dataclasses import replace
 
 import numpy as np
 from gymnasium import spaces
@@ -59,5 +61,7 @@ class Meet(ParallelEnv):
         return {a: np.roll(scaled, -i).astype(np.float32) for i, a in enumerate(self.possible_agents)}
 
 
-plugin = pettingzoo_plugin(Meet, "Meet: agents walk a line to meet (example plug-in)",
-                           scenarios={"pair": {"n_agents": 2}, "trio": {"n_agents": 3}, "wide": {"size": 15}})
+# the schema checks env.KEY=VALUE before anything is built; a string, so that `marl envs` skips pydantic
+plugin = replace(pettingzoo_plugin(Meet, "Meet: agents walk a line to meet (example plug-in)",
+                                   scenarios={"pair": {"n_agents": 2}, "trio": {"n_agents": 3}, "wide": {"size": 15}}),
+                 schema="marl_plugin_example.settings:MeetSettings")
