@@ -169,6 +169,20 @@ class PettingZooSettings(PassThroughSettings):
                                ge=0, le=SEED_MAX)
 
 
+class CommSettings(Settings):
+    """configs/envs/comm.yaml: the probe game whose right communication graph is known (envs/comm.py)."""
+
+    n_agents: int = setting("N, the agents", ge=2)
+    symbols: int = setting("m, the symbols an agent may hold, and its actions; chance pays 1/m", ge=2)
+    episode_limit: int = setting("steps per episode; every episode is cut there", ge=1)
+    structure: Literal["random", "ring", "hub"] = setting("the informant graph, unless `informants` gives one")
+    structure_seed: int = setting("seed of the random structure, apart from `seed`", ge=0, le=SEED_MAX)
+    informants: list[int] | None = setting("an explicit graph [inf(0), inf(1), ...], a derangement of 0..N-1; "
+                                           "overrides structure", domain="a list of N agent indices")
+    need_prob: float = setting("intermittent: probability that an agent's needed flag is up at a step", ge=0, le=1)
+    seed: int | None = setting("base seed of the symbols when train.seed does not give one", ge=0, le=SEED_MAX)
+
+
 # ------------------------------------------------------------------------------------------- learners
 class MAPPOSettings(Settings):
     """configs/algos/mappo.yaml: MAPPO (shared actor, centralised critic on the global state)."""
@@ -237,7 +251,8 @@ class CommFormerSettings(Settings):
 
 
 ENV_SCHEMAS: dict[str, type[Settings]] = {"smac": SMACSettings, "sc2": SC2Settings, "pettingzoo": PettingZooSettings,
-                                          "mpe": PettingZooSettings, "gym": PettingZooSettings}
+                                          "mpe": PettingZooSettings, "gym": PettingZooSettings,
+                                          "comm": CommSettings}
 LEARNER_SCHEMAS: dict[str, type[Settings]] = {"mappo": MAPPOSettings, "commformer": CommFormerSettings}
 
 

@@ -483,8 +483,8 @@ def test_marl_config_of_an_adapter_says_other_keys_pass_through(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["config", "nope"], "unknown learner 'nope'; available: commformer, mappo"),
-    (["config", "--env", "smak"], "unknown environment 'smak' (did you mean smac?); known environments: gym, mpe, "
-                                  "pettingzoo, sc2, smac"),
+    (["config", "--env", "smak"], "unknown environment 'smak' (did you mean smac?); known environments: comm, gym, "
+                                  "mpe, pettingzoo, sc2, smac"),
     (["config", "--env", "smac", "3m", "extra"], "--env takes an environment and at most one scenario, got smac 3m "
                                                  "extra"),
 ])
