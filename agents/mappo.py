@@ -1,6 +1,6 @@
 """MAPPO: a shared actor over each agent's observation, a centralised critic over the global state.
 
-Settings follow MAPPO's SMAC configuration (LEARNERS.md): GAE, clipped PPO, Huber value loss with
+Settings follow MAPPO's SMAC configuration (docs/learners.md section 1): GAE, clipped PPO, Huber value loss with
 clipping and running value normalisation, advantages normalised over living agents, losses masked
 for dead agents, unavailable actions at logits of -1e10. Both networks see the agent's one-hot id,
 so the critic gives one value per agent from the shared state.
