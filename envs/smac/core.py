@@ -10,8 +10,11 @@ spawn, observation), then this driver, then env.
 
 from __future__ import annotations
 
+import sys
+
 from numba import njit
 
+from . import combat, kernel_cache, layout, maps, navigation, observation, spawn, splitmix, units
 from .combat import order_idle_enemies, simulate_loop
 from .layout import (
     ACT_NO_OP,
@@ -244,3 +247,7 @@ def _observe_batch(tables, battles, obs, state, avail):
 reset_batch = njit(cache=True, nogil=True)(_reset_batch)
 step_batch = njit(cache=True, nogil=True)(_step_batch)
 observe_batch = njit(cache=True, nogil=True)(_observe_batch)
+
+# numba checks a cached kernel against its own file only, so every kernel's cache goes when any of these changes
+KERNEL_MODULES = [units, layout, maps, splitmix, navigation, combat, spawn, observation, sys.modules[__name__]]
+kernel_cache.keep_in_step(KERNEL_MODULES)
