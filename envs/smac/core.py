@@ -4,8 +4,12 @@ One environment step applies the agents' actions as orders, runs 8 game loops (c
 scores the step SMAC's way, observes (observation.observe) and, when asked, resets a finished battle at
 once (spawn.reset_env). The phases live in their own modules; layout.py names the arrays they share.
 
+What the real game does that this does not model: projectile travel time (damage is instant),
+acceleration and turning, SC2's exact pathfinding (units walk straight and slide along walls) and its
+exact target-priority table (threats first, then the nearest, as described in docs/smac_rules.md).
+
 Imports run one way: units, then layout and maps, then the phase kernels (splitmix, navigation, combat,
-spawn, observation), then this driver, then env.
+spawn, observation), then this driver, then env (tests/test_smac_layout.py checks it).
 """
 
 from __future__ import annotations
