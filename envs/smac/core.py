@@ -150,14 +150,9 @@ def first_invalid_action(actions, avail):
 
 def _reset_batch(tables, battles, obs, state, avail):
     """Reset every battle and write its first observation."""
-    ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f = tables
-    uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf = battles
-    n_agents = cfg_i[C_N_AGENTS]
-    n_units = n_agents + cfg_i[C_N_ENEMIES]
-    for e in range(uf.shape[0]):
-        reset_env(uf, ui, ei, ef, utype, spawn, tid, sight, shoot, ft, it, enemy_order, cfg_i, cfg_f, rng, e,
-                  n_agents, n_units)
-        observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
+    for e in range(battles[0].shape[0]):  # battles[0]: uf
+        reset_env(tables, battles, e)
+        observe(tables, battles, e, obs, state, avail)
 
 
 @njit(cache=True, _nrt=False)
@@ -225,25 +220,22 @@ def _step_batch(tables, battles, actions, out):
         terminated = code != RUNNING
         done[e] = terminated or ei[e, T] >= cfg_i[C_LIMIT]
         truncated[e] = done[e] and not terminated
-        observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
+        observe(tables, battles, e, obs, state, avail)
         ep_return[e] = ef[e, EP_RETURN]
         ep_length[e] = ei[e, T]
         final_obs[e] = obs[e]
         final_state[e] = state[e]
         if done[e] and cfg_i[C_AUTORESET]:
-            reset_env(uf, ui, ei, ef, utype, spawn, tid, sight, shoot, ft, it, enemy_order, cfg_i, cfg_f, rng, e,
-                      n_agents, n_units)
-            observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
+            reset_env(tables, battles, e)
+            observe(tables, battles, e, obs, state, avail)
         for a in range(n_agents):
             alive[e, a] = ui[e, a, ALIVE] != 0
 
 
 def _observe_batch(tables, battles, obs, state, avail):
     """Recompute every battle's observation, state and avail from the unit arrays."""
-    ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f = tables
-    uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf = battles
-    for e in range(uf.shape[0]):
-        observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail)
+    for e in range(battles[0].shape[0]):  # battles[0]: uf
+        observe(tables, battles, e, obs, state, avail)
 
 
 # numba's parallel=True loses its threads when loaded from the cache, so the batch kernels are

@@ -268,8 +268,13 @@ def compute_state(uf, ui, ei, utype, ft, it, tid, cfg_i, e, obs, state):
 
 
 @njit(cache=True, _nrt=False)
-def observe(uf, ui, ei, utype, ft, it, tid, walk, height, sight, shoot, cfg_i, e, obs, state, avail):
-    """Battle e's available actions, observations and state, in that order (the obs reads the avail)."""
+def observe(tables, battles, e, obs, state, avail):
+    """Battle e's available actions, observations and state, in that order (the obs reads the avail).
+
+    `tables` and `battles` are the layout.Tables and layout.Battles tuples the batch kernels take.
+    """
+    ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f = tables
+    uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf = battles
     compute_avail(uf, ui, utype, it, walk, shoot, cfg_i, e, avail)
     compute_obs(uf, ui, ei, utype, ft, tid, walk, height, sight, cfg_i, e, avail, obs)
     compute_state(uf, ui, ei, utype, ft, it, tid, cfg_i, e, obs, state)

@@ -21,6 +21,8 @@ from .layout import (
     C_MAP_Y,
     C_MAX_REWARD,
     C_MIN_ATTACK_RANGE,
+    C_N_AGENTS,
+    C_N_ENEMIES,
     C_POOL_ALLY,
     C_POOL_CUM,
     C_POOL_ENEMY,
@@ -219,9 +221,15 @@ def _swap_slots(utype, tid, spawn, e, a, b):
 
 
 @njit(cache=True, _nrt=False)
-def reset_env(uf, ui, ei, ef, utype, spawn, tid, sight, shoot, ft, it, enemy_order, cfg_i, cfg_f, rng, e,
-              n_agents, n_units):
-    """Put battle e back at its spawn state (generator maps: a freshly drawn one) and give the enemies orders."""
+def reset_env(tables, battles, e):
+    """Put battle e back at its spawn state (generator maps: a freshly drawn one) and give the enemies orders.
+
+    `tables` and `battles` are the layout.Tables and layout.Battles tuples the batch kernels take.
+    """
+    ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f = tables
+    uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf = battles
+    n_agents = cfg_i[C_N_AGENTS]
+    n_units = n_agents + cfg_i[C_N_ENEMIES]
     for k in range(NEI):
         ei[e, k] = 0
     if cfg_i[C_GENERATOR]:
