@@ -21,11 +21,13 @@ from .units import F_RADIUS, F_SPEED, I_CLIFF_WALKER, I_FLYING, I_KIND, KIND_STA
 
 @njit(cache=True, _nrt=False, inline="always")
 def dist(uf, e, u, v):
+    """Centre-to-centre distance of units u and v of battle e."""
     return math.hypot(uf[e, v, X] - uf[e, u, X], uf[e, v, Y] - uf[e, u, Y])
 
 
 @njit(cache=True, _nrt=False, inline="always")
 def walkable(x, y, ti, it, walk, cliff):
+    """Whether a unit of type ti may stand at (x, y): flyers anywhere on the map, cliff walkers on cliffs too."""
     nx, ny = walk.shape
     if x < 0.0 or y < 0.0 or x >= nx or y >= ny:
         return False
