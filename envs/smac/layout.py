@@ -58,7 +58,6 @@ MOVE_AMOUNT = 2.0
 C_POOL_ALLY, C_POOL_ENEMY, C_POOL_EXCEPTION, C_POOL_RANK = 26, 29, 32, 35
 # the observation's and state's block sizes, written by write_obs_sizes (the ObsSizes fields, in order)
 C_SIZES = 38
-N_CFG_I = 47
 # float configuration, cfg_f[...]; C_POOL_CUM: cumulative pool weights (3)
 C_DEATH_VALUE, C_WIN, C_DEFEAT, C_NEG_SCALE, C_SCALE_RATE, C_MAX_REWARD, C_MIN_ATTACK_RANGE, C_REFLECT_P = range(8)
 C_POOL_CUM = 8
@@ -82,7 +81,7 @@ class ObsSizes(NamedTuple):
 # where the kernels read each size: cfg_i[C_SIZES + k] for ObsSizes field k
 (C_MOVE_DIM, C_ENEMY_DIM, C_ALLY_DIM, C_OWN_DIM, C_TIMESTEP_DIM, C_OBS_DIM, C_STATE_ALLY_DIM, C_STATE_ENEMY_DIM,
  C_STATE_DIM) = range(C_SIZES, C_SIZES + len(ObsSizes._fields))
-assert C_STATE_DIM == N_CFG_I - 1
+N_CFG_I = C_SIZES + len(ObsSizes._fields)
 
 
 def obs_sizes(cfg_i: np.ndarray) -> ObsSizes:
