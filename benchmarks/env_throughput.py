@@ -4,6 +4,7 @@ Random valid actions; every step builds obs, state and avail. One process, E bat
 
     python benchmarks/env_throughput.py --maps 3s5z 27m_vs_30m --envs 1 64 256 1024 [--smax]
     python benchmarks/env_throughput.py --maps 3s5z --envs 1 64 --cpu-time   # one thread, CPU time per step
+    python benchmarks/env_throughput.py --maps 3s5z --envs 1 64 --cpu-time --against c3124af  # A/B vs a revision
 
 On a shared, loaded machine the wall-clock rates swing by a third from run to run; `--cpu-time` reports
 the process CPU time per env-step on one thread (best of 7 repetitions), which stays within a few percent.
@@ -12,6 +13,7 @@ the process CPU time per env-step on one thread (best of 7 repetitions), which s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -86,26 +88,78 @@ def single_throughput(map_name: str, seconds: float = 3.0) -> dict:
     return {"map": map_name, "smacenv_steps_per_s": n / (time.perf_counter() - t0)}
 
 
+class _CpuTimer:
+    """E battles of one map on one thread, stepped with random valid actions, timed in process CPU time."""
+
+    def __init__(self, batch_cls, map_name: str, n_envs: int):
+        self.b = batch_cls(map_name, n_envs, threads=1)
+        self.b.seed(0)
+        self.b.reset()
+        self.acts = np.zeros((n_envs, self.b.n_agents), np.int64)
+        self.state = np.array([12345], np.int64)
+        random_valid_actions(self.b.avail, self.state, self.acts)
+        self.b.step(self.acts)  # compile / warm up
+        self.steps = max(200, 20000 // n_envs)
+
+    def best_us(self, repeats: int) -> float:
+        """Best of `repeats` runs of CPU microseconds per env-step."""
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.process_time()
+            for _ in range(self.steps):
+                random_valid_actions(self.b.avail, self.state, self.acts)
+                self.b.step(self.acts)
+            best = min(best, (time.process_time() - t0) / (self.steps * self.b.n_envs))
+        return best * 1e6
+
+
 def cpu_time_per_step(map_name: str, n_envs: int, repeats: int = 7) -> dict:
     """Best-of-repeats process CPU microseconds per env-step of SMACBatch on one thread."""
     from marl.envs.smac import SMACBatch
 
-    b = SMACBatch(map_name, n_envs, threads=1)
-    b.seed(0)
-    b.reset()
-    acts = np.zeros((n_envs, b.n_agents), np.int64)
-    state = np.array([12345], np.int64)
-    random_valid_actions(b.avail, state, acts)
-    b.step(acts)  # compile / warm up
-    steps = max(200, 20000 // n_envs)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.process_time()
-        for _ in range(steps):
-            random_valid_actions(b.avail, state, acts)
-            b.step(acts)
-        best = min(best, (time.process_time() - t0) / (steps * n_envs))
-    return {"map": map_name, "num_envs": n_envs, "cpu_us_per_env_step": best * 1e6}
+    return {"map": map_name, "num_envs": n_envs,
+            "cpu_us_per_env_step": _CpuTimer(SMACBatch, map_name, n_envs).best_us(repeats)}
+
+
+@functools.cache
+def baseline_batch(rev: str):
+    """SMACBatch of envs/smac as of git revision `rev`, imported beside this checkout's as `smac_baseline`."""
+    import importlib
+    import subprocess
+    import tarfile
+    import tempfile
+    from io import BytesIO
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tar = subprocess.run(["git", "-C", root, "archive", rev, "envs/smac"], capture_output=True, check=True).stdout
+    tmp = tempfile.mkdtemp(prefix="smac_baseline_")
+    with tarfile.open(fileobj=BytesIO(tar)) as t:
+        t.extractall(tmp, filter="data")
+    os.rename(os.path.join(tmp, "envs", "smac"), os.path.join(tmp, "smac_baseline"))
+    sys.path.insert(0, tmp)
+    return importlib.import_module("smac_baseline").SMACBatch
+
+
+def cpu_time_against(rev: str, map_name: str, n_envs: int, rounds: int = 6, repeats: int = 3) -> dict:
+    """CPU time per env-step of this checkout's simulator and of revision `rev`'s, A/B/B/A in one process.
+
+    The rounds alternate which goes first, so that a load that comes and goes on a shared machine hits both;
+    the ratios (new / old) of the rounds give the spread.
+    """
+    from marl.envs.smac import SMACBatch
+
+    timers = {"old": _CpuTimer(baseline_batch(rev), map_name, n_envs), "new": _CpuTimer(SMACBatch, map_name, n_envs)}
+    for t in timers.values():
+        t.best_us(1)  # warm caches and clocks before the first measured round
+    us: dict[str, list[float]] = {"old": [], "new": []}
+    for r in range(rounds):
+        for k in ("old", "new") if r % 2 == 0 else ("new", "old"):
+            us[k].append(timers[k].best_us(repeats))
+    ratio = np.array(us["new"]) / np.array(us["old"])
+    return {"map": map_name, "num_envs": n_envs, "against": rev, "old_cpu_us": [round(x, 2) for x in us["old"]],
+            "new_cpu_us": [round(x, 2) for x in us["new"]], "ratio_median": round(float(np.median(ratio)), 4),
+            "ratio_min": round(float(ratio.min()), 4), "ratio_max": round(float(ratio.max()), 4),
+            "ratio_of_bests": round(min(us["new"]) / min(us["old"]), 4)}
 
 
 def main(argv=None) -> None:
@@ -116,9 +170,16 @@ def main(argv=None) -> None:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--smax", action="store_true", help="also measure JaxMARL SMAX (pip install -e '.[bench]')")
     p.add_argument("--cpu-time", action="store_true", help="only CPU time per env-step, one thread")
+    p.add_argument("--against", metavar="REV", help="with --cpu-time: A/B against envs/smac of this git revision")
+    p.add_argument("--rounds", type=int, default=6, help="A/B rounds with --against")
     args = p.parse_args(argv)
     print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d")}))
+    if args.cpu_time and args.against:
+        for m in args.maps:
+            for e in args.envs:
+                print(json.dumps(cpu_time_against(args.against, m, e, args.rounds)), flush=True)
+        return
     if args.cpu_time:
         for m in args.maps:
             for e in args.envs:

@@ -11,47 +11,47 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 def stage(batch, unit, *, x=None, y=None, health=None, shield=None, alive=None, order=None, e=0):
     """Edit one unit of battle e in place (positions, health, orders), keeping reward bookkeeping exact."""
-    from marl.envs.smac import core
+    from marl.envs.smac import layout
 
     uf, ui = batch.uf, batch.ui
     if x is not None:
-        uf[e, unit, core.X] = x
+        uf[e, unit, layout.X] = x
     if y is not None:
-        uf[e, unit, core.Y] = y
+        uf[e, unit, layout.Y] = y
     if health is not None:
-        uf[e, unit, core.HP] = health
+        uf[e, unit, layout.HP] = health
     if shield is not None:
-        uf[e, unit, core.SH] = shield
+        uf[e, unit, layout.SH] = shield
     if alive is not None:
-        ui[e, unit, core.ALIVE] = int(alive)
+        ui[e, unit, layout.ALIVE] = int(alive)
         if not alive:
-            uf[e, unit, core.HP] = 0.0
-            uf[e, unit, core.SH] = 0.0
-            ui[e, unit, core.DEATH_SEEN] = 1
+            uf[e, unit, layout.HP] = 0.0
+            uf[e, unit, layout.SH] = 0.0
+            ui[e, unit, layout.DEATH_SEEN] = 1
     if order is not None:
-        ui[e, unit, core.ORDER] = order
-        ui[e, unit, core.TARGET] = -1
-    uf[e, unit, core.PREV_HS] = uf[e, unit, core.HP] + uf[e, unit, core.SH]
+        ui[e, unit, layout.ORDER] = order
+        ui[e, unit, layout.TARGET] = -1
+    uf[e, unit, layout.PREV_HS] = uf[e, unit, layout.HP] + uf[e, unit, layout.SH]
 
 
 def freeze_enemies(batch, e=0):
     """Make every enemy stand idle (no attack-move), so a test controls who fights."""
-    from marl.envs.smac import core
+    from marl.envs.smac import layout
 
-    batch.ui[e, batch.n_agents:, core.ORDER] = core.ORD_IDLE
-    batch.ui[e, batch.n_agents:, core.TARGET] = -1
+    batch.ui[e, batch.n_agents:, layout.ORDER] = layout.ORD_IDLE
+    batch.ui[e, batch.n_agents:, layout.TARGET] = -1
 
 
 def set_type(batch, unit, type_name, e=0):
     """Turn unit into another unit type (full health and shields of that type)."""
-    from marl.envs.smac import core
+    from marl.envs.smac import layout
     from marl.envs.smac.units import TYPE_INDEX, UNIT_TYPES
 
     batch.utype[e, unit] = TYPE_INDEX[type_name]
     u = UNIT_TYPES[type_name]
-    batch.uf[e, unit, core.HP] = u.hp
-    batch.uf[e, unit, core.SH] = u.shield
-    batch.uf[e, unit, core.PREV_HS] = u.hp + u.shield
+    batch.uf[e, unit, layout.HP] = u.hp
+    batch.uf[e, unit, layout.SH] = u.shield
+    batch.uf[e, unit, layout.PREV_HS] = u.hp + u.shield
 
 
 def actions_for(batch, **by_agent):

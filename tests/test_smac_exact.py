@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import actions_for, freeze_enemies, set_type, stage
 
-from marl.envs.smac import SMACBatch, SMACEnv, SMACError, core, map_names
+from marl.envs.smac import SMACBatch, SMACEnv, SMACError, combat, layout, map_names
 from marl.envs.smac.maps import get_map
 
 # (obs, state, n_actions) of SMAC's StarCraft2Env with default options
@@ -137,7 +137,7 @@ def test_one_marine_volley_on_a_stalker_hits_shields_then_health_through_armor()
     env.step([6, 1, 1])
     u = b.units(0)
     assert (u["shield"][3], u["health"][3]) == (74.0, 80.0)  # 6 damage, all on the shield
-    b.uf[0, 0, core.CD] = 0.0
+    b.uf[0, 0, layout.CD] = 0.0
     stage(b, 3, shield=2.0)
     env.step([6, 1, 1])
     u = b.units(0)
@@ -166,7 +166,7 @@ def test_bonus_damage_double_hits_and_minimum_damage():
     assert u["shield"][3] == 80.0 - 20.0  # marauder 10 +10 vs armored, on shields
     assert u["health"][4] == 45.0 - 0.5 - 0.5  # armor 10 vs 8 twice: the 0.5 floor twice
     b.ft[b.utype[0, 5], 2] = 0.0
-    b.uf[0, 1, core.CD] = 0.0
+    b.uf[0, 1, layout.CD] = 0.0
     stage(b, 4, health=45.0)
     b.step(np.array([[1, 7, 1]]))
     assert b.units(0)["health"][4] == 45.0 - 16.0  # zealot: 8 twice per cooldown
@@ -236,9 +236,9 @@ def test_shield_and_zerg_regeneration():
     b.reset()
     freeze_enemies(b)
     stage(b, 0, shield=10.0)
-    b.uf[0, 0, core.NODMG] = 0.0  # just hit: no regeneration for 10 game-seconds (160 loops)
+    b.uf[0, 0, layout.NODMG] = 0.0  # just hit: no regeneration for 10 game-seconds (160 loops)
     stage(b, 1, shield=10.0)
-    b.uf[0, 1, core.NODMG] = 160.0
+    b.uf[0, 1, layout.NODMG] = 160.0
     b.step(actions_for(b))
     u = b.units(0)
     assert u["shield"][0] == 10.0 and u["shield"][1] == pytest.approx(10.0 + 8 * 2 / 16)
@@ -391,13 +391,13 @@ def test_colossus_crosses_cliffs_zerglings_take_the_ramp():
     stage(b, 0, x=16.0, y=16.0)
     zergling = b.n_units - 1
     stage(b, zergling, x=20.0, y=9.0)
-    b.ui[0, 0, core.ORDER] = core.ORD_MOVE
-    b.uf[0, 0, core.TX], b.uf[0, 0, core.TY] = 16.0, 9.0
-    b.ui[0, zergling, core.ORDER] = core.ORD_MOVE
-    b.uf[0, zergling, core.TX], b.uf[0, zergling, core.TY] = 20.0, 17.0
+    b.ui[0, 0, layout.ORDER] = layout.ORD_MOVE
+    b.uf[0, 0, layout.TX], b.uf[0, 0, layout.TY] = 16.0, 9.0
+    b.ui[0, zergling, layout.ORDER] = layout.ORD_MOVE
+    b.uf[0, zergling, layout.TX], b.uf[0, zergling, layout.TY] = 20.0, 17.0
     colossus_x, zergling_at_bar = [], []
     for _ in range(8 * 60):  # game loops straight from the kernel: every agent action would replace the order
-        core.simulate_loop(b.uf, b.ui, b.utype, b.ft, b.it, b.walk, b.cliff, b.nav, b.rng, 0, A, b.n_units,
+        combat.simulate_loop(b.uf, b.ui, b.utype, b.ft, b.it, b.walk, b.cliff, b.nav, b.rng, 0, A, b.n_units,
                            b.order_buf[0])
         u = b.units(0)
         colossus_x.append(u["x"][0])

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pettingzoo.test import parallel_api_test
 
-from marl.envs.smac import SMACBatch, SMACEnv, SMACParallelEnv, SMACVecEnv, core, generator_names, map_names
+from marl.envs.smac import SMACBatch, SMACEnv, SMACParallelEnv, SMACVecEnv, generator_names, layout, map_names
 from marl.envs.smac.units import TYPE_NAMES, UNIT_TYPES
 
 RACES = {  # SMACv2: race -> (unit pool in unit-type-bit order, shield bits, the type no team may be made of only)
@@ -115,9 +115,9 @@ def test_agents_are_numbered_by_rl_type_id_then_position():
 
 def test_reflect_and_surrounded_start_positions():
     draws = _draw("protoss_10_vs_11", 64, 6, seed=3)
-    layouts = np.concatenate([d["ei"][:, core.LAYOUT] for d in draws])
-    assert set(layouts) == {core.LAYOUT_REFLECT, core.LAYOUT_SURROUNDED}
-    assert abs(np.mean(layouts == core.LAYOUT_REFLECT) - 0.5) < 0.12
+    layouts = np.concatenate([d["ei"][:, layout.LAYOUT] for d in draws])
+    assert set(layouts) == {layout.LAYOUT_REFLECT, layout.LAYOUT_SURROUNDED}
+    assert abs(np.mean(layouts == layout.LAYOUT_REFLECT) - 0.5) < 0.12
     # units of one point stand on a spiral around it: how far the 11 farthest may be (colossi: radius 1)
     reach = (2 * 1.0 + 0.05) / 1.546 * math.sqrt(10.5) + 1e-9
     corners = {0: (0, 0), 1: (0, 32), 2: (32, 32), 3: (32, 0)}
@@ -125,9 +125,9 @@ def test_reflect_and_surrounded_start_positions():
     for d in draws:
         for e in range(64):
             pos, tid = d["spawn"][e], d["tid"][e]
-            assert np.array_equal(pos, d["uf"][e, :, [core.X, core.Y]].T)  # units stand on their start
+            assert np.array_equal(pos, d["uf"][e, :, [layout.X, layout.Y]].T)  # units stand on their start
             assert ((pos >= 0) & (pos < 32)).all()
-            if d["ei"][e, core.LAYOUT] == core.LAYOUT_REFLECT:
+            if d["ei"][e, layout.LAYOUT] == layout.LAYOUT_REFLECT:
                 allies, enemies = pos[:10], pos[10:]
                 assert ((allies[:, 0] >= 0) & (allies[:, 0] < 15)).all()
                 # each of the first 10 enemies is some ally of the same type mirrored at x = 32 - x
@@ -153,7 +153,7 @@ def test_surrounded_groups_are_contiguous_spirals_on_distinct_diagonals():
     b.seed(5)
     b.reset()
     seen = 0
-    for e in np.flatnonzero(b.ei[:, core.LAYOUT] == core.LAYOUT_SURROUNDED):
+    for e in np.flatnonzero(b.ei[:, layout.LAYOUT] == layout.LAYOUT_SURROUNDED):
         pos = b.spawn[e, 20:]
         # far from the centre a spiral (radius <= 4.1 here) cannot leave its diagonal's quadrant
         far = np.hypot(pos[:, 0] - 16, pos[:, 1] - 16) > 14
@@ -284,14 +284,14 @@ def test_idle_enemies_attack_the_closest_ally_they_can_hit():
     b = SMACBatch("protoss_10_vs_10", 8, autoreset=False)
     b.seed(7)
     b.reset()
-    assert (b.ui[:, 10:, core.ORDER] == core.ORD_IDLE).all()
-    x, y = b.uf[:, :, core.X].copy(), b.uf[:, :, core.Y].copy()
+    assert (b.ui[:, 10:, layout.ORDER] == layout.ORD_IDLE).all()
+    x, y = b.uf[:, :, layout.X].copy(), b.uf[:, :, layout.Y].copy()
     b.step(np.ones((8, 10), np.int64))  # everybody stops
     for e in range(8):
         d = np.hypot(x[e, 10:, None] - x[e, None, :10], y[e, 10:, None] - y[e, None, :10])
-        alive = b.ui[e, 10:, core.ALIVE] == 1
-        assert (b.ui[e, 10:, core.ORDER][alive] == core.ORD_ATTACK).all()
-        assert (b.ui[e, 10:, core.TARGET][alive] == d.argmin(1)[alive]).all()
+        alive = b.ui[e, 10:, layout.ALIVE] == 1
+        assert (b.ui[e, 10:, layout.ORDER][alive] == layout.ORD_ATTACK).all()
+        assert (b.ui[e, 10:, layout.TARGET][alive] == d.argmin(1)[alive]).all()
 
 
 def test_terran_medivacs_heal_and_pettingzoo_face_works():
@@ -302,9 +302,9 @@ def test_terran_medivacs_heal_and_pettingzoo_face_works():
     assert not [str(w.message) for w in caught if "pettingzoo" in w.filename]
     assert env.possible_agents == [f"terran_{i}" for i in range(5)]
     b, e, a = _battle_with("terran", "medivac")
-    assert b.cfg_i[core.C_MMM] == 1  # heal targets and the only-medivacs-left rule, as on MMM
+    assert b.cfg_i[layout.C_MMM] == 1  # heal targets and the only-medivacs-left rule, as on MMM
     others = [j for j in range(10) if b.units(e)["unit_type"][j] != "medivac"]
-    stage(b, others[0], x=b.uf[e, a, core.X] + 1.0, y=b.uf[e, a, core.Y], e=e)
+    stage(b, others[0], x=b.uf[e, a, layout.X] + 1.0, y=b.uf[e, a, layout.Y], e=e)
     b.observe()
     assert b.avail[e, a, 6 + others[0]]
 

@@ -24,13 +24,12 @@ import yaml
 
 from marl.spec import EnvSpec, ObsBlock, Step
 
-from . import core
+from . import core, layout
+from .layout import N_NO_ATTACK_ACTIONS, SHOOT_RANGE, SIGHT_RANGE, Battles, Tables
 from .maps import GENERATOR_RACES, REFLECT_PROBABILITY, SMACMap, get_map
+from .navigation import nav_tables
 from .units import F_HP, F_RANGE, F_SHIELD, F_SIGHT, I_KIND, KIND_MEDIVAC, TYPE_INDEX, TYPE_NAMES, unit_tables
 
-SIGHT_RANGE = core.SIGHT_RANGE
-SHOOT_RANGE = core.SHOOT_RANGE
-N_ACTIONS_NO_ATTACK = 6
 # SMACv2 numbers agents by their *_RL type id first; those ids are alphabetical over its nine unit types
 _RL_RANK = {name: i for i, name in enumerate(sorted({u for _, pool, _ in GENERATOR_RACES.values() for u in pool}))}
 
@@ -91,7 +90,7 @@ class SMACBatch:
         o = self.options
         E, A, N, U = int(n_envs), m.n_agents, m.n_enemies, m.n_units
         self.n_envs, self.n_agents, self.n_enemies, self.n_units = E, A, N, U
-        self.n_actions = N_ACTIONS_NO_ATTACK + N
+        self.n_actions = N_NO_ATTACK_ACTIONS + N
         self.ft, self.it = unit_tables()
         self.utype = np.broadcast_to(m.unit_type, (E, U)).copy()
         self.tid = np.broadcast_to(m.type_id, (E, U)).copy()
@@ -104,75 +103,72 @@ class SMACBatch:
             self.shoot = np.full((E, U), SHOOT_RANGE)
         self.walk = m.pathing
         self.cliff = m.cliff_pathing
-        self.nav = m.nav()
+        self.nav = nav_tables(m.name)
         self.height = m.height
         self.enemy_order = m.enemy_order
 
         self.shield_a = int(m.a_race == "P")
         self.shield_e = int(m.b_race == "P")
         bits = m.unit_type_bits
-        cfg = np.zeros(core.N_CFG_I, np.int64)
-        cfg[core.C_N_AGENTS], cfg[core.C_N_ENEMIES], cfg[core.C_N_ACTIONS] = A, N, self.n_actions
-        cfg[core.C_LIMIT] = m.limit
-        cfg[core.C_SHIELD_A], cfg[core.C_SHIELD_E], cfg[core.C_TYPE_BITS] = self.shield_a, self.shield_e, bits
-        for idx, key in [(core.C_OBS_ALL_HEALTH, "obs_all_health"), (core.C_OBS_OWN_HEALTH, "obs_own_health"),
-                         (core.C_OBS_LAST_ACTION, "obs_last_action"), (core.C_OBS_PATHING, "obs_pathing_grid"),
-                         (core.C_OBS_TERRAIN, "obs_terrain_height"), (core.C_OBS_TIMESTEP, "obs_timestep_number"),
-                         (core.C_STATE_LAST_ACTION, "state_last_action"),
-                         (core.C_STATE_TIMESTEP, "state_timestep_number"),
-                         (core.C_OBS_INSTEAD_OF_STATE, "obs_instead_of_state"),
-                         (core.C_REWARD_SPARSE, "reward_sparse"),
-                         (core.C_REWARD_ONLY_POSITIVE, "reward_only_positive"),
-                         (core.C_REWARD_SCALE, "reward_scale")]:
+        cfg = np.zeros(layout.N_CFG_I, np.int64)
+        cfg[layout.C_N_AGENTS], cfg[layout.C_N_ENEMIES], cfg[layout.C_N_ACTIONS] = A, N, self.n_actions
+        cfg[layout.C_LIMIT] = m.limit
+        cfg[layout.C_SHIELD_A], cfg[layout.C_SHIELD_E], cfg[layout.C_TYPE_BITS] = self.shield_a, self.shield_e, bits
+        for idx, key in [(layout.C_OBS_ALL_HEALTH, "obs_all_health"), (layout.C_OBS_OWN_HEALTH, "obs_own_health"),
+                         (layout.C_OBS_LAST_ACTION, "obs_last_action"), (layout.C_OBS_PATHING, "obs_pathing_grid"),
+                         (layout.C_OBS_TERRAIN, "obs_terrain_height"), (layout.C_OBS_TIMESTEP, "obs_timestep_number"),
+                         (layout.C_STATE_LAST_ACTION, "state_last_action"),
+                         (layout.C_STATE_TIMESTEP, "state_timestep_number"),
+                         (layout.C_OBS_INSTEAD_OF_STATE, "obs_instead_of_state"),
+                         (layout.C_REWARD_SPARSE, "reward_sparse"),
+                         (layout.C_REWARD_ONLY_POSITIVE, "reward_only_positive"),
+                         (layout.C_REWARD_SCALE, "reward_scale")]:
             cfg[idx] = int(bool(o[key]))
-        cfg[core.C_MMM] = int(m.map_type in ("MMM", "terran_gen"))
-        cfg[core.C_AUTORESET] = int(autoreset)
-        cfg[core.C_MAP_X], cfg[core.C_MAP_Y] = m.map_x, m.map_y
-        cfg[core.C_OBS_OWN_POS] = int(bool(o["obs_own_pos"]))
-        cfg[core.C_UNIT_RANGES] = int(bool(o["use_unit_ranges"]))
-        cfg_f = np.zeros(core.N_CFG_F)
+        cfg[layout.C_MMM] = int(m.map_type in ("MMM", "terran_gen"))
+        cfg[layout.C_AUTORESET] = int(autoreset)
+        cfg[layout.C_MAP_X], cfg[layout.C_MAP_Y] = m.map_x, m.map_y
+        cfg[layout.C_OBS_OWN_POS] = int(bool(o["obs_own_pos"]))
+        cfg[layout.C_UNIT_RANGES] = int(bool(o["use_unit_ranges"]))
+        cfg_f = np.zeros(layout.N_CFG_F)
         if m.generator:
-            cfg[core.C_GENERATOR] = 1
+            cfg[layout.C_GENERATOR] = 1
             for k, name in enumerate(m.pool):
-                cfg[core.C_POOL_ALLY + k] = TYPE_INDEX["medivac_rl" if name == "medivac" else name]
-                cfg[core.C_POOL_ENEMY + k] = TYPE_INDEX[name]
-                cfg[core.C_POOL_EXCEPTION + k] = int(name in m.pool_exceptions)
-                cfg[core.C_POOL_RANK + k] = _RL_RANK[name]
+                cfg[layout.C_POOL_ALLY + k] = TYPE_INDEX["medivac_rl" if name == "medivac" else name]
+                cfg[layout.C_POOL_ENEMY + k] = TYPE_INDEX[name]
+                cfg[layout.C_POOL_EXCEPTION + k] = int(name in m.pool_exceptions)
+                cfg[layout.C_POOL_RANK + k] = _RL_RANK[name]
             cum = np.cumsum(m.pool_weights) / np.sum(m.pool_weights)
-            cfg_f[core.C_POOL_CUM:core.C_POOL_CUM + len(cum)] = cum
-            cfg_f[core.C_REFLECT_P] = REFLECT_PROBABILITY
+            cfg_f[layout.C_POOL_CUM:layout.C_POOL_CUM + len(cum)] = cum
+            cfg_f[layout.C_REFLECT_P] = REFLECT_PROBABILITY
         self.cfg_i = cfg
         enemy_types = m.unit_type[A:]
-        # generator maps: each battle's own scale, fixed by its first drawn team (see core.draw_generator_battle)
+        # generator maps: each battle's own scale, fixed by its first drawn team (see spawn.draw_generator_battle)
         max_reward = float(N * o["reward_death_value"] + o["reward_win"]
                            + sum(self.ft[t, F_HP] + self.ft[t, F_SHIELD] for t in enemy_types))
-        cfg_f[:core.C_MIN_ATTACK_RANGE + 1] = [o["reward_death_value"], o["reward_win"], o["reward_defeat"],
+        cfg_f[:layout.C_MIN_ATTACK_RANGE + 1] = [o["reward_death_value"], o["reward_win"], o["reward_defeat"],
                                                o["reward_negative_scale"], o["reward_scale_rate"], max_reward,
                                                o["min_attack_range"]]
         self.cfg_f = cfg_f
 
-        all_health, own_health = int(bool(o["obs_all_health"])), int(bool(o["obs_own_health"]))
-        self.move_dim = 4 + 8 * int(bool(o["obs_pathing_grid"])) + 9 * int(bool(o["obs_terrain_height"]))
-        self.enemy_dim = 4 + bits + (1 + self.shield_e) * all_health
-        self.ally_dim = (4 + bits + (1 + self.shield_a) * all_health
-                         + self.n_actions * int(bool(o["obs_last_action"])))
-        self.own_dim = bits + (1 + self.shield_a) * own_health + 2 * int(bool(o["obs_own_pos"]))
-        self.timestep_dim = int(bool(o["obs_timestep_number"]))
-        self.obs_dim = (self.move_dim + N * self.enemy_dim + (A - 1) * self.ally_dim + self.own_dim
-                        + self.timestep_dim)
-        if o["obs_instead_of_state"]:
-            self.state_dim = A * self.obs_dim
-        else:
-            self.state_dim = (A * (4 + self.shield_a + bits) + N * (3 + self.shield_e + bits)
-                              + A * self.n_actions * int(bool(o["state_last_action"]))
-                              + int(bool(o["state_timestep_number"])))
+        # the one place the observation's and state's sizes are computed; the kernels read them from cfg_i
+        self.sizes = layout.write_obs_sizes(cfg)
+        self.move_dim, self.enemy_dim, self.ally_dim = self.sizes.move, self.sizes.enemy, self.sizes.ally
+        self.own_dim, self.timestep_dim = self.sizes.own, self.sizes.timestep
+        self.obs_dim, self.state_dim = self.sizes.obs, self.sizes.state
 
-        self.uf = np.zeros((E, U, core.NUF))
-        self.ui = np.zeros((E, U, core.NUI), np.int64)
-        self.ei = np.zeros((E, core.NEI), np.int64)
-        self.ef = np.zeros((E, core.NEF))
+        self.uf = np.zeros((E, U, layout.NUF))
+        self.ui = np.zeros((E, U, layout.NUI), np.int64)
+        self.ei = np.zeros((E, layout.NEI), np.int64)
+        self.ef = np.zeros((E, layout.NEF))
         self.rng = np.zeros(E, np.uint64)
         self.order_buf = np.zeros((E, U), np.int64)
+        self.tables = Tables(self.ft, self.it, self.walk, self.cliff, self.nav, self.height, self.enemy_order,
+                             self.cfg_i, self.cfg_f)
+        self.battles = Battles(self.uf, self.ui, self.ei, self.ef, self.utype, self.spawn, self.tid, self.sight,
+                               self.shoot, self.rng, self.order_buf)
+        # the kernels' bundles as plain tuples, made once: numba types a plain tuple of arrays as fast as
+        # separate arrays, a namedtuple about 1 us slower per call; every array above is edited in place only
+        self._kernel_tables, self._kernel_battles = tuple(self.tables), tuple(self.battles)
         self.obs = np.zeros((E, A, self.obs_dim), np.float32)
         self.state = np.zeros((E, self.state_dim), np.float32)
         self.avail = np.zeros((E, A, self.n_actions), np.bool_)
@@ -187,35 +183,30 @@ class SMACBatch:
         for e in range(self.n_envs):
             ss = np.random.SeedSequence(entropy, spawn_key=(e,))
             self.rng[e] = ss.generate_state(1, np.uint64)[0]
-        self.ef[:, core.MAX_REWARD] = 0.0  # a re-seeded battle starts afresh, as a new SMACv2 env would
+        self.ef[:, layout.MAX_REWARD] = 0.0  # a re-seeded battle starts afresh, as a new SMACv2 env would
 
     @property
     def max_reward(self) -> float:
         """SMAC's max_reward of battle 0 (the reward scale's divisor times reward_scale_rate)."""
-        return float(self.ef[0, core.MAX_REWARD] if self._started else self.cfg_f[core.C_MAX_REWARD])
-
-    def _kernel_args(self, *per_battle) -> tuple[tuple, tuple]:
-        """The batch kernels' arguments: those shared by all battles, and the per-battle arrays."""
-        shared = (self.ft, self.it, self.walk, self.cliff, self.nav, self.height, self.enemy_order, self.cfg_i,
-                  self.cfg_f)
-        own = (self.uf, self.ui, self.ei, self.ef, self.utype, self.spawn, self.tid, self.sight, self.shoot,
-               self.rng, self.order_buf) + per_battle
-        return shared, own
+        return float(self.ef[0, layout.MAX_REWARD] if self._started else self.cfg_f[layout.C_MAX_REWARD])
 
     def reset_battles(self, envs, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> None:
         """Reset the battles `envs` as auto-reset would, writing their first obs, state and avail rows."""
-        shared, own = self._kernel_args(obs, state, avail)
         for e in envs:
-            core.reset_batch(*shared, *(a[e:e + 1] for a in own))  # one-battle views of the batch arrays
+            one = _rows(self._kernel_battles, e, e + 1)  # one-battle views of the batch arrays
+            core.reset_batch(self._kernel_tables, one, obs[e:e + 1], state[e:e + 1], avail[e:e + 1])
 
     def _run(self, kernel, *per_battle) -> None:
-        """Run a batch kernel over all battles, in slices on the thread pool when E is large."""
-        shared, own = self._kernel_args(*per_battle)
+        """Run a batch kernel over all battles, in slices on the thread pool when E is large.
+
+        Each of `per_battle` is an array or a tuple of arrays, first axis E.
+        """
+        tables, battles = self._kernel_tables, self._kernel_battles
         if self._pool is None:
-            kernel(*shared, *own)
+            kernel(tables, battles, *per_battle)
             return
         bounds = np.linspace(0, self.n_envs, self._threads + 1).astype(int)
-        jobs = [self._pool.submit(kernel, *shared, *(a[lo:hi] for a in own))
+        jobs = [self._pool.submit(kernel, tables, _rows(battles, lo, hi), *(_rows(a, lo, hi) for a in per_battle))
                 for lo, hi in zip(bounds[:-1], bounds[1:])]
         for job in jobs:
             job.result()
@@ -238,6 +229,7 @@ class SMACBatch:
             raise SMACError(f"actions must be integers of shape ({self.n_envs}, {self.n_agents}), "
                             f"got {actions.dtype} {actions.shape}")
         E, A = self.n_envs, self.n_agents
+        # in StepOut's field order, which the step kernel unpacks (a dict: cheaper to make than a StepOut)
         out = dict(
             obs=np.empty((E, A, self.obs_dim), np.float32), state=np.empty((E, self.state_dim), np.float32),
             avail=np.empty((E, A, self.n_actions), np.bool_), reward=np.empty(E, np.float32),
@@ -254,9 +246,7 @@ class SMACBatch:
             ok = np.flatnonzero(self.avail[e, a]).tolist()
             where = f"env {e}, " if E > 1 else ""
             raise SMACError(f"{where}agent {a} cannot take action {act}; available actions: {ok}")
-        self._run(core.step_batch, actions, out["obs"], out["state"], out["avail"], out["reward"], out["done"],
-                  out["truncated"], out["won"], out["alive"], out["episode_return"], out["episode_length"],
-                  out["final_obs"], out["final_state"])
+        self._run(core.step_batch, actions, tuple(out.values()))
         self.obs, self.state, self.avail = out["obs"], out["state"], out["avail"]
         return out
 
@@ -284,10 +274,10 @@ class SMACBatch:
         snap = dict(snap)
         E = self.n_envs
         ei, ef = snap.get("ei"), snap.get("ef")
-        if ei is not None and ei.shape == (E, core.NEI - 1):
-            snap["ei"] = np.concatenate([ei, np.full((E, 1), core.LAYOUT_FIXED, ei.dtype)], axis=1)
-        if ef is not None and ef.shape == (E, core.NEF - 1):
-            snap["ef"] = np.concatenate([ef, np.full((E, 1), self.cfg_f[core.C_MAX_REWARD], ef.dtype)], axis=1)
+        if ei is not None and ei.shape == (E, layout.NEI - 1):
+            snap["ei"] = np.concatenate([ei, np.full((E, 1), layout.LAYOUT_FIXED, ei.dtype)], axis=1)
+        if ef is not None and ef.shape == (E, layout.NEF - 1):
+            snap["ef"] = np.concatenate([ef, np.full((E, 1), self.cfg_f[layout.C_MAX_REWARD], ef.dtype)], axis=1)
         for k in ("sight", "shoot"):  # a v1 map's ranges never change within a run
             snap.setdefault(k, getattr(self, k).copy())
         return snap
@@ -316,10 +306,10 @@ class SMACBatch:
     def units(self, e: int = 0) -> dict[str, np.ndarray]:
         """Battle e's units as named arrays (positions, health, shields, alive, type, team)."""
         uf, ui = self.uf[e], self.ui[e]
-        return dict(x=uf[:, core.X].copy(), y=uf[:, core.Y].copy(), health=uf[:, core.HP].copy(),
-                    shield=uf[:, core.SH].copy(), energy=uf[:, core.EN].copy(),
-                    cooldown=uf[:, core.CD].copy(), alive=ui[:, core.ALIVE].astype(bool),
-                    order=ui[:, core.ORDER].copy(), target=ui[:, core.TARGET].copy(),
+        return dict(x=uf[:, layout.X].copy(), y=uf[:, layout.Y].copy(), health=uf[:, layout.HP].copy(),
+                    shield=uf[:, layout.SH].copy(), energy=uf[:, layout.EN].copy(),
+                    cooldown=uf[:, layout.CD].copy(), alive=ui[:, layout.ALIVE].astype(bool),
+                    order=ui[:, layout.ORDER].copy(), target=ui[:, layout.TARGET].copy(),
                     unit_type=np.array([TYPE_NAMES[t].removesuffix("_rl") for t in self.utype[e]]),
                     team=np.array([0] * self.n_agents + [1] * self.n_enemies))
 
@@ -353,28 +343,28 @@ class SMACVecEnv:
             return self._step_keeping_frames(actions)
         self._final_frames = None
         out = self.batch.step(actions)
-        return Step(t=self.batch.ei[:, core.T].copy(), **out)
+        return Step(t=self.batch.ei[:, layout.T].copy(), **out)
 
     def _step_keeping_frames(self, actions: np.ndarray) -> Step:
         """step() with the kernel's auto-reset held back until the ended battles' units are copied."""
         b = self.batch
-        b.cfg_i[core.C_AUTORESET] = 0
+        b.cfg_i[layout.C_AUTORESET] = 0
         try:
             out = b.step(actions)
         finally:
-            b.cfg_i[core.C_AUTORESET] = 1
+            b.cfg_i[layout.C_AUTORESET] = 1
         self._final_frames = self._unit_frames()
         # the same reset and observation the kernel would have run, once per ended episode
         ended = np.flatnonzero(out["done"])
         b.reset_battles(ended, out["obs"], out["state"], out["avail"])
-        out["alive"][ended] = b.ui[ended, : b.n_agents, core.ALIVE] != 0
-        return Step(t=b.ei[:, core.T].copy(), **out)
+        out["alive"][ended] = b.ui[ended, : b.n_agents, layout.ALIVE] != 0
+        return Step(t=b.ei[:, layout.T].copy(), **out)
 
     def _unit_frames(self) -> dict[str, np.ndarray]:
         uf, ui = self.batch.uf, self.batch.ui
-        return dict(x=uf[:, :, core.X].astype(np.float32), y=uf[:, :, core.Y].astype(np.float32),
-                    health=uf[:, :, core.HP].astype(np.float32), shield=uf[:, :, core.SH].astype(np.float32),
-                    alive=ui[:, :, core.ALIVE] != 0, target=ui[:, :, core.TARGET].copy())
+        return dict(x=uf[:, :, layout.X].astype(np.float32), y=uf[:, :, layout.Y].astype(np.float32),
+                    health=uf[:, :, layout.HP].astype(np.float32), shield=uf[:, :, layout.SH].astype(np.float32),
+                    alive=ui[:, :, layout.ALIVE] != 0, target=ui[:, :, layout.TARGET].copy())
 
     def frames(self) -> dict[str, np.ndarray]:
         """Every battle's units now: x, y, health, shield f32[E, U], alive bool[E, U], order target int[E, U].
@@ -404,7 +394,7 @@ class SMACVecEnv:
         actions = np.asarray(actions, np.int64)
         A = b.n_agents
         medivac = b.it[b.utype[:, :A], I_KIND] == KIND_MEDIVAC
-        j = actions - N_ACTIONS_NO_ATTACK
+        j = actions - N_NO_ATTACK_ACTIONS
         return np.where(j >= 0, np.where(medivac, j, A + j), -1)
 
     def get_state(self) -> dict:
@@ -419,7 +409,7 @@ class SMACVecEnv:
         E = b.n_envs
         return Step(obs=b.obs.copy(), state=b.state.copy(), avail=b.avail.copy(), reward=np.zeros(E, np.float32),
                     done=np.zeros(E, bool), truncated=np.zeros(E, bool),
-                    alive=b.ui[:, :b.n_agents, core.ALIVE].astype(bool), t=b.ei[:, core.T].copy(),
+                    alive=b.ui[:, :b.n_agents, layout.ALIVE].astype(bool), t=b.ei[:, layout.T].copy(),
                     episode_return=np.zeros(E, np.float32), episode_length=np.zeros(E, np.int64),
                     won=np.zeros(E, bool), final_obs=b.obs.copy(), final_state=b.state.copy())
 
@@ -486,8 +476,8 @@ class SMACEnv:
         self._episode_steps += 1
         self._total_steps += 1
         ei = self.batch.ei[0]
-        info = {"battle_won": bool(out["won"][0]), "dead_allies": int(ei[core.DEAD_ALLIES]),
-                "dead_enemies": int(ei[core.DEAD_ENEMIES])}
+        info = {"battle_won": bool(out["won"][0]), "dead_allies": int(ei[layout.DEAD_ALLIES]),
+                "dead_enemies": int(ei[layout.DEAD_ENEMIES])}
         terminated = bool(out["done"][0])
         if terminated:
             self._terminated = True
@@ -641,3 +631,8 @@ class SMACEnv:
     def is_medivac(self, agent_id: int) -> bool:
         """Whether this agent is a medivac (its attack actions heal allies instead)."""
         return bool(self.batch.it[self.batch.utype[0, self._agent(agent_id)], I_KIND] == KIND_MEDIVAC)
+
+
+def _rows(arrays, lo: int, hi: int):
+    """Battles [lo, hi) of an array, or of each array of a tuple."""
+    return tuple(a[lo:hi] for a in arrays) if isinstance(arrays, tuple) else arrays[lo:hi]

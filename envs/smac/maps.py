@@ -5,7 +5,7 @@ files. Agent order follows SMAC: allies sorted by unit type (SMAC's `*_RL` type 
 then by x and y of their spawn position; enemies in the order the map spawns them.
 
 SMACv2's generator scenarios (`protoss_5_vs_5` ... `zerg_20_vs_23`) play on the flat 32x32 map; their
-teams and start positions are drawn per episode by the kernels (core.draw_generator_battle), so their
+teams and start positions are drawn per episode by the kernels (spawn.draw_generator_battle), so their
 SMACMap carries the unit pool and its weights instead of a fixed roster.
 """
 
@@ -67,10 +67,6 @@ class SMACMap:
     pool: tuple[str, ...] = ()  # generator unit pool, in unit-type-bit order
     pool_weights: tuple[float, ...] = ()
     pool_exceptions: tuple[str, ...] = ()  # pool types a team may not consist of only
-
-    def nav(self) -> np.ndarray:
-        """int16[2, C, C]: grid path lengths for ground units and for cliff walkers (cached per map)."""
-        return _nav_tables(self.name)
 
     @property
     def n_units(self) -> int:
@@ -261,16 +257,6 @@ def _generator_map(name: str) -> SMACMap:
         cliff_pathing=walk.copy(), height=level * 16.0 / 255.0, generator=True, pool=pool,
         pool_weights=GENERATOR_WEIGHTS, pool_exceptions=exceptions,
     )
-
-
-@lru_cache(maxsize=8)
-def _nav_tables(name: str) -> np.ndarray:
-    from .core import nav_distances
-
-    m = get_map(name)
-    cliff = nav_distances(m.cliff_pathing) if (m.cliff_pathing != m.pathing).any() else None
-    ground = nav_distances(m.pathing)
-    return np.stack([ground, ground if cliff is None else cliff])
 
 
 def allies_spawn_points(m: dict) -> list[tuple[float, float]]:

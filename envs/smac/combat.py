@@ -1,0 +1,374 @@
+"""Combat kernels of the embedded SMAC simulator: weapons, damage, heals, regeneration, the built-in AI's
+choice of targets, and one game loop of a battle.
+
+In each game loop every living unit, in a random order, counts its weapon cooldown down by one loop and acts
+on its order (move, attack, heal, attack-move, hunt, hold); then overlapping ground units are pushed apart;
+then shields, zerg health and medivac energy regenerate. Damage lands when a weapon fires: projectile travel
+time is not modelled. The built-in AI picks threats first, then the nearest (docs/smac_rules.md), not SC2's
+exact target-priority table.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from .layout import (
+    ALIVE,
+    ATTACKER,
+    CD,
+    EN,
+    HP,
+    NODMG,
+    ORD_AMOVE,
+    ORD_ATTACK,
+    ORD_HEAL,
+    ORD_HOLD,
+    ORD_HUNT,
+    ORD_IDLE,
+    ORD_MOVE,
+    ORDER,
+    SH,
+    TARGET,
+    TX,
+    TY,
+    X,
+    Y,
+)
+from .navigation import collide, dist, move_toward
+from .splitmix import rand_u01
+from .units import (
+    BIOLOGICAL,
+    COLOSSUS_BEAM_HALF_LENGTH,
+    COLOSSUS_BEAM_HALF_WIDTH,
+    F_ARMOR,
+    F_ATTACKS,
+    F_BONUS,
+    F_COOLDOWN,
+    F_DAMAGE,
+    F_HP,
+    F_RADIUS,
+    F_RANGE,
+    F_REGEN,
+    F_SHIELD,
+    F_SIGHT,
+    F_SPLASH,
+    HITS_AIR,
+    HITS_GROUND,
+    I_ATTR,
+    I_BONUS_ATTR,
+    I_FLYING,
+    I_HITS,
+    I_KIND,
+    KIND_BANELING,
+    KIND_COLOSSUS,
+    KIND_MEDIVAC,
+    LOOPS_PER_SECOND,
+    MEDIVAC_ENERGY_MAX,
+    MEDIVAC_ENERGY_REGEN_PER_S,
+    MEDIVAC_HEAL_PER_ENERGY,
+    MEDIVAC_HEAL_PER_S,
+    SHIELD_REGEN_DELAY_S,
+    SHIELD_REGEN_PER_S,
+)
+
+SHIELD_DELAY_LOOPS = SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND
+SHIELD_REGEN_LOOP = SHIELD_REGEN_PER_S / LOOPS_PER_SECOND
+ENERGY_REGEN_LOOP = MEDIVAC_ENERGY_REGEN_PER_S / LOOPS_PER_SECOND
+HEAL_LOOP = MEDIVAC_HEAL_PER_S / LOOPS_PER_SECOND
+ARRIVE_DIST = 0.1
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _can_hit(it, utype, e, u, v):
+    mask = HITS_AIR if it[utype[e, v], I_FLYING] else HITS_GROUND
+    return (it[utype[e, u], I_HITS] & mask) != 0
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _threatens(it, utype, e, v, u):
+    """Whether unit v can attack unit u (target priority: threats first)."""
+    return it[utype[e, v], I_KIND] != KIND_MEDIVAC and _can_hit(it, utype, e, v, u)
+
+
+@njit(cache=True, _nrt=False)
+def _kill(uf, ui, e, v):
+    uf[e, v, HP] = 0.0
+    uf[e, v, SH] = 0.0
+    ui[e, v, ALIVE] = 0
+    ui[e, v, ORDER] = ORD_IDLE
+    ui[e, v, TARGET] = -1
+
+
+@njit(cache=True, _nrt=False)
+def _deal(uf, ui, utype, ft, it, e, attacker, v, base):
+    """One hit of `base` damage (+bonus vs attributes) on v: shields first, armor on health."""
+    ta = utype[e, attacker]
+    tv = utype[e, v]
+    dmg = base
+    if it[tv, I_ATTR] & it[ta, I_BONUS_ATTR]:
+        dmg += ft[ta, F_BONUS]
+    sh = uf[e, v, SH]
+    if sh >= dmg:
+        uf[e, v, SH] = sh - dmg
+    else:
+        rest = dmg - sh
+        uf[e, v, SH] = 0.0
+        uf[e, v, HP] -= max(rest - ft[tv, F_ARMOR], 0.5)
+    uf[e, v, NODMG] = 0.0
+    ui[e, v, ATTACKER] = attacker
+    if uf[e, v, HP] <= 0.0:
+        _kill(uf, ui, e, v)
+
+
+@njit(cache=True, _nrt=False)
+def _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi):
+    """Unit u fires its weapon at t (colossus beams splash, banelings explode and die)."""
+    tu = utype[e, u]
+    kind = it[tu, I_KIND]
+    base = ft[tu, F_DAMAGE]
+    if kind == KIND_BANELING:
+        for v in range(lo, hi):
+            if ui[e, v, ALIVE] and not it[utype[e, v], I_FLYING]:
+                if dist(uf, e, u, v) - ft[utype[e, v], F_RADIUS] <= ft[tu, F_SPLASH]:
+                    _deal(uf, ui, utype, ft, it, e, u, v, base)
+        _kill(uf, ui, e, u)
+        return
+    n_hits = int(ft[tu, F_ATTACKS])
+    if kind == KIND_COLOSSUS:
+        # the thermal lance sweeps a short line across the target, perpendicular to the shot
+        dx = uf[e, t, X] - uf[e, u, X]
+        dy = uf[e, t, Y] - uf[e, u, Y]
+        d = math.hypot(dx, dy)
+        px, py = (-dy / d, dx / d) if d > 0 else (0.0, 1.0)
+        ax = uf[e, t, X] - px * COLOSSUS_BEAM_HALF_LENGTH
+        ay = uf[e, t, Y] - py * COLOSSUS_BEAM_HALF_LENGTH
+        seg = 2.0 * COLOSSUS_BEAM_HALF_LENGTH
+        for v in range(lo, hi):
+            if v == t or not ui[e, v, ALIVE] or it[utype[e, v], I_FLYING]:
+                continue
+            wx = uf[e, v, X] - ax
+            wy = uf[e, v, Y] - ay
+            s = min(max(wx * px + wy * py, 0.0), seg)
+            off = math.hypot(wx - s * px, wy - s * py)
+            if off <= COLOSSUS_BEAM_HALF_WIDTH + ft[utype[e, v], F_RADIUS]:
+                for _ in range(n_hits):
+                    if ui[e, v, ALIVE]:
+                        _deal(uf, ui, utype, ft, it, e, u, v, base)
+    for _ in range(n_hits):
+        if ui[e, t, ALIVE]:
+            _deal(uf, ui, utype, ft, it, e, u, t, base)
+    # the game adds a random -1..+2 loop delay to every weapon cooldown
+    carry = uf[e, u, CD] if uf[e, u, CD] > -1.0 else 0.0
+    uf[e, u, CD] = carry + ft[tu, F_COOLDOWN] + (3.0 * rand_u01(rng, e) - 1.0)
+
+
+@njit(cache=True, _nrt=False)
+def _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, may_move):
+    """Fire at t when in weapon range (edge to edge) and ready; otherwise close in."""
+    tu = utype[e, u]
+    reach = ft[tu, F_RANGE] + ft[tu, F_RADIUS] + ft[utype[e, t], F_RADIUS]
+    if dist(uf, e, u, t) <= reach + 1e-9:
+        if uf[e, u, CD] <= 0.0:
+            _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi)
+    elif may_move:
+        move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, t, X], uf[e, t, Y], max(reach - 0.01, 0.0))
+
+
+@njit(cache=True, _nrt=False)
+def _heal(uf, ui, utype, ft, it, walk, cliff, nav, e, u, t):
+    """Medivac u heals t when within heal range and t is hurt; otherwise flies closer."""
+    tu = utype[e, u]
+    reach = ft[tu, F_RANGE] + ft[tu, F_RADIUS] + ft[utype[e, t], F_RADIUS]
+    if dist(uf, e, u, t) <= reach + 1e-9:
+        missing = ft[utype[e, t], F_HP] - uf[e, t, HP]
+        amount = min(HEAL_LOOP, missing, uf[e, u, EN] * MEDIVAC_HEAL_PER_ENERGY)
+        if amount > 0.0:
+            uf[e, t, HP] += amount
+            uf[e, u, EN] -= amount / MEDIVAC_HEAL_PER_ENERGY
+    else:
+        move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, t, X], uf[e, t, Y], max(reach - 0.01, 0.0))
+
+
+@njit(cache=True, _nrt=False)
+def _acquire(uf, ui, utype, ft, it, e, u, lo, hi, scan, anywhere):
+    """SC2-like target choice among hostiles in [lo, hi): threats first, then the nearest."""
+    best = -1
+    best_threat = -1
+    best_d = 1e18
+    for v in range(lo, hi):
+        if not ui[e, v, ALIVE] or not _can_hit(it, utype, e, u, v):
+            continue
+        d = dist(uf, e, u, v)
+        if not anywhere and d - ft[utype[e, v], F_RADIUS] > scan:
+            continue
+        threat = 1 if _threatens(it, utype, e, v, u) else 0
+        if threat > best_threat or (threat == best_threat and d < best_d):
+            best, best_threat, best_d = v, threat, d
+    return best
+
+
+@njit(cache=True, _nrt=False)
+def _nearest_friend(uf, ui, utype, ft, it, e, u, lo, hi, hurt_bio_only):
+    best = -1
+    best_d = 1e18
+    for v in range(lo, hi):
+        if v == u or not ui[e, v, ALIVE] or it[utype[e, v], I_KIND] == KIND_MEDIVAC:
+            continue
+        if hurt_bio_only:
+            if not (it[utype[e, v], I_ATTR] & BIOLOGICAL) or uf[e, v, HP] >= ft[utype[e, v], F_HP]:
+                continue
+        d = dist(uf, e, u, v)
+        if hurt_bio_only and d > ft[utype[e, u], F_SIGHT]:
+            continue
+        if d < best_d:
+            best, best_d = v, d
+    return best
+
+
+@njit(cache=True, _nrt=False)
+def _ai_medivac(uf, ui, utype, ft, it, walk, cliff, nav, e, u, flo, fhi):
+    """An attack-moving medivac heals the nearest hurt bio friend in sight, else follows the army."""
+    t = ui[e, u, TARGET]
+    if t < 0 or not ui[e, t, ALIVE] or uf[e, t, HP] >= ft[utype[e, t], F_HP]:
+        t = _nearest_friend(uf, ui, utype, ft, it, e, u, flo, fhi, True)
+        ui[e, u, TARGET] = t
+    if t >= 0:
+        _heal(uf, ui, utype, ft, it, walk, cliff, nav, e, u, t)
+        return
+    f = _nearest_friend(uf, ui, utype, ft, it, e, u, flo, fhi, False)
+    if f >= 0:
+        move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, f, X], uf[e, f, Y], 1.5)
+    elif ui[e, u, ORDER] == ORD_AMOVE:
+        move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, u, TX], uf[e, u, TY], ARRIVE_DIST)
+
+
+@njit(cache=True, _nrt=False)
+def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, lo, hi):
+    """Attack-move / hunt / hold for a unit with a weapon, fighting hostiles in [lo, hi)."""
+    tu = utype[e, u]
+    order = ui[e, u, ORDER]
+    scan = ft[tu, F_SIGHT] if order != ORD_HOLD else ft[tu, F_RANGE] + ft[tu, F_RADIUS]
+    t = ui[e, u, TARGET]
+    reacquire = t < 0 or not ui[e, t, ALIVE]
+    if not reacquire:
+        reach = ft[tu, F_RANGE] + ft[tu, F_RADIUS] + ft[utype[e, t], F_RADIUS]
+        if dist(uf, e, u, t) > reach:
+            reacquire = True  # chasing: switch if something better is in reach of the scan
+        else:
+            a = ui[e, u, ATTACKER]
+            # respond to an attacker when the current target cannot fight back
+            if (a >= lo and a < hi and ui[e, a, ALIVE] and not _threatens(it, utype, e, t, u)
+                    and _threatens(it, utype, e, a, u) and _can_hit(it, utype, e, u, a)):
+                t = a
+    if reacquire:
+        t = _acquire(uf, ui, utype, ft, it, e, u, lo, hi, scan, False)
+        if t < 0 and order == ORD_HUNT:
+            t = _acquire(uf, ui, utype, ft, it, e, u, lo, hi, scan, True)
+    ui[e, u, TARGET] = t
+    if t >= 0:
+        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, order != ORD_HOLD)
+    elif order == ORD_AMOVE:
+        if move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, u, TX], uf[e, u, TY], ARRIVE_DIST):
+            ui[e, u, ORDER] = ORD_HUNT  # point reached: from now on go for the closest ally
+
+
+@njit(cache=True, _nrt=False)
+def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units):
+    """One game loop of unit u's order."""
+    if u < n_agents:
+        flo, fhi, hlo, hhi = 0, n_agents, n_agents, n_units
+    else:
+        flo, fhi, hlo, hhi = n_agents, n_units, 0, n_agents
+    order = ui[e, u, ORDER]
+    kind = it[utype[e, u], I_KIND]
+    if order == ORD_IDLE:
+        return
+    if order == ORD_MOVE:
+        if move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, u, TX], uf[e, u, TY], 0.0):
+            ui[e, u, ORDER] = ORD_IDLE
+        return
+    if order == ORD_ATTACK:
+        t = ui[e, u, TARGET]
+        if not ui[e, t, ALIVE] or not _can_hit(it, utype, e, u, t):
+            ui[e, u, ORDER] = ORD_IDLE  # target gone (or out of this weapon's reach): stand
+            ui[e, u, TARGET] = -1
+            return
+        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, hlo, hhi, True)
+        return
+    if order == ORD_HEAL:
+        t = ui[e, u, TARGET]
+        if not ui[e, t, ALIVE]:
+            ui[e, u, ORDER] = ORD_IDLE
+            ui[e, u, TARGET] = -1
+            return
+        _heal(uf, ui, utype, ft, it, walk, cliff, nav, e, u, t)
+        return
+    if kind == KIND_MEDIVAC:
+        _ai_medivac(uf, ui, utype, ft, it, walk, cliff, nav, e, u, flo, fhi)
+    else:
+        _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, hlo, hhi)
+
+
+@njit(cache=True, _nrt=False)
+def _regenerate(uf, ui, utype, ft, it, e, n_units):
+    for u in range(n_units):
+        if not ui[e, u, ALIVE]:
+            continue
+        tu = utype[e, u]
+        uf[e, u, NODMG] += 1.0
+        if ft[tu, F_SHIELD] > 0.0 and uf[e, u, NODMG] >= SHIELD_DELAY_LOOPS:
+            uf[e, u, SH] = min(uf[e, u, SH] + SHIELD_REGEN_LOOP, ft[tu, F_SHIELD])
+        if ft[tu, F_REGEN] > 0.0:
+            uf[e, u, HP] = min(uf[e, u, HP] + ft[tu, F_REGEN], ft[tu, F_HP])
+        if it[tu, I_KIND] == KIND_MEDIVAC:
+            uf[e, u, EN] = min(uf[e, u, EN] + ENERGY_REGEN_LOOP, MEDIVAC_ENERGY_MAX)
+
+
+@njit(cache=True, _nrt=False)
+def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf):
+    """One game loop of battle e: units act in a random order, then collide, then regenerate."""
+    n = 0
+    for u in range(n_units):
+        if ui[e, u, ALIVE]:
+            order_buf[n] = u
+            n += 1
+    for i in range(n - 1, 0, -1):  # Fisher-Yates on the living units
+        j = int(rand_u01(rng, e) * (i + 1))
+        order_buf[i], order_buf[j] = order_buf[j], order_buf[i]
+    for i in range(n):
+        u = order_buf[i]
+        if not ui[e, u, ALIVE]:
+            continue  # killed earlier in this loop
+        if uf[e, u, CD] > -1.0:
+            # counts below zero by less than a loop, so a 13.77-loop cooldown keeps its fraction
+            uf[e, u, CD] = max(uf[e, u, CD] - 1.0, -1.0)
+        _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units)
+    collide(uf, ui, utype, ft, it, walk, cliff, e, n_units)
+    _regenerate(uf, ui, utype, ft, it, e, n_units)
+
+
+@njit(cache=True, _nrt=False)
+def order_idle_enemies(uf, ui, utype, it, e, n_agents, n_units):
+    """SMACv2's map trigger: each enemy without orders attacks the closest ally it can hit (medivacs go heal).
+
+    The map orders an attack on the closest ally whatever it is; the game refuses an order a unit cannot
+    carry out (a marauder on a medivac), which would leave it idle, so here it takes the closest it can hit.
+    """
+    for v in range(n_agents, n_units):
+        if not ui[e, v, ALIVE] or ui[e, v, ORDER] != ORD_IDLE:
+            continue
+        if it[utype[e, v], I_KIND] == KIND_MEDIVAC:
+            ui[e, v, ORDER] = ORD_HUNT  # no weapon: heal the nearest hurt friend, else follow the army
+            continue
+        best = -1
+        best_d = 1e18
+        for a in range(n_agents):
+            if ui[e, a, ALIVE] and _can_hit(it, utype, e, v, a):
+                d = dist(uf, e, v, a)
+                if d < best_d:
+                    best, best_d = a, d
+        if best >= 0:
+            ui[e, v, ORDER] = ORD_ATTACK
+            ui[e, v, TARGET] = best
