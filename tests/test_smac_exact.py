@@ -1,4 +1,4 @@
-"""Exact values of the embedded SMAC simulator, from the SMAC rules in SPEC.md."""
+"""Exact values of the embedded SMAC simulator, from the SMAC rules in docs/smac_rules.md."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Hypothesis draws the map, the battle seed and the seed of the action sampler; actions are drawn from each
 agent's avail mask (uniformly, or leaning on attack actions so that units die and battles end), and every
-step is checked against SPEC.md: unit health and shields within their type's bounds, the dead staying dead
+step is checked against docs/smac_rules.md: unit health and shields within their type's bounds, the dead staying dead
 within an episode, ground units on walkable cells, finite and [-1, 1] observations, the dead agents' zero
 observation and no-op-only mask, the avail rules, SMAC's positive shaped reward and its scale, and
 bit-identical replays under a seed (battle e of a VecEnv follows SeedSequence(seed, spawn_key=(e,)),
@@ -85,7 +85,7 @@ def check_units(batch: SMACBatch, roster: Roster, e: int, prev_alive: np.ndarray
 
 
 def expected_avail(batch: SMACBatch, roster: Roster, u: dict) -> np.ndarray:
-    """SMAC's avail mask of every agent, computed from the unit table (SPEC.md, Actions)."""
+    """SMAC's avail mask of every agent, computed from the unit table (docs/smac_rules.md section 6)."""
     A, m = batch.n_agents, batch.map
     x, y, alive = u["x"], u["y"], u["alive"]
     out = np.zeros((A, batch.n_actions), bool)
@@ -311,7 +311,7 @@ def test_shaped_reward_matches_smac_formula_and_return_is_bounded(map_name, seed
 
 
 def test_max_reward_of_3s5z_is_1510():
-    assert SMACEnv("3s5z").max_reward == 1510.0  # SPEC.md: divisor 75.5, an episode's maximum return 20
+    assert SMACEnv("3s5z").max_reward == 1510.0  # docs/smac_rules.md section 10: divisor 75.5, return <= 20
 
 
 def test_final_obs_of_running_battles_equal_obs():

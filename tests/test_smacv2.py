@@ -49,7 +49,7 @@ def smacv2_sizes(race: str, n_units: int, n_enemies: int) -> tuple[int, int, int
 def test_the_15_scenarios_and_their_shapes_match_smacv2():
     names = [f"{race}_{a}_vs_{n}" for race in RACES for a, n in SIZES]
     assert generator_names() == names and not set(names) & set(map_names())
-    assert smacv2_sizes("protoss", 5, 5) == (92, 130, 11)  # SPEC.md
+    assert smacv2_sizes("protoss", 5, 5) == (92, 130, 11)  # docs/smac_rules.md section 14
     for name in names:
         race, a, n = name.split("_")[0], int(name.split("_")[1]), int(name.split("_")[3])
         info = SMACEnv(name).get_env_info()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from marl.spec import EnvSpec, ObsBlock, Step
+from marl.spec import EnvSpec, ObsBlock, Step, check_actions, first_step
 
 from . import core, layout
 from .layout import N_NO_ATTACK_ACTIONS, SHOOT_RANGE, SIGHT_RANGE, Battles, Tables
@@ -224,10 +224,7 @@ class SMACBatch:
         """Step all battles with int actions[E, A]; fresh output arrays each call."""
         if not self._started:
             raise SMACError("step() called before reset()")
-        actions = np.asarray(actions)
-        if actions.shape != (self.n_envs, self.n_agents) or not np.issubdtype(actions.dtype, np.integer):
-            raise SMACError(f"actions must be integers of shape ({self.n_envs}, {self.n_agents}), "
-                            f"got {actions.dtype} {actions.shape}")
+        actions = check_actions(actions, self.n_envs, self.n_agents, SMACError)
         E, A = self.n_envs, self.n_agents
         # in StepOut's field order, which the step kernel unpacks (a dict: cheaper to make than a StepOut)
         out = dict(
@@ -406,12 +403,8 @@ class SMACVecEnv:
         self.batch.restore(state)
         self._final_frames = None
         b = self.batch
-        E = b.n_envs
-        return Step(obs=b.obs.copy(), state=b.state.copy(), avail=b.avail.copy(), reward=np.zeros(E, np.float32),
-                    done=np.zeros(E, bool), truncated=np.zeros(E, bool),
-                    alive=b.ui[:, :b.n_agents, layout.ALIVE].astype(bool), t=b.ei[:, layout.T].copy(),
-                    episode_return=np.zeros(E, np.float32), episode_length=np.zeros(E, np.int64),
-                    won=np.zeros(E, bool), final_obs=b.obs.copy(), final_state=b.state.copy())
+        return first_step(b.obs.copy(), b.state.copy(), b.avail.copy(), b.ui[:, :b.n_agents, layout.ALIVE].astype(bool),
+                          b.ei[:, layout.T].copy())
 
     def close(self) -> None:
         """Release the worker threads, if any."""
