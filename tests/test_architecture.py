@@ -14,7 +14,7 @@ def _named_paths() -> set[str]:
     """Backquoted repository paths in the map: `a/b.py`, `a/b/`, `.ci/run` (placeholders such as <env> left out)."""
     tokens = re.findall(r"`([^`\s]+)`", MAP.read_text(encoding="utf-8"))
     return {t for t in tokens if "/" in t and "<" not in t and "*" not in t and not t.startswith(("http", "-"))
-            and " " not in t and not t.startswith("runs/")}
+            and " " not in t and not t.startswith(("runs/", "RUN_DIR/"))}
 
 
 def test_every_path_the_map_names_exists():

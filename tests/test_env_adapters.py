@@ -322,8 +322,8 @@ def test_discovered_plugins_build_list_and_suggest(entry_points, capsys):
     vec = registry.make_env("relay", "short", 2, {})
     assert vec.spec.n_agents == 3 and vec.n_envs == 2
     assert registry.env_plugins()["relay"].scenario_names() == ["short", "long"]
-    with pytest.raises(registry.RegistryError, match=r"^unknown environment 'rely' \(did you mean relay\?\); "
-                                                     r"known environments: gym, mpe, pettingzoo, relay, sc2, smac$"):
+    with pytest.raises(registry.RegistryError, match=r"^unknown environment 'rely' \(did you mean relay\?\); known "
+                                                     r"environments: comm, gym, mpe, pettingzoo, relay, sc2, smac$"):
         registry.make_env("rely", None, 1, {})
     from marl.cli import main
 
