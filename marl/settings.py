@@ -184,11 +184,10 @@ class CommSettings(Settings):
 
 
 # ------------------------------------------------------------------------------------------- learners
-class MAPPOSettings(Settings):
-    """configs/algos/mappo.yaml: MAPPO (shared actor, centralised critic on the global state)."""
+class PPOSettings(Settings):
+    """The settings every PPO-based learner has (agents/ppo.py); a learner's schema adds its own."""
 
-    lr: float = setting("actor learning rate", gt=0)
-    critic_lr: float = setting("critic learning rate", gt=0)
+    lr: float = setting("learning rate (of the actor, or of the whole network)", gt=0)
     gamma: float = setting("discount", ge=0, le=1)
     gae_lambda: float = setting("GAE lambda", ge=0, le=1)
     clip: float = setting("PPO ratio clip (and value clip); above 1 the lower ratio bound would be negative",
@@ -200,24 +199,23 @@ class MAPPOSettings(Settings):
     huber_delta: float = setting("Huber loss threshold of the value loss", gt=0)
     max_grad_norm: float = setting("gradient norm clip", gt=0)
     value_clip: bool = setting("clip the value update around the old values")
+    adam_eps: float = setting("Adam's epsilon", gt=0)
+
+
+class MAPPOSettings(PPOSettings):
+    """configs/algos/mappo.yaml: MAPPO (shared actor, centralised critic on the global state)."""
+
+    critic_lr: float = setting("critic learning rate", gt=0)
     value_norm: bool = setting("normalise value targets with running statistics")
     hidden: int = setting("width of the actor and critic layers", ge=1)
     layers: int = setting("hidden layers of the actor and critic", ge=1)
-    adam_eps: float = setting("Adam's epsilon", gt=0)
     agent_id: bool = setting("append the agent's one-hot id to actor and critic inputs")
 
 
-class CommFormerSettings(Settings):
+class CommFormerSettings(PPOSettings):
     """configs/algos/commformer.yaml: CommFormer (graph-masked transformer, learned sparse graph, gates)."""
 
-    lr: float = setting("network learning rate", gt=0)
     graph_lr: float = setting("edge-logit learning rate", gt=0)
-    gamma: float = setting("discount", ge=0, le=1)
-    gae_lambda: float = setting("GAE lambda", ge=0, le=1)
-    clip: float = setting("PPO ratio clip (and value clip); above 1 the lower ratio bound would be negative",
-                          gt=0, le=1)
-    ppo_epochs: int = setting("passes over each rollout", ge=1)
-    minibatches: int = setting("minibatches per pass", ge=1)
     graph_every: int = setting("every graph_every-th PPO epoch steps only the graph optimiser", ge=1)
     warmup: int = setting("first updates use the raw logits as a soft mask", ge=0)
     post_stable: bool = setting("freeze the graph at its top-k once post_stable_at of the budget has passed")
@@ -230,12 +228,6 @@ class CommFormerSettings(Settings):
                                ge=0)
     n_embd: int = setting("embedding width", ge=1)
     n_block: int = setting("transformer blocks", ge=1)
-    entropy_coef: float = setting("weight of the entropy bonus", ge=0)
-    value_coef: float = setting("weight of the value loss", ge=0)
-    huber_delta: float = setting("Huber loss threshold of the value loss", gt=0)
-    max_grad_norm: float = setting("gradient norm clip", gt=0)
-    value_clip: bool = setting("clip the value update around the old values")
-    adam_eps: float = setting("Adam's epsilon", gt=0)
 
     @classmethod
     def check_spec(cls, config: dict, spec) -> None:
@@ -440,7 +432,7 @@ def describe(config: dict) -> list[dict]:
     for section in ("train", "env", "algo"):
         schema = schema_of(section, config)
         fields = dict(schema.model_fields) if schema else {}
-        names = list(fields) + [k for k in config[section] if k not in fields]
+        names = list(config[section]) + [k for k in fields if k not in config[section]]  # the YAML file's order
         for name in names:
             field = fields.get(name)
             # an environment plug-in's key the run leaves alone takes the factory's own default
