@@ -325,7 +325,7 @@ def test_momaland_beach_team_reward_is_the_agents_sum():
         obs, _ = twin.reset(seed=4 + e)
         np.testing.assert_array_equal(step.obs[e], np.stack([obs[a] for a in twin.possible_agents]))
     rng, total = np.random.default_rng(0), np.zeros((2, 2))
-    for t in range(3):
+    for _ in range(3):
         acts = rng.integers(0, 3, (2, 6))
         step = vec.step(acts)
         for e, twin in enumerate(twins):

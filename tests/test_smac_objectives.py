@@ -89,11 +89,11 @@ def _random_returns(map_name: str, seed: int, steps: int):
     sums, out = np.zeros((2, 2)), []
     for _ in range(steps):
         acts = np.array([[rng.choice(np.flatnonzero(av)) for av in e] for e in step.avail])
-        alive_before = env.batch.ui[:, :env.batch.n_agents, layout.ALIVE].copy()
         step = env.step(acts)
         sums += step.reward
         for e in np.flatnonzero(step.done):
-            out.append((step.episode_return[e].copy(), sums[e].copy(), bool(step.won[e]), alive_before[e]))
+            lost = not step.won[e] and not step.truncated[e]  # on 3m: every ally dead (no medivacs, no draw here)
+            out.append((step.episode_return[e].copy(), sums[e].copy(), lost))
             sums[e] = 0
     return out
 
@@ -101,7 +101,7 @@ def _random_returns(map_name: str, seed: int, steps: int):
 @settings(max_examples=8, deadline=None)
 @given(map_name=st.sampled_from(["3m", "2s3z", "MMM", "protoss_5_vs_5"]), seed=st.integers(0, 2**32 - 1))
 def test_episode_sums_stay_in_their_ranges(map_name, seed):
-    for ret, summed, won, _ in _random_returns(map_name, seed, 120):
+    for ret, summed, _ in _random_returns(map_name, seed, 120):
         np.testing.assert_allclose(ret, summed, rtol=1e-5, atol=1e-4)  # the return is the sum of the rewards
         assert ret[0] >= 0.0 and -20.0 - 1e-4 <= ret[1] <= 1e-4
         if map_name == "3m":  # nothing regenerates: SMAC's scale caps the combat return at 20
@@ -109,8 +109,8 @@ def test_episode_sums_stay_in_their_ranges(map_name, seed):
 
 
 def test_a_team_wiped_out_scores_minus_20():
-    lost = [r for r, _, won, _ in _random_returns("3m", 1, 200) if not won and r[0] < 20.0 and r[1] < -19.0]
-    assert lost and all(r[1] == np.float32(-20.0) for r in lost)
+    lost = [r for r, _, lost in _random_returns("3m", 1, 200) if lost]
+    assert len(lost) >= 5 and all(r[1] == np.float32(-20.0) for r in lost)
 
 
 def test_bad_objectives_are_refused_in_one_line():
