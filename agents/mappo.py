@@ -3,7 +3,8 @@
 Settings follow MAPPO's SMAC configuration (docs/learners.md section 1): GAE, clipped PPO, Huber value loss with
 clipping and running value normalisation, advantages normalised over living agents, losses masked
 for dead agents, unavailable actions at logits of -1e10. Both networks see the agent's one-hot id,
-so the critic gives one value per agent from the shared state.
+so the critic gives one value per agent from the shared state. On a vector reward it learns the
+scalarised w . r of `algo.preference` (linear scalarisation, the multi-objective baseline).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ class MAPPO:
     """The MAPPO learner (marl's Learner interface)."""
 
     def __init__(self, spec: EnvSpec, cfg: dict, seed: int = 0, device: str = "cpu"):
-        if spec.reward_dim != 1:
-            raise ValueError(f"mappo learns one reward; this environment has {spec.reward_dim} objectives")
+        if spec.reward_dim != 1 and cfg.get("preference") is None:
+            raise ValueError(f"mappo learns one reward; this environment has {spec.reward_dim} objectives "
+                             f"({', '.join(spec.reward_names)}): give algo.preference")
         self.spec, self.cfg, self.device = spec, cfg, torch.device(device)
         torch.manual_seed(seed)
         A = spec.n_agents
@@ -79,7 +81,7 @@ class MAPPO:
         cfg = self.cfg
         value_norm = self.value_norm if cfg["value_norm"] else None
         batch = ppo_targets(rollout, lambda obs, state, alive: self.values(state), cfg["gamma"], cfg["gae_lambda"],
-                            value_norm, self.device).reshape(-1)
+                            value_norm, self.device, cfg.get("preference")).reshape(-1)
         n = batch.mask.numel()
         actor_in = self._actor_in(rollout.obs).reshape(n, -1)
         critic_in = self._critic_in(rollout.state).reshape(n, -1)

@@ -80,9 +80,24 @@ def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(~avail, -1e10)
 
 
-def team_reward(rollout: Rollout, n_agents: int) -> np.ndarray:
-    """Team reward f32[T, E] broadcast to every agent: f32[T, E, A]."""
-    return np.repeat(rollout.reward[:, :, None], n_agents, axis=2)
+def scalarise(reward: np.ndarray, preference) -> np.ndarray:
+    """Linear scalarisation w . r of rewards with a trailing objective axis [..., K]: f32[...].
+
+    A reward without the objective axis (one objective, K = 1) is scaled by the preference's one weight.
+    """
+    w = np.asarray(preference, np.float32)
+    if reward.ndim == 2:  # [T, E]: one objective
+        return (reward * w.reshape(())).astype(np.float32)
+    return (reward @ w).astype(np.float32)
+
+
+def team_reward(rollout: Rollout, n_agents: int, preference=None) -> np.ndarray:
+    """Team reward f32[T, E] (or f32[T, E, K]) broadcast to every agent: f32[T, E, A] (or f32[T, E, A, K]).
+
+    With a preference (K non-negative weights) the reward is scalarised first, w . r, giving f32[T, E, A].
+    """
+    reward = rollout.reward if preference is None else scalarise(rollout.reward, preference)
+    return np.repeat(reward[:, :, None], n_agents, axis=2)
 
 
 def gae(values: np.ndarray, next_values: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
@@ -117,12 +132,17 @@ def next_values_of(values: np.ndarray, bootstrap: np.ndarray, rollout: Rollout, 
 
 
 def rollout_advantages(rollout: Rollout, values: np.ndarray, bootstrap: np.ndarray, final_values: np.ndarray,
-                       gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+                       gamma: float, lam: float, preference=None) -> tuple[np.ndarray, np.ndarray]:
     """GAE advantages and returns [T, E, A] of a rollout from its values (return units), the value of
-    the state after the last step, and the values of the pre-reset states of time-limited episodes."""
+    the state after the last step, and the values of the pre-reset states of time-limited episodes.
+
+    Values [T, E, A, K] with a reward [T, E, K] give per-objective advantages [T, E, A, K]; with a
+    preference the reward is scalarised (w . r) and the values are the scalarised ones [T, E, A].
+    """
     nxt = next_values_of(values, bootstrap, rollout, final_values)
     terminated = rollout.done & ~rollout.truncated
-    return gae(values, nxt, team_reward(rollout, values.shape[-1]), terminated.astype(np.float32),
+    n_agents = values.shape[2]
+    return gae(values, nxt, team_reward(rollout, n_agents, preference), terminated.astype(np.float32),
                rollout.done.astype(np.float32), gamma, lam)
 
 
@@ -158,17 +178,18 @@ def normalize_advantages(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float, value_norm: ValueNorm | None,
-                device: torch.device | str = "cpu") -> PPOTargets:
+                device: torch.device | str = "cpu", preference=None) -> PPOTargets:
     """Advantages, returns, value targets and masks of a rollout whose extras hold "value" (the critic's
     outputs, normalised under `value_norm`) and "log_prob". With a ValueNorm, the stored values are
     denormalised for GAE, the living agents' returns update its statistics, and the targets are the
-    returns normalised after that update; without one the targets are the returns."""
+    returns normalised after that update; without one the targets are the returns. A preference
+    (algo.preference: K weights) makes the learned reward the scalarised w . r of a vector reward."""
     old_values = rollout.extras["value"]
     values = old_values
     if value_norm is not None:
         values = value_norm.denormalize(torch.as_tensor(old_values, device=device)).cpu().numpy()
     bootstrap, final_values = bootstrap_values(rollout, values_of)  # before the statistics move
-    adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, gamma, lam)
+    adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, gamma, lam, preference)
 
     mask = torch.as_tensor(rollout.alive, dtype=torch.float32, device=device)
     returns_t = torch.as_tensor(returns, dtype=torch.float32, device=device)

@@ -3,12 +3,14 @@
 `marl train gym CartPole-v1` makes E copies of `gymnasium.make("CartPole-v1", **kwargs)`, each seen as
 a ParallelEnv with one agent, "agent_0", and trains them with marl's learners: the state is the
 observation, an `info["action_mask"]` is honoured, and an episode that is `truncated` (and not
-`terminated`) ends as a time-limit cut. MO-Gymnasium environments (ids starting with "mo-") keep their
+`terminated`) ends as a time-limit cut. MO-Gymnasium environments (mo-mountaincar-v0, deep-sea-treasure-v0,
+...; an id Gymnasium does not know makes marl import mo_gymnasium, which registers them) keep their
 vector reward as reward_dim = K objectives (they declare `reward_space`). Only Discrete action
 spaces are accepted, as marl's learners sample discrete actions.
 
 MO-Gymnasium is optional and asks for `pygame`, which would overwrite pygame-ce's module of the same
-name: install it with `pip install scipy && pip install --no-deps mo-gymnasium` (pygame-ce serves it).
+name: install it with `pip install --no-deps mo-gymnasium==1.3.2` (what it imports, scipy and
+pygame-ce's pygame among them, comes with marl).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pettingzoo import ParallelEnv
 from .pettingzoo import ADAPTER_OPTIONS, PettingZooError, make_vec_env
 
 AGENT = "agent_0"
-MO_HINT = ("{id} is an MO-Gymnasium environment: pip install scipy && pip install --no-deps mo-gymnasium "
+MO_HINT = ("{id} is an MO-Gymnasium environment: pip install --no-deps mo-gymnasium==1.3.2 "
            "(--no-deps keeps pygame-ce's pygame module)")
 
 
@@ -82,11 +84,12 @@ class GymMaker:
         """Build one environment."""
         import gymnasium
 
-        if self.env_id.startswith("mo-"):
-            try:
-                import mo_gymnasium  # noqa: F401 - registers the mo-* ids with Gymnasium
+        if self.env_id not in gymnasium.registry:  # MO-Gymnasium's ids (mo-*, deep-sea-treasure-v0, ...) register
+            try:                                    # when it is imported
+                import mo_gymnasium  # noqa: F401
             except ImportError:
-                raise PettingZooError(MO_HINT.format(id=self.env_id)) from None
+                if self.env_id.startswith("mo-"):
+                    raise PettingZooError(MO_HINT.format(id=self.env_id)) from None
         try:
             env = gymnasium.make(self.env_id, **self.kwargs)
         except gymnasium.error.Error as err:

@@ -280,7 +280,11 @@ class _Copies:
                 out[avail_key][i, j, :L.agent_actions[j]] = np.asarray(mask, bool).ravel()[:L.agent_actions[j]]
             out[alive_key][i, j] = here
         if L.has_state:
-            out[state_key][i] = np.asarray(env.state(), np.float32).ravel()
+            state = np.asarray(env.state(), np.float32).ravel()
+            if state.size or alive_key is not None:
+                out[state_key][i] = state
+            # else: a game whose state() is empty once its agents have left (momaland's beach) ends with a zero
+            # final state; only a time-limit cut's final state is learned from, and such a game ends terminated
         else:
             out[state_key][i] = out[obs_key][i].ravel()
 

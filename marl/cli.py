@@ -93,9 +93,18 @@ def _train(args: argparse.Namespace) -> int:
     if ev:
         win = f"win rate {ev['win_rate']:.1%} over {ev['episodes']} episodes, " if "win_rate" in ev else \
             f"{ev['episodes']} episodes, "
-        print(f"last evaluation: {win}mean return {ev['episode_return']:.2f}")
+        print(f"last evaluation: {win}{returns_text(ev['episode_return'], trainer.spec.reward_names)}")
     print(f"run directory: {run_dir}")
     return 130 if result["interrupted"] else 0
+
+
+def returns_text(mean_return, names) -> str:
+    """An evaluation's mean return in words: "mean return 1.50", or each objective's: "mean return combat 12.30,
+    safety -3.20"."""
+    if isinstance(mean_return, (int, float)):
+        return f"mean return {mean_return:.2f}"
+    names = names if len(names) == len(mean_return) else [f"objective_{k}" for k in range(len(mean_return))]
+    return "mean return " + ", ".join(f"{n} {r:.2f}" for n, r in zip(names, mean_return, strict=True))
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -117,7 +126,7 @@ def _eval(args: argparse.Namespace) -> int:
     win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
            if "win_rate" in res else "")
     print(f"{r['env']} {r['scenario'] or ''} {r['algo']} after {data['counters']['env_steps']:,} env steps: "
-          f"{win}{res['episodes']} episodes, mean return {res['episode_return']:.2f}, "
+          f"{win}{res['episodes']} episodes, {returns_text(res['episode_return'], env.spec.reward_names)}, "
           f"mean episode length {res['episode_length']:.1f}")
     if args.record:
         from marl import replay

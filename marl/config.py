@@ -5,6 +5,8 @@ A config has three sections: `train` (configs/train.yaml), `env` (configs/envs/<
 `train`, of `env` and, under `algos: {<algo>: ...}`, of one learner (whose entry may carry its own
 `train:` and `env:` keys, such as the batch its authors used). The user's overrides come last:
 `algo.lr=3e-4 train.envs=16 env.obs_last_action=true`. Every value keeps the type of its default.
+A key whose declared type is a list (algo.preference, env.objectives) takes `[0.3,0.7]` and `0.3,0.7`
+alike (and one item, `0.5`, as a list of one); a comma in any other key's value stays in its string.
 
 An environment whose defaults file says `pass_through: true` (the PettingZoo, MPE and Gymnasium
 adapters), or that has no defaults file (a plug-in), also takes `env.KEY=VALUE` keys it does not list:
@@ -74,6 +76,40 @@ def parse_value(text: str) -> Any:
     return value
 
 
+def parse_list(text: Any) -> Any:
+    """A list value as the command line gives it: `[0.3,0.7]` (read as YAML), `0.3,0.7` or `0.3`, each item read
+    as parse_value reads it. A list, or null, is returned as it is."""
+    if text is None or isinstance(text, list):
+        return text
+    if not isinstance(text, str):  # one number (or true/false) already read: a list of one
+        return [text]
+    text = text.strip()
+    if text.startswith("[") or text in ("null", "~", ""):
+        return parse_value(text)
+    return [parse_value(item.strip()) for item in text.split(",")]
+
+
+def _declares_list(config: dict, section: str, name: str) -> bool:
+    """Whether section.name is declared a list (its schema's type, or a plug-in's list default)."""
+    if isinstance(config[section].get(name), list):
+        return True
+    from typing import Union, get_args, get_origin
+
+    from marl import settings  # pydantic, which validation loads anyway
+
+    try:
+        schema = settings.schema_of(section, config)
+    except ConfigError:
+        return False
+    field = schema.model_fields.get(name) if schema is not None else None
+    if field is None:
+        return False
+    annotation = field.annotation
+    if get_origin(annotation) in (Union, type(int | None)):
+        return any(get_origin(a) is list for a in get_args(annotation))
+    return get_origin(annotation) is list
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     if default is None or value is None and default is None:
         return value
@@ -114,6 +150,8 @@ def apply(config: dict, key: str, value: Any) -> None:
         return
     if name not in known:
         raise ConfigError(f"unknown config key {key!r}; valid keys in {section}: {', '.join(sorted(known))}")
+    if value is not None and not isinstance(value, list) and _declares_list(config, section, name):
+        value = parse_list(value)
     known[name] = _coerce(key, value, known[name])
 
 

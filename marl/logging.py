@@ -6,7 +6,9 @@ episode_return, episode_length), `loss/*` (what the learner's update returns: po
 entropy, approx_kl, clip_frac, grad_norm, ...), `perf/*` (env_steps_per_s and seconds spent in the env,
 in acting and in updates). The x axis is always env steps. Environments without wins
 (EnvSpec.can_win False: MPE, Gymnasium) log no win_rate tags; environments whose workers can crash
-log `train/lost_episodes`, the episodes lost with a crashed worker so far.
+log `train/lost_episodes`, the episodes lost with a crashed worker so far. With a vector reward (K
+objectives, EnvSpec.reward_names) each objective's mean return goes to `train/return/<objective>` and
+`eval/return/<objective>` instead of the one `episode_return`.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ class RunLogger:
     """TensorBoard writer plus a tqdm bar over env steps (steps, env-steps/s, eval win rate, ETA).
 
     A context manager: leaving the block flushes and closes both. `can_win` False (the EnvSpec's) logs
-    returns where win rates would be.
+    returns where win rates would be. `reward_names` (the EnvSpec's) name the objectives of vector returns.
     """
 
     def __init__(self, run_dir: Path, total_steps: int, initial_steps: int = 0, *, show_progress: bool = True,
-                 can_win: bool = True):
+                 can_win: bool = True, reward_names: tuple[str, ...] | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.can_win = can_win
+        self.reward_names = tuple(reward_names) if reward_names else None
         # purge_step drops events a killed run wrote after its last checkpoint, so a resume has no duplicates
         self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=initial_steps or None)
         self.bar = tqdm(total=total_steps, initial=initial_steps, unit="step", unit_scale=True,
@@ -52,8 +55,8 @@ class RunLogger:
         scalars.update({"perf/env_steps_per_s": steps_per_s, "perf/seconds_env": timing.get("env", 0.0),
                         "perf/seconds_act": timing.get("act", 0.0), "perf/seconds_update": timing["update"]})
         if episodes:
-            scalars.update({"train/episode_return": float(np.mean([e["return"] for e in episodes])),
-                            "train/episode_length": float(np.mean([e["length"] for e in episodes]))})
+            scalars.update(self._returns("train", np.mean([e["return"] for e in episodes], axis=0)))
+            scalars["train/episode_length"] = float(np.mean([e["length"] for e in episodes]))
             if self.can_win:
                 scalars["train/win_rate"] = float(np.mean([e["won"] for e in episodes]))
         if lost_episodes is not None:
@@ -62,7 +65,28 @@ class RunLogger:
 
     def evaluation(self, result: dict, step: int) -> None:
         """An evaluate() result as eval/* scalars (all but its episode count)."""
-        self.scalars({f"eval/{k}": v for k, v in result.items() if k != "episodes"}, step)
+        scalars = {}
+        for k, v in result.items():
+            if k == "episode_return":
+                scalars.update(self._returns("eval", v))
+            elif k != "episodes":
+                scalars[f"eval/{k}"] = v
+        self.scalars(scalars, step)
+
+    def objective_names(self, k: int) -> tuple[str, ...]:
+        """The names of k objectives: the EnvSpec's reward_names, else objective_0, objective_1, ..."""
+        if self.reward_names and len(self.reward_names) == k:
+            return self.reward_names
+        return tuple(f"objective_{i}" for i in range(k))
+
+    def _returns(self, prefix: str, mean_return) -> dict:
+        """A mean return as tags: `<prefix>/episode_return` for a number, `<prefix>/return/<objective>` per
+        objective for a vector."""
+        mean_return = np.asarray(mean_return, float)
+        if mean_return.ndim == 0:
+            return {f"{prefix}/episode_return": float(mean_return)}
+        names = self.objective_names(mean_return.size)
+        return {f"{prefix}/return/{name}": float(v) for name, v in zip(names, mean_return, strict=True)}
 
     def scalars(self, values: dict, step: int) -> None:
         """Write tag -> number pairs at an env-step count."""
@@ -91,7 +115,8 @@ class RunLogger:
         if last_eval and "win_rate" in last_eval:
             postfix["eval_win"] = f"{last_eval['win_rate']:.0%}"
         elif last_eval:  # a game without wins: the mean evaluation return is what tells progress
-            postfix["eval_return"] = f"{last_eval['episode_return']:.4g}"
+            ret = np.asarray(last_eval["episode_return"], float)
+            postfix["eval_return"] = f"{float(ret):.4g}" if ret.ndim == 0 else "/".join(f"{r:.4g}" for r in ret)
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(steps)
 

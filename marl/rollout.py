@@ -9,9 +9,18 @@ import numpy as np
 from marl.spec import Learner, Rollout, Step, VecEnv, finished_envs
 
 
+def episode_return(step: Step, e: int) -> float | list[float]:
+    """The finished episode e's return: a number for one reward, a list of K numbers for K objectives."""
+    ret = step.episode_return[e]
+    return float(ret) if np.ndim(ret) == 0 else [float(r) for r in ret]
+
+
 def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict | None = None,
             clock=time.perf_counter) -> tuple[Rollout, Step, list[dict]]:
     """Step env `steps` times from `step`; returns the Rollout, the next Step and finished episodes.
+
+    Each finished episode is a dict: "return" (a number, or a list of K numbers for a vector reward),
+    "length" and "won".
 
     When `timing` is given, the seconds spent acting and stepping the env are added to its "act" and
     "env" entries, read from `clock` (wall time by default; time.process_time gives CPU time).
@@ -51,7 +60,7 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
             final_obs.append(step.final_obs[e])
             final_state.append(step.final_state[e])
         for e in finished_envs(step):  # episodes a crashed worker took with it are not counted
-            episodes.append({"return": float(np.sum(step.episode_return[e])), "length": int(step.episode_length[e]),
+            episodes.append({"return": episode_return(step, e), "length": int(step.episode_length[e]),
                              "won": bool(step.won[e])})
     A = step.alive.shape[1]
     rollout = Rollout(

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -141,6 +141,17 @@ class SMACSettings(Settings):
     reward_negative_scale: float = setting("weight of the damage taken when rewards may be negative", ge=0)
     reward_scale: bool = setting("scale rewards so that a won battle sums to about reward_scale_rate")
     reward_scale_rate: int = setting("the scaled reward of a won battle", ge=1)
+    objectives: list[Literal["combat", "safety"]] = setting(
+        "the reward's objectives, in order: combat (SMAC's reward, episode sum in [0, ~20]), safety (the team's "
+        "health and shields kept, episode sum in [-20, 0]); two make a vector reward",
+        domain="a list of combat, safety, each at most once (combat,safety or [combat,safety])", min_length=1)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"names an objective twice ({value}); each of combat, safety at most once")
+        return value
     replay_dir: str = setting("real-game only: ignored")
     replay_prefix: str = setting("real-game only: ignored")
     window_size_x: int = setting("real-game only: ignored", ge=1)
@@ -200,6 +211,27 @@ class PPOSettings(Settings):
     max_grad_norm: float = setting("gradient norm clip", gt=0)
     value_clip: bool = setting("clip the value update around the old values")
     adam_eps: float = setting("Adam's epsilon", gt=0)
+    preference: list[Annotated[float, Field(ge=0)]] | None = setting(
+        "weights w of a vector reward's objectives: the learner learns w . r (linear scalarisation); null: the "
+        "environment's one reward", domain="K numbers >= 0, not all 0, one per objective (0.3,0.7 or [0.3,0.7])")
+
+    @classmethod
+    def check_spec(cls, config: dict, spec) -> None:
+        """A vector reward needs a preference, and a preference needs one weight >= 0 per objective, not all 0."""
+        preference, names = config["algo"].get("preference"), ", ".join(spec.reward_names)
+        algo = config.get("run", {}).get("algo", "this learner")
+        if preference is None and spec.reward_dim > 1:
+            even = ",".join(["1"] * spec.reward_dim)
+            raise ConfigError(f"{algo} learns one reward, but {spec.name or 'this environment'} has {spec.reward_dim} "
+                              f"objectives ({names}); give their weights with algo.preference, for example "
+                              f"algo.preference={even}")
+        if preference is not None:
+            from marl.pareto import check_preference
+
+            try:
+                check_preference(preference, spec.reward_dim, spec.reward_names)
+            except ValueError as err:
+                raise ConfigError(f"algo.preference: {err}") from None
 
 
 class MAPPOSettings(PPOSettings):
@@ -236,6 +268,7 @@ class CommFormerSettings(PPOSettings):
         For N >= 2 every sparsity in (0, 1] gives 1 <= k <= N; only sparsity 1 reaches k = N, which the
         graph caps at N - 1 (everyone else), its intended meaning, so no sparsity is refused there.
         """
+        super().check_spec(config, spec)
         if spec.n_agents < 2:
             raise ConfigError(f"commformer needs a team of at least 2 agents (each hears k = max(int(N * "
                               f"algo.sparsity), 1) of the N - 1 others), but {spec.name or 'this environment'} has "
@@ -335,7 +368,13 @@ def type_name(field: FieldInfo) -> str:
     base, optional = _split_optional(field.annotation)
     if get_origin(base) is Literal:
         base = type(get_args(base)[0])
-    name = str(base) if get_origin(base) is not None else getattr(base, "__name__", str(base))  # list[float]
+    if get_origin(base) is list:  # list[float], list[Literal['a', 'b']] as list[str]: the items' own type
+        (item,) = get_args(base)
+        item = get_args(item)[0] if get_origin(item) is Annotated else item
+        item = type(get_args(item)[0]) if get_origin(item) is Literal else item
+        name = f"list[{getattr(item, '__name__', str(item))}]"
+    else:
+        name = str(base) if get_origin(base) is not None else getattr(base, "__name__", str(base))
     return f"{name} | null" if optional else name
 
 

@@ -25,7 +25,7 @@ from marl import config as config_mod
 from marl import replay as replay_mod
 from marl.logging import RunLogger
 from marl.registry import make_env, make_learner
-from marl.rollout import collect
+from marl.rollout import collect, episode_return
 from marl.spec import BudgetAware, FrameSource, Learner, Resumable, Rollout, VecEnv, finished_envs
 
 LAST = "last.pt"
@@ -102,7 +102,8 @@ def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def evaluate(env, learner, episodes: int, seed: int) -> dict:
     """Deterministic episodes of the learner: win rate (with 95% interval), mean return and length.
 
-    For an environment without wins (EnvSpec.can_win False) the win-rate entries are left out.
+    For an environment without wins (EnvSpec.can_win False) the win-rate entries are left out. With a
+    vector reward (K objectives) "episode_return" is a list of K means, one per objective.
     """
     step = env.reset(seed=seed)
     # each battle slot plays a fixed number of episodes, so short episodes are not over-counted
@@ -110,16 +111,17 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
     quota = np.full(E, episodes // E)
     quota[: episodes % E] += 1
     taken = np.zeros(E, int)
-    results: list[tuple[float, int, bool]] = []
+    results: list[tuple[float | list[float], int, bool]] = []
     while len(results) < episodes:
         actions, _ = learner.act(step, deterministic=True)
         step = env.step(actions)
         for e in finished_envs(step):  # episodes a crashed worker took with it are played again
             if taken[e] < quota[e]:
                 taken[e] += 1
-                results.append((float(np.sum(step.episode_return[e])), int(step.episode_length[e]),
-                                bool(step.won[e])))
-    out = {"episodes": episodes, "episode_return": float(np.mean([r for r, _, _ in results])),
+                results.append((episode_return(step, e), int(step.episode_length[e]), bool(step.won[e])))
+    mean_return = np.mean([r for r, _, _ in results], axis=0)
+    out = {"episodes": episodes,
+           "episode_return": float(mean_return) if mean_return.ndim == 0 else [float(r) for r in mean_return],
            "episode_length": float(np.mean([n for _, n, _ in results]))}
     if getattr(getattr(env, "spec", None), "can_win", True):  # scripted test envs may carry no spec
         wins = sum(w for _, _, w in results)
@@ -212,7 +214,7 @@ class Trainer:
         t = self.config["train"]
         total = math.ceil(t["steps"] / self.per_update) * self.per_update  # the budget rounded up to whole updates
         with RunLogger(self.run_dir, total, self.env_steps, show_progress=self.show_progress,
-                       can_win=self.spec.can_win) as logger, StopSignals() as stop:
+                       can_win=self.spec.can_win, reward_names=self.spec.reward_names) as logger, StopSignals() as stop:
             for _ in itertools.count() if max_updates is None else range(max_updates):
                 if self.env_steps >= t["steps"] or stop.requested:
                     break

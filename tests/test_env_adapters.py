@@ -283,12 +283,61 @@ def test_gym_errors_are_one_line():
         make_gym("CartPolx-v1", 1, {})
 
 
+MO_INSTALL = "pip install --no-deps mo-gymnasium==1.3.2 momaland==0.2.0 (README, Set up)"
+
+
 def test_mo_gymnasium_vector_reward():
-    pytest.importorskip("mo_gymnasium")
+    pytest.importorskip("mo_gymnasium", reason=MO_INSTALL)
     vec = make_gym("mo-mountaincar-v0", 1, {})
     assert vec.spec.reward_dim == 3
     vec.reset(seed=0)
     assert vec.step(np.zeros((1, 1), np.int64)).reward.shape == (1, 3)
+
+
+@pytest.mark.parametrize("env_id, first, second", [("deep-sea-treasure-v0", 0.7, 8.2),
+                                                   ("deep-sea-treasure-concave-v0", 1.0, 2.0)])
+def test_deep_sea_treasure_gives_its_first_two_treasures(env_id, first, second):
+    """Down from the start: the first treasure in 1 step; right, down, down: the second in 3 (LEARNERS.md's front)."""
+    pytest.importorskip("mo_gymnasium", reason=MO_INSTALL)
+    vec = make_gym(env_id, 2, {})  # not an mo-* id: marl imports mo_gymnasium to find it
+    assert (vec.spec.reward_dim, vec.spec.n_actions, vec.spec.episode_limit) == (2, 4, 100)
+    vec.reset(seed=0)
+    step = vec.step(np.array([[1], [3]]))
+    np.testing.assert_array_equal(step.reward, np.array([[first, -1], [0, -1]], np.float32))
+    assert step.done.tolist() == [True, False]
+    np.testing.assert_array_equal(step.episode_return[0], np.array([first, -1], np.float32))
+    for _ in range(2):
+        step = vec.step(np.array([[0], [1]]))
+    assert step.done.tolist() == [False, True] and step.episode_length[1] == 3
+    np.testing.assert_array_equal(step.episode_return[1], np.array([second, -3], np.float32))
+
+
+def test_momaland_beach_team_reward_is_the_agents_sum():
+    """mo-beach-v0 (discrete actions, 2 objectives) through the PettingZoo adapter: the team's vector reward is the
+    sum over agents of the rewards the game itself gives for the same actions."""
+    mobeach = pytest.importorskip("momaland.envs.beach.mobeach_v0", reason=MO_INSTALL)
+    kwargs = {"num_agents": 6, "num_timesteps": 3}
+    vec = make_pettingzoo("momaland.envs.beach.mobeach_v0", 2, {"team_reward": "sum", "seed": 4, **kwargs})
+    assert (vec.spec.n_agents, vec.spec.n_actions, vec.spec.reward_dim) == (6, 3, 2)
+    twins = [mobeach.parallel_env(**kwargs) for _ in range(2)]
+    step = vec.reset(seed=4)
+    for e, twin in enumerate(twins):
+        obs, _ = twin.reset(seed=4 + e)
+        np.testing.assert_array_equal(step.obs[e], np.stack([obs[a] for a in twin.possible_agents]))
+    rng, total = np.random.default_rng(0), np.zeros((2, 2))
+    for _ in range(3):
+        acts = rng.integers(0, 3, (2, 6))
+        step = vec.step(acts)
+        for e, twin in enumerate(twins):
+            _, rewards, *_ = twin.step({a: int(acts[e, i]) for i, a in enumerate(twin.possible_agents)})
+            expected = np.sum([np.asarray(r, np.float32) for r in rewards.values()], 0, dtype=np.float32)
+            np.testing.assert_allclose(step.reward[e], expected, rtol=1e-6)
+            total[e] += step.reward[e]
+    # momaland 0.2.0's beach returns (obs, rewards, truncations, terminations, infos), the flags swapped, so the
+    # adapter reads its ends as time-limit cuts (README, Other environments)
+    assert step.done.all() and step.truncated.all() and (step.episode_length == 3).all()
+    np.testing.assert_allclose(step.episode_return, total, rtol=1e-6)
+    assert (step.final_state == 0).all()  # beach's state() is empty once its agents have left
 
 
 # ------------------------------------------------------------------------------ SC2 (SMAC's API)

@@ -42,10 +42,20 @@ def _vector_reward(monkeypatch):
     return make_gym("marl-test/VectorReward-v0", 2, {})
 
 
+def _mo(module: str, build):
+    """An environment of an optional multi-objective package (README's set-up installs it), else skipped."""
+    def make(mp):
+        pytest.importorskip(module, reason="pip install --no-deps mo-gymnasium==1.3.2 momaland==0.2.0")
+        return build()
+    return make
+
+
 # name: (build, steps, policy, what the run must have seen)
 ENVS = {
     "smac 3m": (lambda mp: SMACVecEnv("3m", 4), 150, None, {"dead", "resumed"}),
     "smacv2 protoss_5_vs_5": (lambda mp: SMACVecEnv("protoss_5_vs_5", 2), 150, None, {"dead", "resumed"}),
+    "smac 2s3z combat and safety": (lambda mp: SMACVecEnv("2s3z", 2, objectives=["combat", "safety"]), 150, None,
+                                    {"dead", "resumed"}),
     "smac 2s_vs_1sc time limit": (lambda mp: SMACVecEnv("2s_vs_1sc", 1), 305, _stop, {"truncated", "resumed"}),
     "sc2 face on SMACEnv": (lambda mp: SC2VecEnv("3m", 2, env_class=SMACEnv), 150, None, {"dead"}),
     "smac pettingzoo face": (lambda mp: PettingZooVecEnv(EnvMaker(SMACParallelEnv, {"map_name": "3m"}), 2,
@@ -55,6 +65,10 @@ ENVS = {
     "mpe simple_tag": (lambda mp: make_mpe("simple_tag", 2, {"max_cycles": 10}), 40, None, {"truncated"}),
     "gym CartPole-v1": (lambda mp: make_gym("CartPole-v1", 3, {"max_episode_steps": 20}), 100, None, {"truncated"}),
     "gym vector reward": (_vector_reward, 20, None, set()),
+    "mo-gymnasium deep-sea-treasure-concave": (_mo("mo_gymnasium", lambda: make_gym(
+        "deep-sea-treasure-concave-v0", 2, {"max_episode_steps": 8})), 60, None, {"truncated"}),
+    "momaland mo-beach-v0": (_mo("momaland", lambda: make_pettingzoo("momaland.envs.beach.mobeach_v0", 2, {
+        "team_reward": "sum", "num_agents": 6, "num_timesteps": 4})), 30, None, set()),
     "toy LeaveEnv": (lambda mp: PettingZooVecEnv(EnvMaker(LeaveEnv), 2), 30, None, {"dead", "truncated"}),
     "toy LeaveEnv in a worker": (lambda mp: PettingZooVecEnv(EnvMaker(LeaveEnv), 2, workers=1), 30, None,
                                  {"dead", "truncated"}),

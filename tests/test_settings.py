@@ -387,6 +387,12 @@ def _inside(key: str, field) -> st.SearchStrategy:
     elif base is float:
         strategy = st.floats(b.get("gt", b.get("ge", -1e12)), b.get("lt", b.get("le", 1e12)),
                              exclude_min="gt" in b, exclude_max="lt" in b, allow_nan=False, allow_infinity=False)
+    elif get_origin(base) is list:  # the items' own domain: numbers >= 0, or choices
+        (item,) = get_args(base)
+        choices = get_origin(item) is Literal  # each choice at most once (env.objectives)
+        items = st.sampled_from(get_args(item)) if choices else st.floats(0, 1e6, allow_nan=False,
+                                                                          allow_infinity=False)
+        strategy = st.lists(items, min_size=1, max_size=4, unique=choices)
     else:
         assert base is str, key
         strategy = WORDS
@@ -397,7 +403,14 @@ def _outside(key: str, field) -> st.SearchStrategy:
     base, optional, b = _parts(field)
     wrong_type = st.lists(st.integers(0, 9), min_size=1, max_size=3)  # a list is no scalar setting's type
     options = [wrong_type]
-    if key == "train.device":
+    if get_origin(base) is list:  # an item outside the items' domain: a word where numbers go, a negative one
+        (item,) = get_args(base)
+        if get_origin(item) is Literal:
+            options = [st.lists(WORDS.filter(lambda w: w not in get_args(item)), min_size=1, max_size=3)]
+        else:
+            options = [st.lists(WORDS, min_size=1, max_size=3),
+                       st.lists(st.floats(-1e6, -1e-3), min_size=1, max_size=3).map(lambda v: [*v, 1.0])]
+    elif key == "train.device":
         options.append(WORDS.filter(lambda w: not re.fullmatch(r"cpu|cuda(:\d+)?", w)))
     elif get_origin(base) is Literal:
         choices = get_args(base)

@@ -48,8 +48,9 @@ class CommFormer:
     """The CommFormer learner (marl's Learner interface)."""
 
     def __init__(self, spec: EnvSpec, cfg: dict, seed: int = 0, device: str = "cpu"):
-        if spec.reward_dim != 1:
-            raise ValueError(f"commformer learns one reward; this environment has {spec.reward_dim} objectives")
+        if spec.reward_dim != 1 and cfg.get("preference") is None:
+            raise ValueError(f"commformer learns one reward; this environment has {spec.reward_dim} objectives "
+                             f"({', '.join(spec.reward_names)}): give algo.preference")
         self.spec, self.cfg, self.device = spec, cfg, torch.device(device)
         torch.manual_seed(seed)
         N = spec.n_agents
@@ -206,7 +207,7 @@ class CommFormer:
     def _targets(self, rollout: Rollout) -> PPOTargets:
         """Advantages and value targets [T * E, N], bootstrapped with the deterministic graph's values."""
         batch = ppo_targets(rollout, lambda obs, state, alive: self.values(obs, alive), self.cfg["gamma"],
-                            self.cfg["gae_lambda"], self.value_norm, self.device)
+                            self.cfg["gae_lambda"], self.value_norm, self.device, self.cfg.get("preference"))
         return batch.reshape(rollout.steps * rollout.n_envs, self.spec.n_agents)
 
     def _batch_tensors(self, rollout: Rollout) -> _Batch:

@@ -1,8 +1,9 @@
 """The batch driver of the embedded SMAC simulator: E battles stepped in lockstep over flat arrays.
 
 One environment step applies the agents' actions as orders, runs 8 game loops (combat.simulate_loop),
-scores the step SMAC's way, observes (observation.observe) and, when asked, resets a finished battle at
-once (spawn.reset_env). The phases live in their own modules; layout.py names the arrays they share.
+scores the step SMAC's way (and the safety objective beside it), observes (observation.observe) and,
+when asked, resets a finished battle at once (spawn.reset_env). The phases live in their own modules;
+layout.py names the arrays they share.
 
 What the real game does that this does not model: projectile travel time (damage is instant),
 acceleration and turning, SC2's exact pathfinding (units walk straight and slide along walls) and its
@@ -57,6 +58,7 @@ from .layout import (
     PREV_HS,
     RESULT,
     RUNNING,
+    SAFETY_SCALE,
     SH,
     TARGET,
     TX,
@@ -69,7 +71,7 @@ from .layout import (
 from .maps import EORDER_IDLE_ATTACK
 from .observation import observe
 from .spawn import reset_env
-from .units import I_KIND, KIND_MEDIVAC, STEP_MUL
+from .units import F_HP, F_SHIELD, I_KIND, KIND_MEDIVAC, STEP_MUL
 
 
 @njit(cache=True, _nrt=False)
@@ -78,6 +80,32 @@ def _only_medivacs(ui, utype, it, e, lo, hi):
         if ui[e, u, ALIVE] and it[utype[e, u], I_KIND] != KIND_MEDIVAC:
             return False
     return True
+
+
+@njit(cache=True, _nrt=False)
+def _safety(uf, ui, utype, ft, e, n_agents):
+    """The safety objective of the step just simulated, and its episode return so far (docs/smac_rules.md
+    section 17): -20 x (team health and shields lost in the step) / (the team's full health and shields).
+
+    Read before _reward_and_outcome moves PREV_HS and DEATH_SEEN on. An ally first seen dead loses its
+    whole previous hs; regained hs (shield regeneration, heals) counts positive. The per-step values add
+    up to -20 x (full - hs the living allies keep) / full, the return given here, in [-20, 0].
+    """
+    lost = 0.0
+    kept = 0.0
+    full = 0.0
+    for u in range(n_agents):
+        tu = utype[e, u]
+        full += ft[tu, F_HP] + ft[tu, F_SHIELD]
+        if ui[e, u, DEATH_SEEN]:
+            continue
+        if ui[e, u, ALIVE]:
+            hs = uf[e, u, HP] + uf[e, u, SH]
+            lost += uf[e, u, PREV_HS] - hs
+            kept += hs
+        else:
+            lost += uf[e, u, PREV_HS]
+    return -SAFETY_SCALE * lost / full, -SAFETY_SCALE * (full - kept) / full
 
 
 @njit(cache=True, _nrt=False)
@@ -190,7 +218,8 @@ def _step_batch(tables, battles, actions, out):
     """
     ft, it, walk, cliff, nav, height, enemy_order, cfg_i, cfg_f = tables
     uf, ui, ei, ef, utype, spawn, tid, sight, shoot, rng, order_buf = battles
-    obs, state, avail, reward, done, truncated, won, alive, ep_return, ep_length, final_obs, final_state = out
+    (obs, state, avail, reward, done, truncated, won, alive, ep_return, ep_length, final_obs, final_state, safety,
+     safety_return) = out
     n_envs = uf.shape[0]
     n_agents = cfg_i[C_N_AGENTS]
     n_units = n_agents + cfg_i[C_N_ENEMIES]
@@ -201,6 +230,7 @@ def _step_batch(tables, battles, actions, out):
             order_idle_enemies(uf, ui, utype, it, e, n_agents, n_units)
         for _ in range(STEP_MUL):
             simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf[e])
+        safety[e], safety_return[e] = _safety(uf, ui, utype, ft, e, n_agents)
         r, code = _reward_and_outcome(uf, ui, ei, utype, ft, it, cfg_i, cfg_f, e)
         ei[e, T] += 1
         ei[e, RESULT] = code

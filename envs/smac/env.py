@@ -13,6 +13,7 @@ SMACEnv seeded with s when e = 0, whatever E is.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -43,8 +44,21 @@ _FIXED = {"step_mul": (8,), "move_amount": (2,), "difficulty": ("7",), "heuristi
           "heuristic_rest": (False,)}
 
 
+# the objectives a SMACVecEnv can report (option `objectives`), with the fixed hypervolume reference point of each
+# (docs/smac_rules.md section 17): combat is SMAC's shaped reward, an episode's sum in [0, ~20];
+# safety the team's health and shields kept, an episode's sum in [-20, 0]
+OBJECTIVES = {"combat": 0.0, "safety": -20.0}
+
+
 class SMACError(ValueError):
     """A bad option, action or call on the simulator; the message is one line."""
+
+
+def one_reward(options: dict[str, Any]) -> None:
+    """SMAC's API faces return SMAC's one reward: objectives other than [combat] are SMACVecEnv's."""
+    if list(options["objectives"]) != ["combat"]:
+        raise SMACError(f"objectives {list(options['objectives'])} need the VecEnv face (SMACVecEnv, marl train "
+                        f"smac); SMAC's API returns its one reward, objectives [combat]")
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +74,10 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
                             f"{', '.join(repr(v) for v in _FIXED[key])}")
         if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
             raise SMACError(f"SMAC option {key} must be True or False, got {value!r}")
+        if key == "objectives" and (not isinstance(value, (list, tuple)) or not value
+                                    or any(v not in OBJECTIVES for v in value) or len(set(value)) != len(value)):
+            raise SMACError(f"SMAC option objectives must be a non-empty list of {', '.join(OBJECTIVES)}, each at "
+                            f"most once, got {value!r}")
         if key in ("obs_own_pos", "use_unit_ranges") and not isinstance(value, (bool, np.bool_, type(None))):
             raise SMACError(f"SMAC option {key} must be True, False or None (the map's default), got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
@@ -233,7 +251,8 @@ class SMACBatch:
             done=np.empty(E, np.bool_), truncated=np.empty(E, np.bool_), won=np.empty(E, np.bool_),
             alive=np.empty((E, A), np.bool_), episode_return=np.empty(E, np.float32),
             episode_length=np.empty(E, np.int64), final_obs=np.empty((E, A, self.obs_dim), np.float32),
-            final_state=np.empty((E, self.state_dim), np.float32),
+            final_state=np.empty((E, self.state_dim), np.float32), safety=np.empty(E, np.float32),
+            safety_return=np.empty(E, np.float32),
         )
         actions = actions.astype(np.int64, copy=False)
         bad = core.first_invalid_action(actions, self.avail)
@@ -322,7 +341,10 @@ class SMACVecEnv:
     def __init__(self, map_name: str = "3s5z", n_envs: int = 1, **options):
         self.batch = SMACBatch(map_name, n_envs, autoreset=True, **options)
         self.n_envs = self.batch.n_envs
-        self.spec = self.batch.spec()
+        # the objectives the Steps report, in the option's order: [combat] is SMAC's one reward, f32[E]
+        self.objectives = tuple(self.batch.options["objectives"])
+        self.spec = dataclasses.replace(self.batch.spec(), reward_dim=len(self.objectives),
+                                        reward_names=self.objectives)
         self._seed = self.batch.options["seed"]
         self.keep_final_frames = False
         self._final_frames: dict[str, np.ndarray] | None = None
@@ -339,15 +361,28 @@ class SMACVecEnv:
         if self.keep_final_frames:
             return self._step_keeping_frames(actions)
         self._final_frames = None
-        out = self.batch.step(actions)
+        out = self._rewards(self.batch.step(actions))
         return Step(t=self.batch.ei[:, layout.T].copy(), **out)
+
+    def _rewards(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The step's reward and episode return of the objectives asked for: f32[E] for one, f32[E, K] for K."""
+        columns = {"combat": (out["reward"], out["episode_return"]),
+                   "safety": (out.pop("safety"), out.pop("safety_return"))}
+        if self.objectives == ("combat",):  # SMAC's own reward, untouched
+            return out
+        if len(self.objectives) == 1:
+            out["reward"], out["episode_return"] = columns[self.objectives[0]]
+        else:
+            out["reward"] = np.stack([columns[k][0] for k in self.objectives], -1)
+            out["episode_return"] = np.stack([columns[k][1] for k in self.objectives], -1)
+        return out
 
     def _step_keeping_frames(self, actions: np.ndarray) -> Step:
         """step() with the kernel's auto-reset held back until the ended battles' units are copied."""
         b = self.batch
         b.cfg_i[layout.C_AUTORESET] = 0
         try:
-            out = b.step(actions)
+            out = self._rewards(b.step(actions))
         finally:
             b.cfg_i[layout.C_AUTORESET] = 1
         self._final_frames = self._unit_frames()
@@ -404,7 +439,7 @@ class SMACVecEnv:
         self._final_frames = None
         b = self.batch
         return first_step(b.obs.copy(), b.state.copy(), b.avail.copy(), b.ui[:, :b.n_agents, layout.ALIVE].astype(bool),
-                          b.ei[:, layout.T].copy())
+                          b.ei[:, layout.T].copy(), self.spec.reward_dim)
 
     def close(self) -> None:
         """Release the worker threads, if any."""
@@ -418,6 +453,7 @@ class SMACEnv:
     def __init__(self, map_name: str = "8m", **options):
         self.batch = SMACBatch(map_name, 1, autoreset=False, **options)
         b = self.batch
+        one_reward(b.options)
         self.map_name = map_name
         self.n_agents, self.n_enemies = b.n_agents, b.n_enemies
         self.n_actions = b.n_actions

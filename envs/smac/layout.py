@@ -43,6 +43,10 @@ RUNNING, LOST, DRAW, WON = 2, -1, 0, 1
 ACT_NO_OP, ACT_STOP, ACT_NORTH, ACT_SOUTH, ACT_EAST, ACT_WEST = range(6)
 N_NO_ATTACK_ACTIONS = 6
 
+# the safety objective's scale: an episode's safety return is -SAFETY_SCALE x the fraction of the team's health and
+# shields lost (docs/smac_rules.md section 17), so it lies in [-20, 0] as the combat return lies in [0, ~20]
+SAFETY_SCALE = 20.0
+
 # SMAC's fixed ranges, unless unit ranges are on; the distance of a move order
 SIGHT_RANGE = 9.0
 SHOOT_RANGE = 6.0
@@ -156,3 +160,5 @@ class StepOut(NamedTuple):
     episode_length: np.ndarray
     final_obs: np.ndarray
     final_state: np.ndarray
+    safety: np.ndarray  # the safety objective's reward of the step (section 17)
+    safety_return: np.ndarray  # and of the episode so far

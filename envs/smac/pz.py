@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from .env import SMACBatch, SMACError
+from .env import SMACBatch, SMACError, one_reward
 
 
 class SMACParallelEnv(ParallelEnv):
@@ -28,6 +28,7 @@ class SMACParallelEnv(ParallelEnv):
         if invalid_action not in ("raise", "stop"):
             raise SMACError(f"invalid_action must be 'raise' or 'stop', got {invalid_action!r}")
         self.batch = SMACBatch(map_name, 1, autoreset=False, **options)
+        one_reward(self.batch.options)
         self.invalid_action = invalid_action
         self.spec_ = self.batch.spec()
         self.possible_agents = list(self.spec_.agent_names)
