@@ -29,7 +29,7 @@ from ..ppo import (
     ppo_targets,
     value_loss,
 )
-from .graph import CommGraph, Gates, apply_gates
+from .graph import CommGraph, Gates, annealed_tau, apply_gates
 from .model import CommFormerNet
 
 
@@ -62,6 +62,10 @@ class CommFormer:
         self.value_norm = ValueNorm().to(self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.updates = 0
+        self.budget_fraction = 0.0  # told by the trainer before each update (BudgetAware)
+        # the logits the graph started from, for the drift scalar (ones, the authors' initialisation). They are
+        # a function of the config, so a learner built to resume has them already: the state keeps its layout
+        self.initial_logits = self.graph.edge_logits.detach().clone()
         self._last_mask = self.graph.deterministic().detach().cpu().numpy()
         self._last_stats: dict = {}
         self._images_key, self._images = None, {}  # the last graph pictures drawn, and what they show
@@ -174,7 +178,9 @@ class CommFormer:
 
     # ------------------------------------------------------------------ learning
     def set_budget_fraction(self, fraction: float) -> None:
-        """Post-stable: freeze the graph at its top-k once `post_stable_at` of the budget has passed."""
+        """Post-stable: freeze the graph at its top-k once `post_stable_at` of the budget has passed; the
+        fraction also sets the Gumbel temperature (graph_tau -> graph_tau_end)."""
+        self.budget_fraction = float(fraction)
         if self.cfg["post_stable"] and fraction >= self.cfg["post_stable_at"]:
             self.graph.frozen = True
 
@@ -190,7 +196,8 @@ class CommFormer:
         for epoch in range(cfg["ppo_epochs"]):
             graph_epoch = learned and not warm and (epoch + 1) % cfg["graph_every"] == 0
             for idx in self._minibatches(len(data.obs)):
-                loss, metrics = self._loss(data, batch, idx, self._training_graph(learned, warm))
+                base = self._training_graph(learned, warm, data.alive[idx].shape[0])
+                loss, metrics = self._loss(data, batch, idx, base, graph_epoch)
                 if graph_epoch:
                     self._graph_step(loss)
                     graph_steps += 1
@@ -226,18 +233,30 @@ class CommFormer:
             return [slice(None)]
         return torch.randperm(n, generator=self.generator).to(self.device).chunk(self.cfg["minibatches"])
 
-    def _training_graph(self, learned: bool, warm: bool) -> torch.Tensor:
-        """The graph a minibatch trains under: the soft logits in warm-up, a Gumbel top-k sample while the
-        graph learns, else the fixed top-k."""
+    def tau(self) -> float:
+        """The Gumbel temperature of this update's graph samples (graph_tau annealed to graph_tau_end)."""
+        return annealed_tau(self.cfg.get("graph_tau", 1.0), self.cfg.get("graph_tau_end", 1.0), self.budget_fraction)
+
+    def _training_graph(self, learned: bool, warm: bool, batch: int) -> torch.Tensor:
+        """The graph a minibatch of `batch` samples trains under: the soft logits in warm-up, a Gumbel top-k
+        sample while the graph learns (one for the batch, or one per sample with graph_noise: sample), else
+        the fixed top-k."""
         if warm and self.graph.mode == "learned":
             return self.graph.soft()
         if learned:
-            return self.graph.sample(self.generator)
+            per_sample = self.cfg.get("graph_noise", "batch") == "sample"
+            return self.graph.sample(self.generator, self.tau(), batch if per_sample else None)
         return self.graph.deterministic()
 
-    def _loss(self, data: _Batch, batch: PPOTargets, idx, base: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The PPO objective of one minibatch (policy, entropy, value and gate cost) and its metrics."""
+    def _loss(self, data: _Batch, batch: PPOTargets, idx, base: torch.Tensor, graph_epoch: bool = False
+              ) -> tuple[torch.Tensor, dict]:
+        """The PPO objective of one minibatch (policy, entropy, value and gate cost) and its metrics.
+
+        On graph epochs with graph_objective: unclipped the policy term is the plain importance-weighted
+        advantage: under a tight clip, a sampled graph far from the rollout's moves most ratios out of the
+        clip range, where the clipped objective gives the graph no gradient at all."""
         cfg = self.cfg
+        clip = float("inf") if graph_epoch and cfg.get("graph_objective", "ppo") == "unclipped" else cfg["clip"]
         m = batch.mask[idx]
         gates, gate_cost = None, torch.zeros((), device=self.device)
         if self.gates is not None:
@@ -250,7 +269,7 @@ class CommFormer:
         logp_all = torch.log_softmax(logits, -1)
         logp = logp_all.gather(-1, data.actions[idx].unsqueeze(-1)).squeeze(-1)
         entropy = masked_entropy(logp_all, m)
-        p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], cfg["clip"], m)
+        p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], clip, m)
         v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
                             cfg["value_clip"], m)
         loss = p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss + cfg["gate_cost"] * gate_cost
@@ -313,6 +332,12 @@ class CommFormer:
         self.updates, self.graph.frozen = int(state["updates"]), bool(state["frozen"])
         self._last_mask = state["last_mask"].numpy()
 
+    def communication_graph(self) -> np.ndarray:
+        """bool[N, N] (receivers x senders, no self loops): the deterministic graph rollouts and evaluation use."""
+        mask = self.graph.deterministic().detach().cpu().numpy() > 0
+        np.fill_diagonal(mask, False)
+        return mask
+
     def diagnostics(self) -> dict:
         """The graph as the user sees it: scalars, images (heatmap, mask, node-link) and a histogram."""
         from .viz import graph_images
@@ -324,7 +349,13 @@ class CommFormer:
         rows = probs.clip(1e-12, 1)
         scalars = {"graph/density": float(mask[off].mean()),
                    "graph/entropy": float(-(rows * np.log(rows)).sum(1).mean()),
-                   "graph/edges_changed": float(np.abs(mask - self._last_mask)[off].sum())}
+                   "graph/edges_changed": float(np.abs(mask - self._last_mask)[off].sum()),
+                   "graph/tau": self.tau(),
+                   "graph/logit_drift": float((self.graph.edge_logits.detach() - self.initial_logits).abs().max())}
+        margins = self.graph.margins()
+        if margins is not None:  # how firmly each receiver's top k is chosen: 0 is a tie
+            scalars.update({"graph/topk_margin_mean": float(margins.mean()),
+                            "graph/topk_margin_min": float(margins.min())})
         for k in ("messages_per_agent_step", "gate_open_rate"):
             if k in self._last_stats:
                 scalars[f"graph/{k}"] = self._last_stats[k]
