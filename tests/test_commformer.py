@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -347,7 +349,8 @@ GRAPH_OPTIONS = ["algo.graph_lr=0.01", "algo.graph_tau_end=0.1", "algo.graph_noi
                  "algo.graph_objective=unclipped"]
 
 
-@pytest.mark.parametrize("options", [[], GRAPH_OPTIONS], ids=["authors", "graph_options"])
+@pytest.mark.parametrize("options", [[], GRAPH_OPTIONS, ["algo.graph_estimator=score", "algo.graph_tau_end=0.1"]],
+                         ids=["authors", "graph_options", "score"])
 def test_commformer_resumes_exactly(tmp_path, options):
     from marl.trainer import Trainer
 
@@ -489,3 +492,43 @@ def test_trainer_logs_planted_recall_when_learner_and_env_can_tell(tmp_path, mon
     assert isinstance(tr.learner, GraphReporter) and isinstance(tr._eval_env, PlantedGraph)
     recall = [v["graph/planted_recall"] for v in logged if "graph/planted_recall" in v]
     assert recall == [planted_recall(tr.learner.communication_graph(), tr._eval_env.planted_graph())]
+
+
+def test_score_estimator_samples_rollout_graphs_and_trains_under_them(monkeypatch):
+    learner, env = _learner(warmup=0, ppo_epochs=5, graph_estimator="score", post_stable=False)
+    step = env.reset(seed=0)
+    _, extras = learner.act(step, deterministic=True)
+    assert "graph" not in extras  # evaluation keeps the deterministic top-k
+    rollout, _, _ = collect(env, learner, step, 8)
+    graphs = rollout.extras["graph"]
+    assert graphs.shape == (8, 2, 3, 3) and graphs.dtype == bool
+    assert graphs[..., [0, 1, 2], [0, 1, 2]].all() and (graphs.sum(-1) == 1 + learner.graph.k).all()  # self loops
+    assert len({g.tobytes() for g in graphs.reshape(16, 3, 3)}) > 1  # drawn per battle and step
+    monkeypatch.setattr(learner.graph, "sample", lambda *a, **k: pytest.fail("the update drew a graph of its own"))
+    seen, real = [], learner._loss
+    monkeypatch.setattr(learner, "_loss",
+                        lambda data, b, idx, base, ge: (seen.append(base), real(data, b, idx, base, ge))[1])
+    before = learner.graph.edge_logits.detach().clone()
+    learner.update(rollout)
+    assert all(torch.equal(base, torch.as_tensor(graphs.reshape(16, 3, 3)).float()) for base in seen)
+    assert not torch.equal(before, learner.graph.edge_logits.detach())  # the score moved the logits
+
+
+def test_graph_score_loss_is_minus_advantage_times_log_probability():
+    learner, _ = _learner(warmup=0, graph_estimator="score")  # 3m: N = 3, k = 1
+    with torch.no_grad():
+        learner.graph.edge_logits.copy_(torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.0, 0.0], [3.0, 1.0, 0.0]]))
+    graph = torch.zeros(2, 3, 3)
+    graph[0, 0, 2] = graph[0, 1, 0] = graph[0, 2, 1] = 1.0  # sample 0: senders 2, 0, 1
+    graph[1, 0, 1] = graph[1, 1, 2] = graph[1, 2, 0] = 1.0  # sample 1: senders 1, 2, 0
+    graph += torch.eye(3)  # self loops carry no score
+    adv = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])
+    alive = torch.tensor([[True, True, True], [True, True, False]])
+    lp = [[math.log(math.e ** 2 / (math.e + math.e ** 2)), math.log(math.e ** 0.5 / (math.e ** 0.5 + 1)),
+           math.log(math.e / (math.e ** 3 + math.e))],
+          [math.log(math.e / (math.e + math.e ** 2)), math.log(1 / (math.e ** 0.5 + 1)), None]]
+    expected = -(1.0 * lp[0][0] - 2.0 * lp[0][1] + 0.5 * lp[0][2] + 0.0 * lp[1][0] + 3.0 * lp[1][1]) / 5
+    got = learner._graph_score_loss(graph, adv, alive)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    got.backward()
+    assert torch.equal(learner.graph.edge_logits.grad.diagonal(), torch.zeros(3))

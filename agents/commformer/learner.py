@@ -42,6 +42,7 @@ class _Batch(NamedTuple):
     alive: torch.Tensor
     actions: torch.Tensor
     gate_taken: torch.Tensor | None  # the gate decisions of the rollout (with gates)
+    graph: torch.Tensor | None  # the graphs the rollout sampled [T * E, N, N] (graph_estimator: score)
 
 
 class CommFormer:
@@ -153,7 +154,11 @@ class CommFormer:
             avail = torch.as_tensor(step.avail, device=self.device)
             alive = torch.as_tensor(step.alive, device=self.device)
             gates, _ = self._gate_decisions(obs, deterministic)
-            base, levels = self._acting_graph()
+            explore = not deterministic and self._explores()
+            if explore:  # a graph drawn per battle, trained afterwards by its score (graph_estimator: score)
+                base, levels = self.graph.sample(self.generator, self.tau(), obs.shape[0]).detach(), None
+            else:
+                base, levels = self._acting_graph()
             masks, support = self._step_masks(base, gates, alive)
             rep, values = self.net.encode(obs, masks, support)
             actions, log_probs = self._decode_actions(rep, masks, support, avail, deterministic, levels)
@@ -162,6 +167,8 @@ class CommFormer:
                   "comm": (masks > 0).cpu().numpy()}  # [B, N, N] receiver x sender, this step's edges
         if gates is not None:
             extras["gates"] = gates.cpu().numpy().astype(np.float32)
+        if explore:
+            extras["graph"] = (base > 0).cpu().numpy()
         if not deterministic:
             extras.update(log_prob=log_probs.cpu().numpy(), value=values.cpu().numpy())
         return actions.cpu().numpy(), extras
@@ -177,6 +184,11 @@ class CommFormer:
             return self.value_norm.denormalize(v).cpu().numpy()
 
     # ------------------------------------------------------------------ learning
+    def _explores(self) -> bool:
+        """Whether rollouts sample their graphs (graph_estimator: score, while the graph learns after warm-up)."""
+        return (self.cfg.get("graph_estimator", "straight_through") == "score" and self.graph.mode == "learned"
+                and not self.graph.frozen and self.updates >= self.cfg["warmup"])
+
     def set_budget_fraction(self, fraction: float) -> None:
         """Post-stable: freeze the graph at its top-k once `post_stable_at` of the budget has passed; the
         fraction also sets the Gumbel temperature (graph_tau -> graph_tau_end)."""
@@ -196,7 +208,8 @@ class CommFormer:
         for epoch in range(cfg["ppo_epochs"]):
             graph_epoch = learned and not warm and (epoch + 1) % cfg["graph_every"] == 0
             for idx in self._minibatches(len(data.obs)):
-                base = self._training_graph(learned, warm, data.alive[idx].shape[0])
+                base = (data.graph[idx] if data.graph is not None
+                         else self._training_graph(learned, warm, data.alive[idx].shape[0]))
                 loss, metrics = self._loss(data, batch, idx, base, graph_epoch)
                 if graph_epoch:
                     self._graph_step(loss)
@@ -225,7 +238,9 @@ class CommFormer:
                       alive=torch.as_tensor(rollout.alive.reshape(B, N), device=dev),
                       actions=torch.as_tensor(rollout.actions.reshape(B, N), device=dev),
                       gate_taken=(torch.as_tensor(rollout.extras["gates"].reshape(B, N), device=dev)
-                                  if self.gates is not None else None))
+                                  if self.gates is not None else None),
+                      graph=(torch.as_tensor(rollout.extras["graph"].reshape(B, N, N), device=dev).float()
+                             if "graph" in rollout.extras else None))
 
     def _minibatches(self, n: int) -> list:
         """This epoch's minibatch indices; one minibatch is the whole batch, a view rather than a shuffled copy."""
@@ -273,7 +288,19 @@ class CommFormer:
         v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
                             cfg["value_clip"], m)
         loss = p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss + cfg["gate_cost"] * gate_cost
+        if graph_epoch and data.graph is not None:
+            # the rollout's graphs are constants of the loss above; the logits learn by their score instead
+            loss = loss + self._graph_score_loss(data.graph[idx], batch.advantages[idx], m)
         return loss, {"policy_loss": p_loss, "value_loss": v_loss, "entropy": entropy, **info, "gate_cost": gate_cost}
+
+    def _graph_score_loss(self, graph: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Score-function loss of the sampled graphs [B, N, N]: -A_i log P(row i) with the receiver's advantage
+        (the critic is the baseline). log P(row i) is the sum of the selected senders' log-softmax at the
+        sampling temperature: exact for k = 1, the first-order term of the top-k draw's Plackett-Luce
+        probability otherwise."""
+        logp = torch.log_softmax(self.graph.edge_logits.masked_fill(self.graph.eye, float("-inf")) / self.tau(), -1)
+        picked = (graph * (1 - self._eye) * logp.nan_to_num(0.0, neginf=0.0)).sum(-1)  # [B, N]
+        return -masked_mean(advantages * picked, mask)
 
     def _graph_step(self, loss: torch.Tensor) -> None:
         """A graph epoch's step: the edge logits alone follow the PPO objective."""
