@@ -6,6 +6,13 @@ network only). The first `warmup` updates use the raw logits as a soft mask. Wit
 graph is frozen at its deterministic top-k once a fraction `post_stable_at` of the training budget
 has passed (the trainer reports the fraction through `set_budget_fraction`). `graph: full` and `graph: random`
 turn the same learner into the full-communication and fixed-random-graph ablations.
+
+Graph-learning options (configs/algos/commformer.yaml; the defaults are the authors' values, under which
+the logits hardly move, docs/learners.md section 2.10): `graph_tau` annealed to `graph_tau_end` over the
+budget, `graph_noise: sample` (a Gumbel draw per sample instead of one per minibatch), `graph_objective:
+unclipped` (no PPO clip on graph steps) and `graph_estimator: score` (rollouts sample their graphs, the
+logits learn by the score function with the receiver's advantage). BENCHMARKS.md measures them on the
+probe game `comm`, whose right graph is known.
 """
 
 from __future__ import annotations
