@@ -532,3 +532,14 @@ def test_graph_score_loss_is_minus_advantage_times_log_probability():
     assert float(got.detach()) == pytest.approx(expected, rel=1e-6)
     got.backward()
     assert torch.equal(learner.graph.edge_logits.grad.diagonal(), torch.zeros(3))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("graph_noise", "samples", "algo.graph_noise must be batch or sample, got 'samples'"),
+    ("graph_objective", "clip", "algo.graph_objective must be ppo or unclipped, got 'clip'"),
+    ("graph_estimator", "reinforce", "algo.graph_estimator must be straight_through or score, got 'reinforce'"),
+    ("graph_tau_end", 0.0, "algo.graph_tau_end must be a temperature above 0, got 0.0")])
+def test_graph_options_outside_their_values_are_one_line_errors(key, value, message):
+    with pytest.raises(ValueError) as err:
+        _learner(**{key: value})
+    assert str(err.value) == message

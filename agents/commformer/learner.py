@@ -55,10 +55,20 @@ class _Batch(NamedTuple):
 class CommFormer:
     """The CommFormer learner (marl's Learner interface)."""
 
+    # the graph options' values, the authors' first
+    CHOICES = {"graph_noise": ("batch", "sample"), "graph_objective": ("ppo", "unclipped"),
+               "graph_estimator": ("straight_through", "score")}
+
     def __init__(self, spec: EnvSpec, cfg: dict, seed: int = 0, device: str = "cpu"):
         if spec.reward_dim != 1:
             raise ValueError(f"commformer learns one reward; this environment has {spec.reward_dim} objectives")
         self.spec, self.cfg, self.device = spec, cfg, torch.device(device)
+        for key, allowed in self.CHOICES.items():
+            if cfg.get(key, allowed[0]) not in allowed:
+                raise ValueError(f"algo.{key} must be {' or '.join(allowed)}, got {cfg[key]!r}")
+        for key in ("graph_tau", "graph_tau_end"):
+            if not cfg.get(key, 1.0) > 0:
+                raise ValueError(f"algo.{key} must be a temperature above 0, got {cfg[key]!r}")
         torch.manual_seed(seed)
         N = spec.n_agents
         self.net = CommFormerNet(spec.obs_dim, spec.n_actions, N, cfg["n_embd"], cfg["n_block"]).to(self.device)
