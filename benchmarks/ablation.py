@@ -39,17 +39,21 @@ VARIANTS = {
 
 
 def run_variant(name: str, map_name: str, steps: int, seed: int, runs_dir: Path, extra: list[str],
-                stop_at: int | None = None) -> Path:
-    """Train one variant to the budget (or to stop_at env steps of it); returns its run directory."""
+                stop_at: int | None = None, *, env: str = "smac", variants: dict | None = None,
+                show_progress: bool = True) -> Path:
+    """Train one variant to the budget (or to stop_at env steps of it); returns its run directory.
+
+    `map_name` is the scenario of environment `env` (a SMAC map by default); `variants` maps names to
+    (learner, overrides), VARIANTS by default (benchmarks/graph_recovery.py passes the probe game's)."""
     from marl import config as config_mod
     from marl.trainer import Trainer
 
-    algo, overrides = VARIANTS[name]
-    cfg = config_mod.load("smac", map_name, algo, [f"train.steps={steps}", f"train.seed={seed}",
-                                                   f"train.runs_dir={runs_dir}", *overrides, *extra])
+    algo, overrides = (VARIANTS if variants is None else variants)[name]
+    cfg = config_mod.load(env, map_name, algo, [f"train.steps={steps}", f"train.seed={seed}",
+                                                f"train.runs_dir={runs_dir}", *overrides, *extra])
     run_dir = runs_dir / f"{map_name}-{name}-s{seed}"
     resume = (run_dir / "checkpoints" / "last.pt").exists()  # an interrupted variant continues
-    trainer = Trainer(cfg, run_dir, resume=resume)
+    trainer = Trainer(cfg, run_dir, resume=resume, show_progress=show_progress)
     per_update = cfg["train"]["rollout"] * cfg["train"]["envs"]
     left = None if stop_at is None else max(0, -(-(stop_at - trainer.env_steps) // per_update))
     trainer.run(max_updates=left)

@@ -249,6 +249,13 @@ class CommFormerSettings(PPOSettings):
 
     graph_lr: float = setting("edge-logit learning rate", gt=0)
     graph_every: int = setting("every graph_every-th PPO epoch steps only the graph optimiser", ge=1)
+    graph_tau: float = setting("Gumbel-softmax temperature of the training graph samples", gt=0)
+    graph_tau_end: float = setting("the temperature graph_tau is annealed to (geometrically) over the budget", gt=0)
+    graph_noise: Literal["batch", "sample"] = setting("one Gumbel draw per minibatch (authors), or one per sample")
+    graph_objective: Literal["ppo", "unclipped"] = setting("graph steps follow the clipped PPO loss (authors), or "
+                                                           "the loss without the clip")
+    graph_estimator: Literal["straight_through", "score"] = setting(
+        "Gumbel top-k with straight-through gradients (authors), or rollouts' sampled graphs learned by their score")
     warmup: int = setting("first updates use the raw logits as a soft mask", ge=0)
     post_stable: bool = setting("freeze the graph at its top-k once post_stable_at of the budget has passed")
     post_stable_at: float = setting("fraction of the budget after which the graph is frozen", ge=0, le=1)

@@ -234,6 +234,18 @@ class BudgetAware(Protocol):
 
 
 @runtime_checkable
+class GraphReporter(Protocol):
+    """Optional Learner capability: the communication graph it deploys (acting, evaluation), for scoring.
+
+    The trainer scores it against an evaluation environment's PlantedGraph (graph/planted_recall).
+    CommFormer (marl.agents.commformer) has one: the deterministic top-k of its edge logits.
+    """
+
+    def communication_graph(self) -> np.ndarray:
+        """bool[N, N], rows receivers and columns senders: True where a message may pass; no self loops."""
+
+
+@runtime_checkable
 class PlantedGraph(Protocol):
     """Optional VecEnv capability: the communication graph the game rewards, known by construction.
 

@@ -26,7 +26,17 @@ from marl import replay as replay_mod
 from marl.logging import RunLogger
 from marl.registry import make_env, make_learner
 from marl.rollout import collect, episode_return
-from marl.spec import BudgetAware, FrameSource, Learner, Resumable, Rollout, VecEnv, finished_envs
+from marl.spec import (
+    BudgetAware,
+    FrameSource,
+    GraphReporter,
+    Learner,
+    PlantedGraph,
+    Resumable,
+    Rollout,
+    VecEnv,
+    finished_envs,
+)
 
 LAST = "last.pt"
 
@@ -128,6 +138,12 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
         low, high = wilson(wins, episodes)
         out.update(win_rate=wins / episodes, win_rate_low=low, win_rate_high=high)
     return out
+
+
+def planted_recall(graph: np.ndarray, planted: np.ndarray) -> float:
+    """The fraction of the planted edges (bool[N, N]) that a communication graph (bool[N, N]) holds."""
+    planted = np.asarray(planted, bool)
+    return float((np.asarray(graph, bool) & planted).sum() / max(int(planted.sum()), 1))
 
 
 class Trainer:
@@ -267,6 +283,10 @@ class Trainer:
         if t["eval_interval"] and self.update_index % t["eval_interval"] == 0:
             self.last_eval = self.evaluate()
             logger.evaluation(self.last_eval, self.env_steps)
+            if isinstance(self.learner, GraphReporter) and isinstance(self._eval_env, PlantedGraph):
+                # the graph the learner deploys against the one the game rewards (capabilities, never names)
+                recall = planted_recall(self.learner.communication_graph(), self._eval_env.planted_graph())
+                logger.scalars({"graph/planted_recall": recall}, self.env_steps)
             if t["record_replays"]:
                 path = self.record_replay()
                 if path is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from marl import config as config_mod
 from marl.agents.commformer import CommFormer, CommGraph, Gates, apply_gates, k_of
+from marl.agents.commformer.graph import annealed_tau
 from marl.agents.commformer.model import CommFormerNet
 from marl.agents.ppo import masked_logits
 from marl.envs.smac import SMACVecEnv
@@ -341,13 +344,20 @@ def test_a_closed_gate_still_gets_a_gradient_so_it_can_reopen():
     assert p.grad.abs().sum() > 0
 
 
-def test_commformer_resumes_exactly(tmp_path):
+# the graph options that depart from the authors' (configs/algos/commformer.yaml), all on at once
+GRAPH_OPTIONS = ["algo.graph_lr=0.01", "algo.graph_tau_end=0.1", "algo.graph_noise=sample",
+                 "algo.graph_objective=unclipped"]
+
+
+@pytest.mark.parametrize("options", [[], GRAPH_OPTIONS, ["algo.graph_estimator=score", "algo.graph_tau_end=0.1"]],
+                         ids=["authors", "graph_options", "score"])
+def test_commformer_resumes_exactly(tmp_path, options):
     from marl.trainer import Trainer
 
     cfg = config_mod.load("smac", "3m", "commformer", [
         "train.envs=2", "train.rollout=8", "algo.ppo_epochs=5", "algo.warmup=1", "train.eval_interval=0",
-        "train.checkpoint_interval=1", "train.log_interval=1", f"train.runs_dir={tmp_path}", "train.steps=100000",
-        "train.torch_threads=1", "train.update_threads=1"])
+        "train.checkpoint_interval=1", "train.log_interval=1", f"train.runs_dir={tmp_path}", "train.steps=100",
+        "train.torch_threads=1", "train.update_threads=1", *options])
     whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
     whole.run(max_updates=4)
     half = Trainer(cfg, tmp_path / "half", show_progress=False)
@@ -360,6 +370,7 @@ def test_commformer_resumes_exactly(tmp_path):
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     assert a["updates"] == b["updates"] == 4
     assert not torch.equal(a["graph"]["edge_logits"], torch.ones(3, 3))  # the graph did learn
+    assert whole.learner.tau() == resumed.learner.tau()
 
 
 def test_folded_observation_norm_equals_the_layer_stack_in_value_and_gradient():
@@ -377,3 +388,160 @@ def test_folded_observation_norm_equals_the_layer_stack_in_value_and_gradient():
     g_stacked = torch.autograd.grad(stacked.square().sum(), params)
     for a, b in zip(g_folded, g_stacked):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ graph-learning options (issue 13)
+@pytest.mark.parametrize("start, end, fraction, tau", [
+    (1.0, 0.1, 0.0, 1.0), (1.0, 0.1, 1.0, 0.1), (1.0, 0.1, 0.5, 0.1 ** 0.5), (1.0, 0.1, 0.25, 0.1 ** 0.25),
+    (1.0, 0.1, 2.0, 0.1), (1.0, 0.1, -1.0, 1.0), (2.0, 0.5, 0.5, 1.0), (1.0, 1.0, 0.7, 1.0)])
+def test_tau_is_annealed_geometrically_over_the_budget(start, end, fraction, tau):
+    assert annealed_tau(start, end, fraction) == pytest.approx(tau, rel=1e-12)
+
+
+def test_the_learner_samples_at_the_annealed_tau_and_one_graph_per_sample(monkeypatch):
+    learner, env = _learner(warmup=0, graph_tau_end=0.1, graph_noise="sample", post_stable=False)
+    assert learner.tau() == 1.0
+    learner.set_budget_fraction(0.5)
+    assert learner.tau() == pytest.approx(0.1 ** 0.5)
+    seen, real = [], learner.graph.sample
+    monkeypatch.setattr(learner.graph, "sample",
+                        lambda g, tau, batch: (seen.append((tau, batch)), real(g, tau, batch))[1])
+    rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+    learner.update(rollout)
+    assert seen == [(pytest.approx(0.1 ** 0.5), 2 * 8)] * learner.cfg["ppo_epochs"]  # every epoch, whole batch
+    assert learner.diagnostics()["scalars"]["graph/tau"] == pytest.approx(0.1 ** 0.5)
+
+
+@pytest.mark.parametrize("noise, calls", [("batch", [None] * 10), ("sample", [16] * 10)])
+def test_graph_noise_option_chooses_one_draw_per_batch_or_per_sample(monkeypatch, noise, calls):
+    learner, env = _learner(warmup=0, ppo_epochs=10, graph_noise=noise)
+    seen, real = [], learner.graph.sample
+    monkeypatch.setattr(learner.graph, "sample", lambda g, tau, batch: (seen.append(batch), real(g, tau, batch))[1])
+    rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+    learner.update(rollout)
+    assert seen == calls
+
+
+def test_per_sample_graphs_are_k_hot_rows_that_differ_and_pass_gradients():
+    g = CommGraph(8, 0.125)
+    masks = g.sample(torch.Generator().manual_seed(0), 0.5, batch=64)
+    assert masks.shape == (64, 8, 8)
+    assert torch.equal(masks.detach().diagonal(dim1=1, dim2=2), torch.ones(64, 8))
+    off = masks.detach() * (1 - torch.eye(8))
+    assert torch.equal(off.sum(-1), torch.ones(64, 8))  # k = 1 sender per receiver in every sample
+    assert len({tuple(m.argmax(-1).tolist()) for m in off}) == 64  # 7**8 graphs: no two draws alike
+    (masks * torch.randn(64, 8, 8, generator=torch.Generator().manual_seed(1))).sum().backward()
+    assert g.edge_logits.grad.abs().sum() > 0
+    # one draw for the batch consumes N * N uniforms, one per sample B * N * N: the authors' stream is untouched
+    a, b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    g.sample(a, 1.0)
+    torch.rand(8, 8, generator=b)
+    assert torch.equal(torch.rand(1, generator=a), torch.rand(1, generator=b))
+
+
+@pytest.mark.parametrize("objective, graph_clip", [("ppo", 0.05), ("unclipped", float("inf"))])
+def test_graph_objective_unclips_only_the_graph_epochs(monkeypatch, objective, graph_clip):
+    import marl.agents.commformer.learner as learner_mod
+
+    learner, env = _learner(warmup=0, ppo_epochs=10, clip=0.05, graph_objective=objective)
+    clips, real = [], learner_mod.policy_loss
+    monkeypatch.setattr(learner_mod, "policy_loss", lambda *a: (clips.append(a[3]), real(*a))[1])
+    rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+    learner.update(rollout)
+    assert clips == ([0.05] * 4 + [graph_clip]) * 2  # epochs 5 and 10 are the graph's
+
+
+def test_margins_drift_and_communication_graph_are_exact():
+    learner, env = _learner("3s5z", warmup=0, sparsity=0.25)  # N = 8, k = 2
+    logits = torch.ones(8, 8)
+    logits[0, 1:4] = torch.tensor([3.0, 2.5, 1.0])  # top 2 of row 0: 3 and 2.5, then 1: margin 1.5
+    logits[5, 0] = -2.0  # row 5: a tie among the others at 1, margin 0
+    with torch.no_grad():
+        learner.graph.edge_logits.copy_(logits)
+    scalars = learner.diagnostics()["scalars"]
+    assert scalars["graph/topk_margin_mean"] == pytest.approx(1.5 / 8)
+    assert scalars["graph/topk_margin_min"] == 0.0
+    assert scalars["graph/logit_drift"] == pytest.approx(3.0)  # |-2 - 1|
+    graph = learner.communication_graph()
+    assert graph.dtype == bool and graph.shape == (8, 8) and not graph.diagonal().any()
+    assert graph.sum(1).tolist() == [2] * 8 and graph[0, 1] and graph[0, 2]
+    assert np.array_equal(graph, (learner.graph.deterministic().numpy() > 0) & ~np.eye(8, dtype=bool))
+    assert CommGraph(3, 1.0).margins() is None  # every other agent is kept: no (k+1)-th logit
+
+
+def test_trainer_logs_planted_recall_when_learner_and_env_can_tell(tmp_path, monkeypatch):
+    from marl.logging import RunLogger
+    from marl.spec import GraphReporter, PlantedGraph
+    from marl.trainer import Trainer, planted_recall
+
+    planted = np.zeros((4, 4), bool)
+    planted[[0, 1, 2, 3], [1, 2, 3, 0]] = True
+    assert planted_recall(planted, planted) == 1.0
+    assert planted_recall(planted.T, planted) == 0.0
+    half = planted.copy()
+    half[0] = half[1] = False
+    assert planted_recall(half | planted.T, planted) == 0.5
+    logged = []
+    monkeypatch.setattr(RunLogger, "scalars", lambda self, values, step: logged.append(values))
+    cfg = config_mod.load("comm", "informants", "commformer", [
+        "env.n_agents=4", "train.envs=2", "train.rollout=4", "algo.ppo_epochs=2", "train.eval_interval=1",
+        "train.eval_episodes=2", "train.checkpoint_interval=0", "train.log_interval=1000", "train.record_replays=false",
+        f"train.runs_dir={tmp_path}", "train.steps=100", "train.torch_threads=1", "train.update_threads=1"])
+    tr = Trainer(cfg, tmp_path / "run", show_progress=False)
+    tr.run(max_updates=1)
+    assert isinstance(tr.learner, GraphReporter) and isinstance(tr._eval_env, PlantedGraph)
+    recall = [v["graph/planted_recall"] for v in logged if "graph/planted_recall" in v]
+    assert recall == [planted_recall(tr.learner.communication_graph(), tr._eval_env.planted_graph())]
+
+
+def test_score_estimator_samples_rollout_graphs_and_trains_under_them(monkeypatch):
+    learner, env = _learner(warmup=0, ppo_epochs=5, graph_estimator="score", post_stable=False)
+    step = env.reset(seed=0)
+    _, extras = learner.act(step, deterministic=True)
+    assert "graph" not in extras  # evaluation keeps the deterministic top-k
+    rollout, _, _ = collect(env, learner, step, 8)
+    graphs = rollout.extras["graph"]
+    assert graphs.shape == (8, 2, 3, 3) and graphs.dtype == bool
+    assert graphs[..., [0, 1, 2], [0, 1, 2]].all() and (graphs.sum(-1) == 1 + learner.graph.k).all()  # self loops
+    assert len({g.tobytes() for g in graphs.reshape(16, 3, 3)}) > 1  # drawn per battle and step
+    monkeypatch.setattr(learner.graph, "sample", lambda *a, **k: pytest.fail("the update drew a graph of its own"))
+    seen, real = [], learner._loss
+    monkeypatch.setattr(learner, "_loss",
+                        lambda data, b, idx, base, ge: (seen.append(base), real(data, b, idx, base, ge))[1])
+    before = learner.graph.edge_logits.detach().clone()
+    learner.update(rollout)
+    assert all(torch.equal(base, torch.as_tensor(graphs.reshape(16, 3, 3)).float()) for base in seen)
+    assert not torch.equal(before, learner.graph.edge_logits.detach())  # the score moved the logits
+
+
+def test_graph_score_loss_is_minus_advantage_times_log_probability():
+    learner, _ = _learner(warmup=0, graph_estimator="score")  # 3m: N = 3, k = 1
+    with torch.no_grad():
+        learner.graph.edge_logits.copy_(torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.0, 0.0], [3.0, 1.0, 0.0]]))
+    graph = torch.zeros(2, 3, 3)
+    graph[0, 0, 2] = graph[0, 1, 0] = graph[0, 2, 1] = 1.0  # sample 0: senders 2, 0, 1
+    graph[1, 0, 1] = graph[1, 1, 2] = graph[1, 2, 0] = 1.0  # sample 1: senders 1, 2, 0
+    graph += torch.eye(3)  # self loops carry no score
+    adv = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])
+    alive = torch.tensor([[True, True, True], [True, True, False]])
+    lp = [[math.log(math.e ** 2 / (math.e + math.e ** 2)), math.log(math.e ** 0.5 / (math.e ** 0.5 + 1)),
+           math.log(math.e / (math.e ** 3 + math.e))],
+          [math.log(math.e / (math.e + math.e ** 2)), math.log(1 / (math.e ** 0.5 + 1)), None]]
+    expected = -(1.0 * lp[0][0] - 2.0 * lp[0][1] + 0.5 * lp[0][2] + 0.0 * lp[1][0] + 3.0 * lp[1][1]) / 5
+    got = learner._graph_score_loss(graph, adv, alive)
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-6)
+    got.backward()
+    assert torch.equal(learner.graph.edge_logits.grad.diagonal(), torch.zeros(3))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("algo.graph_noise=samples", "algo.graph_noise must be one of batch, sample, got 'samples'"),
+    ("algo.graph_objective=clip", "algo.graph_objective must be one of ppo, unclipped, got 'clip'"),
+    ("algo.graph_estimator=reinforce", "algo.graph_estimator must be one of straight_through, score, got 'reinforce'"),
+    ("algo.graph_tau_end=0", "algo.graph_tau_end must be > 0, got 0")])
+def test_graph_options_outside_their_values_are_one_line_errors(tmp_path, capsys, override, message):
+    from marl.cli import main
+
+    assert main(["train", "comm", "informants", f"train.runs_dir={tmp_path}", override]) == 2
+    assert capsys.readouterr().err == f"marl: error: {message}\n"
+    assert not any(tmp_path.iterdir())

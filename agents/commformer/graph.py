@@ -13,6 +13,8 @@ acting and trained through a straight-through estimator; evaluation opens a gate
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -20,6 +22,14 @@ from torch import nn
 def k_of(n_agents: int, sparsity: float) -> int:
     """Incoming edges kept per agent (besides the self loop)."""
     return max(int(n_agents * sparsity), 1)
+
+
+def annealed_tau(start: float, end: float, fraction: float) -> float:
+    """The Gumbel temperature at a fraction of the budget: geometric from start (0) to end (1), then end."""
+    if start == end:
+        return start
+    f = min(max(fraction, 0.0), 1.0)
+    return math.exp(math.log(start) + (math.log(end) - math.log(start)) * f)
 
 
 class CommGraph(nn.Module):
@@ -62,15 +72,29 @@ class CommGraph(nn.Module):
             mask = torch.zeros_like(scores).scatter_(1, scores.topk(self.k, dim=1).indices, 1.0)
         return self._with_self(mask)
 
-    def sample(self, generator: torch.Generator | None = None, tau: float = 1.0) -> torch.Tensor:
-        """A training mask: Gumbel-softmax per row, hard top-k forward, soft probabilities backward."""
+    def sample(self, generator: torch.Generator | None = None, tau: float = 1.0, batch: int | None = None
+               ) -> torch.Tensor:
+        """A training mask: Gumbel-softmax per row, hard top-k forward, soft probabilities backward.
+
+        One noise draw for the whole batch ([N, N], the authors' way) or, given `batch`, one per sample
+        ([batch, N, N]), so that one step averages the gradient over many graphs rather than one.
+        """
         if self.mode != "learned" or self.frozen:
             return self.deterministic()
         logits = self.edge_logits.masked_fill(self.eye, float("-inf"))
-        u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-10, 1 - 1e-10)
-        soft = torch.softmax((logits - torch.log(-torch.log(u))) / tau, dim=1)
-        hard = torch.zeros_like(soft).scatter_(1, soft.topk(self.k, dim=1).indices, 1.0)
+        shape = logits.shape if batch is None else (batch, *logits.shape)
+        u = torch.rand(shape, generator=generator, device=logits.device).clamp(1e-10, 1 - 1e-10)
+        soft = torch.softmax((logits - torch.log(-torch.log(u))) / tau, dim=-1)
+        hard = torch.zeros_like(soft).scatter_(-1, soft.topk(self.k, dim=-1).indices, 1.0)
         return self._with_self(hard - soft.detach() + soft)
+
+    def margins(self) -> torch.Tensor | None:
+        """Per receiver, the k-th largest logit minus the (k+1)-th, self excluded [N]; None when all N-1 are kept."""
+        if self.k >= self.n - 1:
+            return None
+        with torch.no_grad():
+            top = self.edge_logits.masked_fill(self.eye, float("-inf")).topk(self.k + 1, dim=1).values
+        return top[:, self.k - 1] - top[:, self.k]
 
     def soft(self) -> torch.Tensor:
         """Warm-up mask: the raw logits themselves (everyone hears everyone, weighted)."""

@@ -6,6 +6,13 @@ network only). The first `warmup` updates use the raw logits as a soft mask. Wit
 graph is frozen at its deterministic top-k once a fraction `post_stable_at` of the training budget
 has passed (the trainer reports the fraction through `set_budget_fraction`). `graph: full` and `graph: random`
 turn the same learner into the full-communication and fixed-random-graph ablations.
+
+Graph-learning options (configs/algos/commformer.yaml; the defaults are the authors' values, under which
+the logits hardly move, docs/learners.md section 2.10): `graph_tau` annealed to `graph_tau_end` over the
+budget, `graph_noise: sample` (a Gumbel draw per sample instead of one per minibatch), `graph_objective:
+unclipped` (no PPO clip on graph steps) and `graph_estimator: score` (rollouts sample their graphs, the
+logits learn by the score function with the receiver's advantage). BENCHMARKS.md measures them on the
+probe game `comm`, whose right graph is known.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from ..ppo import (
     ppo_targets,
     value_loss,
 )
-from .graph import CommGraph, Gates, apply_gates
+from .graph import CommGraph, Gates, annealed_tau, apply_gates
 from .model import CommFormerNet
 
 
@@ -42,6 +49,7 @@ class _Batch(NamedTuple):
     alive: torch.Tensor
     actions: torch.Tensor
     gate_taken: torch.Tensor | None  # the gate decisions of the rollout (with gates)
+    graph: torch.Tensor | None  # the graphs the rollout sampled [T * E, N, N] (graph_estimator: score)
 
 
 class CommFormer:
@@ -63,6 +71,10 @@ class CommFormer:
         self.value_norm = ValueNorm().to(self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.updates = 0
+        self.budget_fraction = 0.0  # told by the trainer before each update (BudgetAware)
+        # the logits the graph started from, for the drift scalar (ones, the authors' initialisation). They are
+        # a function of the config, so a learner built to resume has them already: the state keeps its layout
+        self.initial_logits = self.graph.edge_logits.detach().clone()
         self._last_mask = self.graph.deterministic().detach().cpu().numpy()
         self._last_stats: dict = {}
         self._images_key, self._images = None, {}  # the last graph pictures drawn, and what they show
@@ -150,7 +162,11 @@ class CommFormer:
             avail = torch.as_tensor(step.avail, device=self.device)
             alive = torch.as_tensor(step.alive, device=self.device)
             gates, _ = self._gate_decisions(obs, deterministic)
-            base, levels = self._acting_graph()
+            explore = not deterministic and self._explores()
+            if explore:  # a graph drawn per battle, trained afterwards by its score (graph_estimator: score)
+                base, levels = self.graph.sample(self.generator, self.tau(), obs.shape[0]).detach(), None
+            else:
+                base, levels = self._acting_graph()
             masks, support = self._step_masks(base, gates, alive)
             rep, values = self.net.encode(obs, masks, support)
             actions, log_probs = self._decode_actions(rep, masks, support, avail, deterministic, levels)
@@ -159,6 +175,8 @@ class CommFormer:
                   "comm": (masks > 0).cpu().numpy()}  # [B, N, N] receiver x sender, this step's edges
         if gates is not None:
             extras["gates"] = gates.cpu().numpy().astype(np.float32)
+        if explore:
+            extras["graph"] = (base > 0).cpu().numpy()
         if not deterministic:
             extras.update(log_prob=log_probs.cpu().numpy(), value=values.cpu().numpy())
         return actions.cpu().numpy(), extras
@@ -174,8 +192,15 @@ class CommFormer:
             return self.value_norm.denormalize(v).cpu().numpy()
 
     # ------------------------------------------------------------------ learning
+    def _explores(self) -> bool:
+        """Whether rollouts sample their graphs (graph_estimator: score, while the graph learns after warm-up)."""
+        return (self.cfg.get("graph_estimator", "straight_through") == "score" and self.graph.mode == "learned"
+                and not self.graph.frozen and self.updates >= self.cfg["warmup"])
+
     def set_budget_fraction(self, fraction: float) -> None:
-        """Post-stable: freeze the graph at its top-k once `post_stable_at` of the budget has passed."""
+        """Post-stable: freeze the graph at its top-k once `post_stable_at` of the budget has passed; the
+        fraction also sets the Gumbel temperature (graph_tau -> graph_tau_end)."""
+        self.budget_fraction = float(fraction)
         if self.cfg["post_stable"] and fraction >= self.cfg["post_stable_at"]:
             self.graph.frozen = True
 
@@ -191,7 +216,9 @@ class CommFormer:
         for epoch in range(cfg["ppo_epochs"]):
             graph_epoch = learned and not warm and (epoch + 1) % cfg["graph_every"] == 0
             for idx in self._minibatches(len(data.obs)):
-                loss, metrics = self._loss(data, batch, idx, self._training_graph(learned, warm))
+                base = (data.graph[idx] if data.graph is not None
+                         else self._training_graph(learned, warm, data.alive[idx].shape[0]))
+                loss, metrics = self._loss(data, batch, idx, base, graph_epoch)
                 if graph_epoch:
                     self._graph_step(loss)
                     graph_steps += 1
@@ -219,7 +246,9 @@ class CommFormer:
                       alive=torch.as_tensor(rollout.alive.reshape(B, N), device=dev),
                       actions=torch.as_tensor(rollout.actions.reshape(B, N), device=dev),
                       gate_taken=(torch.as_tensor(rollout.extras["gates"].reshape(B, N), device=dev)
-                                  if self.gates is not None else None))
+                                  if self.gates is not None else None),
+                      graph=(torch.as_tensor(rollout.extras["graph"].reshape(B, N, N), device=dev).float()
+                             if "graph" in rollout.extras else None))
 
     def _minibatches(self, n: int) -> list:
         """This epoch's minibatch indices; one minibatch is the whole batch, a view rather than a shuffled copy."""
@@ -227,18 +256,30 @@ class CommFormer:
             return [slice(None)]
         return torch.randperm(n, generator=self.generator).to(self.device).chunk(self.cfg["minibatches"])
 
-    def _training_graph(self, learned: bool, warm: bool) -> torch.Tensor:
-        """The graph a minibatch trains under: the soft logits in warm-up, a Gumbel top-k sample while the
-        graph learns, else the fixed top-k."""
+    def tau(self) -> float:
+        """The Gumbel temperature of this update's graph samples (graph_tau annealed to graph_tau_end)."""
+        return annealed_tau(self.cfg.get("graph_tau", 1.0), self.cfg.get("graph_tau_end", 1.0), self.budget_fraction)
+
+    def _training_graph(self, learned: bool, warm: bool, batch: int) -> torch.Tensor:
+        """The graph a minibatch of `batch` samples trains under: the soft logits in warm-up, a Gumbel top-k
+        sample while the graph learns (one for the batch, or one per sample with graph_noise: sample), else
+        the fixed top-k."""
         if warm and self.graph.mode == "learned":
             return self.graph.soft()
         if learned:
-            return self.graph.sample(self.generator)
+            per_sample = self.cfg.get("graph_noise", "batch") == "sample"
+            return self.graph.sample(self.generator, self.tau(), batch if per_sample else None)
         return self.graph.deterministic()
 
-    def _loss(self, data: _Batch, batch: PPOTargets, idx, base: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The PPO objective of one minibatch (policy, entropy, value and gate cost) and its metrics."""
+    def _loss(self, data: _Batch, batch: PPOTargets, idx, base: torch.Tensor, graph_epoch: bool = False
+              ) -> tuple[torch.Tensor, dict]:
+        """The PPO objective of one minibatch (policy, entropy, value and gate cost) and its metrics.
+
+        On graph epochs with graph_objective: unclipped the policy term is the plain importance-weighted
+        advantage: under a tight clip, a sampled graph far from the rollout's moves most ratios out of the
+        clip range, where the clipped objective gives the graph no gradient at all."""
         cfg = self.cfg
+        clip = float("inf") if graph_epoch and cfg.get("graph_objective", "ppo") == "unclipped" else cfg["clip"]
         m = batch.mask[idx]
         gates, gate_cost = None, torch.zeros((), device=self.device)
         if self.gates is not None:
@@ -251,11 +292,23 @@ class CommFormer:
         logp_all = torch.log_softmax(logits, -1)
         logp = logp_all.gather(-1, data.actions[idx].unsqueeze(-1)).squeeze(-1)
         entropy = masked_entropy(logp_all, m)
-        p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], cfg["clip"], m)
+        p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], clip, m)
         v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
                             cfg["value_clip"], m)
         loss = p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss + cfg["gate_cost"] * gate_cost
+        if graph_epoch and data.graph is not None:
+            # the rollout's graphs are constants of the loss above; the logits learn by their score instead
+            loss = loss + self._graph_score_loss(data.graph[idx], batch.advantages[idx], m)
         return loss, {"policy_loss": p_loss, "value_loss": v_loss, "entropy": entropy, **info, "gate_cost": gate_cost}
+
+    def _graph_score_loss(self, graph: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Score-function loss of the sampled graphs [B, N, N]: -A_i log P(row i) with the receiver's advantage
+        (the critic is the baseline). log P(row i) is the sum of the selected senders' log-softmax at the
+        sampling temperature: exact for k = 1, the first-order term of the top-k draw's Plackett-Luce
+        probability otherwise."""
+        logp = torch.log_softmax(self.graph.edge_logits.masked_fill(self.graph.eye, float("-inf")) / self.tau(), -1)
+        picked = (graph * (1 - self._eye) * logp.nan_to_num(0.0, neginf=0.0)).sum(-1)  # [B, N]
+        return -masked_mean(advantages * picked, mask)
 
     def _graph_step(self, loss: torch.Tensor) -> None:
         """A graph epoch's step: the edge logits alone follow the PPO objective."""
@@ -314,6 +367,12 @@ class CommFormer:
         self.updates, self.graph.frozen = int(state["updates"]), bool(state["frozen"])
         self._last_mask = state["last_mask"].numpy()
 
+    def communication_graph(self) -> np.ndarray:
+        """bool[N, N] (receivers x senders, no self loops): the deterministic graph rollouts and evaluation use."""
+        mask = self.graph.deterministic().detach().cpu().numpy() > 0
+        np.fill_diagonal(mask, False)
+        return mask
+
     def diagnostics(self) -> dict:
         """The graph as the user sees it: scalars, images (heatmap, mask, node-link) and a histogram."""
         from .viz import graph_images
@@ -325,7 +384,13 @@ class CommFormer:
         rows = probs.clip(1e-12, 1)
         scalars = {"graph/density": float(mask[off].mean()),
                    "graph/entropy": float(-(rows * np.log(rows)).sum(1).mean()),
-                   "graph/edges_changed": float(np.abs(mask - self._last_mask)[off].sum())}
+                   "graph/edges_changed": float(np.abs(mask - self._last_mask)[off].sum()),
+                   "graph/tau": self.tau(),
+                   "graph/logit_drift": float((self.graph.edge_logits.detach() - self.initial_logits).abs().max())}
+        margins = self.graph.margins()
+        if margins is not None:  # how firmly each receiver's top k is chosen: 0 is a tie
+            scalars.update({"graph/topk_margin_mean": float(margins.mean()),
+                            "graph/topk_margin_min": float(margins.min())})
         for k in ("messages_per_agent_step", "gate_open_rate"):
             if k in self._last_stats:
                 scalars[f"graph/{k}"] = self._last_stats[k]
