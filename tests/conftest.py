@@ -60,3 +60,18 @@ def actions_for(batch, **by_agent):
     for k, v in by_agent.items():
         acts[0, int(k.removeprefix("a"))] = v
     return acts
+
+
+def whole_and_resumed(cfg: dict, root, updates: int):
+    """Two runs of one config: 2 x updates in one go, and updates, a resume from the checkpoint, updates more.
+
+    Returns the two Trainers, for a test to compare what exact resume must make equal.
+    """
+    from marl.trainer import Trainer
+
+    whole = Trainer(cfg, root / "whole", show_progress=False)
+    whole.run(max_updates=2 * updates)
+    Trainer(cfg, root / "split", show_progress=False).run(max_updates=updates)
+    resumed = Trainer(cfg, root / "split", resume=True, show_progress=False)
+    resumed.run(max_updates=updates)
+    return whole, resumed

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import whole_and_resumed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -343,18 +344,11 @@ def test_get_state_set_state_continues_exactly(scenario):
 
 
 def test_trainer_resumes_a_comm_run_exactly(tmp_path):
-    from marl.trainer import Trainer
-
     cfg = config_mod.load("comm", "intermittent", "mappo", [
         "train.envs=2", "train.rollout=8", "algo.ppo_epochs=1", "train.eval_interval=0", "train.torch_threads=1",
         "train.update_threads=1", "train.checkpoint_interval=1", f"train.runs_dir={tmp_path}", "env.n_agents=3",
         "env.episode_limit=5"])
-    whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
-    whole.run(max_updates=2)
-    first = Trainer(cfg, tmp_path / "split", show_progress=False)
-    first.run(max_updates=1)
-    second = Trainer(cfg, tmp_path / "split", resume=True, show_progress=False)
-    second.run(max_updates=1)
+    whole, second = whole_and_resumed(cfg, tmp_path, 1)
     for k, v in whole.env.get_state().items():
         assert np.array_equal(v, second.env.get_state()[k]), k
     assert whole.episodes == second.episodes > 0

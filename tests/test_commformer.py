@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import whole_and_resumed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -352,18 +353,11 @@ GRAPH_OPTIONS = ["algo.graph_lr=0.01", "algo.graph_tau_end=0.1", "algo.graph_noi
 @pytest.mark.parametrize("options", [[], GRAPH_OPTIONS, ["algo.graph_estimator=score", "algo.graph_tau_end=0.1"]],
                          ids=["authors", "graph_options", "score"])
 def test_commformer_resumes_exactly(tmp_path, options):
-    from marl.trainer import Trainer
-
     cfg = config_mod.load("smac", "3m", "commformer", [
         "train.envs=2", "train.rollout=8", "algo.ppo_epochs=5", "algo.warmup=1", "train.eval_interval=0",
         "train.checkpoint_interval=1", "train.log_interval=1", f"train.runs_dir={tmp_path}", "train.steps=100",
         "train.torch_threads=1", "train.update_threads=1", *options])
-    whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
-    whole.run(max_updates=4)
-    half = Trainer(cfg, tmp_path / "half", show_progress=False)
-    half.run(max_updates=2)
-    resumed = Trainer(cfg, tmp_path / "half", resume=True, show_progress=False)
-    resumed.run(max_updates=2)
+    whole, resumed = whole_and_resumed(cfg, tmp_path, 2)
     a, b = whole.learner.state_dict(), resumed.learner.state_dict()
     for part in ("net", "graph", "gates"):
         for k in a[part]:
