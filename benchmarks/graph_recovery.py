@@ -9,6 +9,11 @@ heard per step over the last tenth of training.
     python benchmarks/graph_recovery.py --steps 1000000 --seeds 1 2 3 algo.sparsity=0.125
     python benchmarks/graph_recovery.py --variants learned_authors --steps 300000 algo.sparsity=0.125
     python benchmarks/graph_recovery.py --table runs/graph_recovery/informants-learned-s1
+    python benchmarks/graph_recovery.py --eval-gates runs/graph_recovery/intermittent-learned-s1
+
+`--eval-gates` plays a run's last checkpoint deterministically (as the trainer's evaluation does) and
+prints how often the gates open there (P(open) > 0.5) beside the sampled open rate of training
+(graph/gate_open_rate over the last tenth) and the messages each agent heard per step.
 
 `learned` is CommFormer with the probe's preset (configs/presets/comm/informants.yaml); `learned_authors`
 is the same with the authors' graph settings; `random` and `full` are the fixed-graph ablations.
@@ -20,6 +25,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ablation import run_variant  # noqa: E402
@@ -58,6 +65,54 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
             "messages_per_agent_step": sum(tail) / len(tail) if tail else None}
 
 
+class GateCounter:
+    """A learner's actions unchanged, with the gate decisions and messages of each living agent-step counted."""
+
+    def __init__(self, learner):
+        self.learner = learner
+        self.agent_steps, self.open, self.heard, self.has_gates = 0, 0.0, 0.0, False
+
+    def act(self, step, deterministic: bool = False):
+        """The wrapped learner's act; its extras' gates (1 open) and messages are summed over living agents."""
+        actions, extras = self.learner.act(step, deterministic)
+        alive = np.asarray(step.alive, bool)
+        self.agent_steps += int(alive.sum())
+        self.heard += float(np.asarray(extras["messages"])[alive].sum())
+        if "gates" in extras:
+            self.has_gates = True
+            self.open += float(np.asarray(extras["gates"])[alive].sum())
+        return actions, extras
+
+    def rates(self) -> dict:
+        """Gate open rate (None without gates) and messages per living agent-step."""
+        n = max(self.agent_steps, 1)
+        return {"gate_open_rate": self.open / n if self.has_gates else None, "messages_per_agent_step": self.heard / n}
+
+
+def eval_gates(run_dir: Path, episodes: int = 32) -> dict:
+    """A run's last checkpoint played deterministically on the trainer's evaluation seed: return / optimum,
+    gate open rate and messages per agent-step there, and the sampled training open rate over the last tenth."""
+    from learning import scalars
+
+    from marl import checkpoint
+    from marl import config as config_mod
+    from marl.envs.comm import optimal_return
+    from marl.trainer import LAST, build, evaluate
+
+    cfg = config_mod.load_file(run_dir / "config.yaml")
+    data = checkpoint.load(run_dir / "checkpoints" / LAST)
+    env, learner = build(cfg, n_envs=min(episodes, 32))
+    checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
+    counter = GateCounter(learner)
+    res = evaluate(env, counter, episodes, seed=cfg["train"]["seed"] + 1_000_003)  # the trainer's evaluation seed
+    train = [(s, v) for s, _, v in scalars(run_dir, "graph/gate_open_rate")]
+    tail = [v for s, v in train if s >= 0.9 * train[-1][0]] if train else []
+    return {"steps": data["counters"]["env_steps"],
+            "return_fraction": res["episode_return"] / optimal_return(cfg["env"]["episode_limit"]),
+            **{f"eval_{k}": v for k, v in counter.rates().items()},
+            "train_gate_open_rate": sum(tail) / len(tail) if tail else None}
+
+
 def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -72,8 +127,20 @@ def main(argv=None) -> None:
     p.add_argument("--runs-dir", default="runs/graph_recovery")
     p.add_argument("--table", nargs="+", metavar="RUN_DIR", help="only print the table of these run directories")
     p.add_argument("--at", type=int, help="with --table: read every run up to this many env steps")
+    p.add_argument("--eval-gates", nargs="+", metavar="RUN_DIR",
+                   help="only play these runs' last checkpoints and print their gate open rates")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
     args = p.parse_args(argv)
+    if args.eval_gates:
+        print("| run | env steps | return / optimum | gate open rate at evaluation | sampled open rate in training "
+              "(last tenth) | messages / agent / step at evaluation |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for d in args.eval_gates:
+            r = eval_gates(Path(d))
+            print(f"| {Path(d).name} | {r['steps']:,} | {r['return_fraction']:.3f} | "
+                  f"{_fmt(r['eval_gate_open_rate'], '.3f')} | {_fmt(r['train_gate_open_rate'], '.3f')} | "
+                  f"{r['eval_messages_per_agent_step']:.2f} |", flush=True)
+        return
     if args.table:
         rows = [{"run": Path(d).name, **summarise(Path(d), args.at)} for d in args.table]
     else:

@@ -2,7 +2,9 @@
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
@@ -43,3 +45,48 @@ def test_table_is_printed_for_run_directories(tmp_path, capsys):
     run_dir = _run(tmp_path)
     graph_recovery.main(["--table", str(run_dir)])
     assert "| informants-learned-s1 | 300 | 1.000 | 1.000 | 1.000 | 200 | 0.80 |" in capsys.readouterr().out
+
+
+class _ScriptedGates:
+    """A learner whose gates and messages are fixed per call: agent 0's gate open, agent 1's closed."""
+
+    def __init__(self, gates: bool):
+        self.gates, self.calls = gates, 0
+
+    def act(self, step, deterministic=False):
+        self.calls += 1
+        E, N = step.alive.shape
+        extras = {"messages": np.tile(np.arange(N, dtype=np.float32), (E, 1))}
+        if self.gates:
+            extras["gates"] = np.tile(np.array([1.0, 0.0, 1.0], np.float32)[:N], (E, 1))
+        return np.full((E, N), deterministic, int), extras
+
+
+def test_gate_counter_counts_living_agents_only():
+    step = SimpleNamespace(alive=np.array([[True, True, True], [True, False, False]]))
+    counter = graph_recovery.GateCounter(_ScriptedGates(gates=True))
+    actions, _ = counter.act(step, deterministic=True)
+    assert actions.tolist() == [[1, 1, 1], [1, 1, 1]]  # the learner's actions, untouched
+    counter.act(step)
+    # 4 living agent-steps per call: gates 1 + 0 + 1 + 1 open, messages 0 + 1 + 2 + 0
+    assert counter.rates() == {"gate_open_rate": 0.75, "messages_per_agent_step": 0.75}
+    plain = graph_recovery.GateCounter(_ScriptedGates(gates=False))
+    plain.act(step)
+    assert plain.rates() == {"gate_open_rate": None, "messages_per_agent_step": 0.75}
+
+
+def test_eval_gates_plays_the_last_checkpoint(tmp_path, capsys):
+    from marl.trainer import Trainer
+
+    cfg = config_mod.load("comm", "intermittent", "commformer",
+                          ["train.envs=4", "train.rollout=20", "train.steps=80", "train.eval_interval=0",
+                           "train.torch_threads=1", "train.update_threads=1", "algo.sparsity=0.125",
+                           "algo.gates=false", "algo.warmup=0"])
+    run_dir = tmp_path / "intermittent-learned-s1"
+    Trainer(cfg, run_dir, show_progress=False).run()
+    row = graph_recovery.eval_gates(run_dir)  # 32 episodes, as the table plays them: the same numbers
+    # no gates and past the soft warm-up: every agent hears its k = 1 top sender at every step; no training open rate
+    assert row["steps"] == 80 and row["eval_gate_open_rate"] is None and row["train_gate_open_rate"] is None
+    assert row["eval_messages_per_agent_step"] == 1.0 and 0.0 <= row["return_fraction"] <= 1.0
+    graph_recovery.main(["--eval-gates", str(run_dir)])
+    assert f"| intermittent-learned-s1 | 80 | {row['return_fraction']:.3f} | - | - | 1.00 |" in capsys.readouterr().out
