@@ -45,11 +45,12 @@ class RunLogger:
         self.close()
 
     def update(self, step: int, metrics: dict, timing: dict, steps_per_s: float, episodes: list[dict],
-               lost_episodes: int | None = None) -> None:
+               lost_episodes: int | None = None, eval_env_steps: int | None = None) -> None:
         """One update's scalars: the learner's metrics, seconds by phase, and the episodes finished collecting.
 
         timing holds the seconds spent in the env, acting and updating ("env", "act", "update"); episodes
-        are collect()'s dicts (return, length, won); lost_episodes is the Step's info["lost_episodes"].
+        are collect()'s dicts (return, length, won); lost_episodes is the Step's info["lost_episodes"];
+        eval_env_steps counts the transitions a learner's own evaluations took (outside the budget).
         """
         scalars = {f"loss/{k}": v for k, v in metrics.items()}
         scalars.update({"perf/env_steps_per_s": steps_per_s, "perf/seconds_env": timing.get("env", 0.0),
@@ -61,6 +62,8 @@ class RunLogger:
                 scalars["train/win_rate"] = float(np.mean([e["won"] for e in episodes]))
         if lost_episodes is not None:
             scalars["train/lost_episodes"] = lost_episodes
+        if eval_env_steps is not None:
+            scalars["train/eval_env_steps"] = eval_env_steps
         self.scalars(scalars, step)
 
     def evaluation(self, result: dict, step: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,10 +36,13 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
     done = np.empty((steps, E), bool)
     truncated = np.empty((steps, E), bool)
     extras: dict[str, np.ndarray] = {}
+    scenario = None if step.scenario is None else np.empty((steps, E), np.int64)
     final_t, final_e, final_obs, final_state = [], [], [], []
     episodes: list[dict] = []
     for t in range(steps):
         obs[t], state[t], avail[t], alive[t] = step.obs, step.state, step.avail, step.alive
+        if scenario is not None:
+            scenario[t] = step.scenario
         t0 = clock()
         acts, extra = learner.act(step, deterministic=False)
         t1 = clock()
@@ -69,5 +73,37 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
         next_alive=step.alive, final_t=np.asarray(final_t, np.int64), final_e=np.asarray(final_e, np.int64),
         final_obs=np.asarray(final_obs, np.float32).reshape(len(final_t), A, step.obs.shape[-1]),
         final_state=np.asarray(final_state, np.float32).reshape(len(final_t), step.state.shape[-1]),
+        scenario=scenario,
     )
     return rollout, step, episodes
+
+
+def play_episodes(env: VecEnv, act: Callable[[Step], np.ndarray], quota: np.ndarray, seed: int) -> dict:
+    """Battle e of `env` plays quota[e] episodes with act(step) -> actions, from reset(seed).
+
+    Returns "env" int[n] (each episode's battle, in order of finishing), "return" f32[n] or f32[n, K],
+    "length" int[n], "won" bool[n] and "env_steps" (transitions taken). A battle past its quota keeps
+    playing (the VecEnv steps all together) but its episodes are not counted, so short episodes are not
+    over-counted; episodes a crashed worker took with it are played again.
+    """
+    quota = np.asarray(quota, np.int64)
+    step = env.reset(seed=seed)
+    taken = np.zeros(step.n_envs, np.int64)
+    envs: list[int] = []
+    returns: list = []
+    lengths: list[int] = []
+    won: list[bool] = []
+    env_steps = 0
+    while len(envs) < int(quota.sum()):
+        step = env.step(act(step))
+        env_steps += step.n_envs
+        for e in finished_envs(step):
+            if taken[e] < quota[e]:
+                taken[e] += 1
+                envs.append(int(e))
+                returns.append(step.episode_return[e].copy())
+                lengths.append(int(step.episode_length[e]))
+                won.append(bool(step.won[e]))
+    K = np.shape(step.episode_return)[1:]
+    return {"env": np.asarray(envs, np.int64), "return": np.asarray(returns, np.float32).reshape(len(envs), *K),
+            "length": np.asarray(lengths, np.int64), "won": np.asarray(won, bool), "env_steps": env_steps}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -38,6 +39,11 @@ class EnvSpec:
     obs_layout: tuple[ObsBlock, ...] = ()
     name: str = ""
     can_win: bool = True  # False: episodes have no outcome, and loggers show returns instead of win rates
+    # the flat global state as blocks of entities, as obs_layout is for an observation (empty: not known)
+    state_layout: tuple[ObsBlock, ...] = ()
+    # a VecEnv that plays several scenarios at once (battles padded to the largest shapes): the member
+    # scenarios' own unpadded specs, indexed by Step.scenario; empty for a single scenario
+    scenarios: tuple[EnvSpec, ...] = ()
 
     def __post_init__(self):
         if len(self.agent_names) != self.n_agents:
@@ -46,6 +52,9 @@ class EnvSpec:
             raise ValueError(f"{len(self.reward_names)} reward names for reward_dim {self.reward_dim}")
         if self.obs_layout and sum(b.size for b in self.obs_layout) != self.obs_dim:
             raise ValueError(f"obs_layout covers {sum(b.size for b in self.obs_layout)} of obs_dim {self.obs_dim}")
+        if self.state_layout and sum(b.size for b in self.state_layout) != self.state_dim:
+            raise ValueError(f"state_layout covers {sum(b.size for b in self.state_layout)} of state_dim "
+                             f"{self.state_dim}")
 
     def block_slices(self) -> dict[str, slice]:
         """Where each obs_layout block lies in the flat observation."""
@@ -83,6 +92,8 @@ class Step:
     final_obs: np.ndarray | None = None
     final_state: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    # int[E]: which of EnvSpec.scenarios each battle plays, for a VecEnv of several scenarios; None otherwise
+    scenario: np.ndarray | None = None
 
     @property
     def n_envs(self) -> int:
@@ -193,6 +204,7 @@ class Rollout:
     final_e: np.ndarray  # int64[n]
     final_obs: np.ndarray  # f32[n, A, obs_dim]
     final_state: np.ndarray  # f32[n, state_dim]
+    scenario: np.ndarray | None = None  # int[T, E]: Step.scenario at each step, for a VecEnv of several scenarios
 
     @property
     def steps(self) -> int:
@@ -255,3 +267,31 @@ class PlantedGraph(Protocol):
 
     def planted_graph(self) -> np.ndarray:
         """bool[N, N], rows receivers and columns senders: True where the right graph has the edge; no self loops."""
+
+
+# act(step) -> int[E, A] actions: how an Evaluator's caller plays its evaluation battles
+ActFn = Callable[[Step], np.ndarray]
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Plays deterministic evaluation episodes on battles of the run's own kind, apart from training's."""
+
+    def __call__(self, act: ActFn, n_envs: int, episodes_per_env: int, seed: int) -> dict:
+        """Each of n_envs battles plays episodes_per_env episodes with `act`, from `seed`.
+
+        Returns "env" int[n] (the battle slot each episode was played in, in order of finishing),
+        "return" f32[n, K], "length" int[n], "won" bool[n], and "env_steps" (the transitions taken,
+        counted against nothing: the trainer logs them as train/eval_env_steps).
+        """
+
+
+@runtime_checkable
+class EvaluatesPolicies(Protocol):
+    """Optional Learner capability: it evaluates policies of its own (a population's members, a baseline).
+
+    The trainer hands such a learner an Evaluator once, after building it and before any update or resume.
+    """
+
+    def attach_evaluator(self, evaluator: Evaluator) -> None:
+        """Keep `evaluator` to play episodes on a VecEnv of the run's kind that training does not step."""

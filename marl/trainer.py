@@ -25,9 +25,10 @@ from marl import config as config_mod
 from marl import replay as replay_mod
 from marl.logging import RunLogger
 from marl.registry import make_env, make_learner
-from marl.rollout import collect, episode_return
+from marl.rollout import collect, play_episodes
 from marl.spec import (
     BudgetAware,
+    EvaluatesPolicies,
     FrameSource,
     GraphReporter,
     Learner,
@@ -35,7 +36,6 @@ from marl.spec import (
     Resumable,
     Rollout,
     VecEnv,
-    finished_envs,
 )
 
 LAST = "last.pt"
@@ -115,26 +115,17 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
     For an environment without wins (EnvSpec.can_win False) the win-rate entries are left out. With a
     vector reward (K objectives) "episode_return" is a list of K means, one per objective.
     """
-    step = env.reset(seed=seed)
     # each battle slot plays a fixed number of episodes, so short episodes are not over-counted
-    E = step.n_envs
+    E = env.n_envs
     quota = np.full(E, episodes // E)
     quota[: episodes % E] += 1
-    taken = np.zeros(E, int)
-    results: list[tuple[float | list[float], int, bool]] = []
-    while len(results) < episodes:
-        actions, _ = learner.act(step, deterministic=True)
-        step = env.step(actions)
-        for e in finished_envs(step):  # episodes a crashed worker took with it are played again
-            if taken[e] < quota[e]:
-                taken[e] += 1
-                results.append((episode_return(step, e), int(step.episode_length[e]), bool(step.won[e])))
-    mean_return = np.mean([r for r, _, _ in results], axis=0)
+    played = play_episodes(env, lambda step: learner.act(step, deterministic=True)[0], quota, seed)
+    mean_return = played["return"].astype(np.float64).mean(axis=0)
     out = {"episodes": episodes,
            "episode_return": float(mean_return) if mean_return.ndim == 0 else [float(r) for r in mean_return],
-           "episode_length": float(np.mean([n for _, n, _ in results]))}
+           "episode_length": float(np.mean(played["length"]))}
     if getattr(getattr(env, "spec", None), "can_win", True):  # scripted test envs may carry no spec
-        wins = sum(w for _, _, w in results)
+        wins = int(played["won"].sum())
         low, high = wilson(wins, episodes)
         out.update(win_rate=wins / episodes, win_rate_low=low, win_rate_high=high)
     return out
@@ -144,6 +135,32 @@ def planted_recall(graph: np.ndarray, planted: np.ndarray) -> float:
     """The fraction of the planted edges (bool[N, N]) that a communication graph (bool[N, N]) holds."""
     planted = np.asarray(planted, bool)
     return float((np.asarray(graph, bool) & planted).sum() / max(int(planted.sum()), 1))
+
+
+class PolicyEvaluator:
+    """The trainer's Evaluator: battles of the run's own kind, one VecEnv per size asked, apart from training's.
+
+    Episodes it plays are counted in `env_steps` (logged as train/eval_env_steps), never in the budget.
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.env_steps = 0
+        self._envs: dict[int, VecEnv] = {}
+
+    def __call__(self, act, n_envs: int, episodes_per_env: int, seed: int) -> dict:
+        """Evaluator.__call__: n_envs battles play episodes_per_env deterministic episodes each with `act`."""
+        if n_envs not in self._envs:
+            self._envs[n_envs] = build_env(self.config, n_envs)
+        played = play_episodes(self._envs[n_envs], act, np.full(n_envs, episodes_per_env), seed)
+        self.env_steps += played["env_steps"]
+        return played
+
+    def close(self) -> None:
+        """Close the evaluation environments."""
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
 
 
 class Trainer:
@@ -163,6 +180,10 @@ class Trainer:
         self.last_eval: dict | None = None
         self._eval_env = None
         self._record_env = None
+        self._policy_evaluator: PolicyEvaluator | None = None
+        if isinstance(self.learner, EvaluatesPolicies):  # a population's members, a baseline (capability)
+            self._policy_evaluator = PolicyEvaluator(config)
+            self.learner.attach_evaluator(self._policy_evaluator)
         if resume:
             self._load()
         else:
@@ -177,7 +198,8 @@ class Trainer:
         env_state = self.env.get_state() if isinstance(self.env, Resumable) else None
         return {"learner": self.learner.state_dict(), "env": checkpoint.to_tensors(env_state),
                 "torch_rng": torch.get_rng_state(),
-                "counters": {"update": self.update_index, "env_steps": self.env_steps, "episodes": self.episodes},
+                "counters": {"update": self.update_index, "env_steps": self.env_steps, "episodes": self.episodes,
+                             "eval_env_steps": self.eval_env_steps},
                 "last_eval": self.last_eval, "config": self.config}
 
     def save(self) -> Path:
@@ -201,7 +223,14 @@ class Trainer:
                 raise checkpoint.CheckpointError(f"{path} does not fit this run's environments: {err}") from None
         torch.set_rng_state(data["torch_rng"])
         self.update_index, self.env_steps, self.episodes = c["update"], c["env_steps"], c["episodes"]
+        if self._policy_evaluator is not None:
+            self._policy_evaluator.env_steps = c.get("eval_env_steps", 0)
         self.last_eval = data.get("last_eval")
+
+    @property
+    def eval_env_steps(self) -> int:
+        """Transitions the learner's own evaluations took (EvaluatesPolicies), outside the budget."""
+        return 0 if self._policy_evaluator is None else self._policy_evaluator.env_steps
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
@@ -274,7 +303,8 @@ class Trainer:
              sps: float) -> None:
         """Every log_interval updates (and after the first): the update's scalars and the learner's diagnostics."""
         if self.update_index % self.config["train"]["log_interval"] == 0 or self.update_index == 1:
-            logger.update(self.env_steps, metrics, timing, sps, episodes, self.step.info.get("lost_episodes"))
+            logger.update(self.env_steps, metrics, timing, sps, episodes, self.step.info.get("lost_episodes"),
+                          self.eval_env_steps if self._policy_evaluator is not None else None)
             logger.diagnostics(self.learner.diagnostics(), self.env_steps)
 
     def _evaluate(self, logger: RunLogger) -> None:

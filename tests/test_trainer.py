@@ -159,7 +159,8 @@ def test_checkpoint_holds_everything_to_resume(tmp_path):
     env = checkpoint.to_numpy(data["env"])
     assert env["rng"].dtype == np.uint64  # the battles' random streams
     assert_same(env, tr.env.get_state())
-    assert data["counters"] == {"update": 2, "env_steps": 2 * PER_UPDATE, "episodes": tr.episodes}
+    assert data["counters"] == {"update": 2, "env_steps": 2 * PER_UPDATE, "episodes": tr.episodes,
+                                "eval_env_steps": 0}
     assert data["config"] == cfg
     assert_same(learner, tr.learner.state_dict())
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
@@ -781,3 +782,52 @@ def test_same_seed_gives_the_stored_parameters_and_scalars(tmp_path):
     assert [s[:2] for s in got["scalars"]] == [s[:2] for s in expected["scalars"]]  # the same tags at the same steps
     assert got["scalars"] == expected["scalars"]
     assert got["learner_sha256"] == expected["learner_sha256"]
+
+
+def test_play_episodes_counts_each_battles_quota_and_its_steps():
+    """play_episodes: battle e plays quota[e] episodes, reported per battle with every transition counted."""
+    from toy_envs import CountVecEnv
+
+    from marl.rollout import play_episodes
+
+    env = CountVecEnv(n_envs=3)
+    played = play_episodes(env, lambda step: np.zeros((3, 2), np.int64), np.array([2, 0, 1]), seed=5)
+    assert sorted(played["env"].tolist()) == [0, 0, 2]
+    assert played["return"].shape == (3,) and played["length"].shape == (3,) and played["won"].dtype == bool
+    assert played["env_steps"] == 3 * env.steps
+    # all-zero actions: the return is the luck summed over the episode's steps, and each length is 3 or 6
+    assert set(played["length"].tolist()) <= {3, 6}
+    again = play_episodes(CountVecEnv(n_envs=3), lambda step: np.zeros((3, 2), np.int64), np.array([2, 0, 1]), seed=5)
+    assert np.array_equal(played["return"], again["return"]) and np.array_equal(played["env"], again["env"])
+
+
+def test_a_learner_that_evaluates_its_own_policies_gets_an_evaluator_counted_outside_the_budget(tmp_path,
+                                                                                                monkeypatch):
+    """EvaluatesPolicies: the trainer hands over an Evaluator; its steps are logged and survive resume."""
+    import marl.trainer as trainer_mod
+    from marl.agents.mappo import MAPPO
+    from marl.spec import EvaluatesPolicies, Evaluator
+
+    class SelfEvaluating(MAPPO):
+        def attach_evaluator(self, evaluator):
+            self.evaluator = evaluator
+
+        def update(self, rollout):
+            self.played = self.evaluator(lambda step: self.act(step, deterministic=True)[0], 3, 1, seed=11)
+            return super().update(rollout)
+
+    def make_self_evaluating(*args, **kwargs):
+        learner = make_learner(*args, **kwargs)
+        learner.__class__ = SelfEvaluating
+        return learner
+
+    monkeypatch.setattr(trainer_mod, "make_learner", make_self_evaluating)
+    cfg = tiny(tmp_path)
+    tr = Trainer(cfg, tmp_path / "run")
+    assert isinstance(tr.learner, EvaluatesPolicies) and isinstance(tr.learner.evaluator, Evaluator)
+    tr.run(max_updates=2)
+    played = tr.learner.played
+    assert played["return"].shape == (3,) and sorted(played["env"].tolist()) == [0, 1, 2]
+    assert tr.eval_env_steps >= 2 * 3 and tr.env_steps == 2 * PER_UPDATE  # outside the budget
+    resumed = Trainer(cfg, tmp_path / "run", resume=True)
+    assert resumed.eval_env_steps == tr.eval_env_steps
