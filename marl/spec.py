@@ -56,10 +56,10 @@ class EnvSpec:
             raise ValueError(f"state_layout covers {sum(b.size for b in self.state_layout)} of state_dim "
                              f"{self.state_dim}")
 
-    def block_slices(self) -> dict[str, slice]:
-        """Where each obs_layout block lies in the flat observation."""
+    def block_slices(self, layout: tuple[ObsBlock, ...] | None = None) -> dict[str, slice]:
+        """Where each block of `layout` (obs_layout unless given, e.g. state_layout) lies in the flat array."""
         out, start = {}, 0
-        for b in self.obs_layout:
+        for b in self.obs_layout if layout is None else layout:
             out[b.name] = slice(start, start + b.size)
             start += b.size
         return out

@@ -200,6 +200,13 @@ def test_optional_features_keep_observations_bounded(map_name, flags, seed, acti
                  + flags["state_timestep_number"])
     assert (b.obs_dim, b.state_dim) == (obs_dim, state_dim)
     assert env.spec.obs_dim == obs_dim and sum(blk.size for blk in env.spec.obs_layout) == obs_dim
+    state_layout = [(blk.name, blk.count, blk.width) for blk in env.spec.state_layout]
+    if flags["obs_instead_of_state"]:
+        assert state_layout == [("agent_obs", A, obs_dim)]
+    else:
+        assert state_layout == ([("ally", A, 4 + sh_a + bits), ("enemy", N, 3 + sh_e + bits)]
+                                + [("last_action", A, b.n_actions)] * flags["state_last_action"]
+                                + [("timestep", 1, 1)] * flags["state_timestep_number"])
     rng = np.random.default_rng(action_seed)
     s = env.reset(seed=seed)
     assert s.obs.shape == (2, A, obs_dim) and s.state.shape == (2, state_dim)
@@ -441,3 +448,22 @@ def test_smac_env_plays_battle_0_of_a_vec_env(map_name, seed, action_seed, attac
             assert ret == pytest.approx(float(s.episode_return[0]), rel=1e-5, abs=1e-5)
             break
         assert np.array_equal(np.stack(env.get_obs()), s.obs[0]) and np.array_equal(env.get_state(), s.state[0])
+
+
+def test_state_layout_places_each_unit_where_smac_puts_it():
+    """3s5z's state: 8 allies of 7, 8 enemies of 6, 8 last actions of 14 (SMAC's 216), each row where SMAC puts it."""
+    env = SMACVecEnv("3s5z", 1)
+    spec = env.spec
+    assert [(b.name, b.count, b.width) for b in spec.state_layout] == [("ally", 8, 7), ("enemy", 8, 6),
+                                                                      ("last_action", 8, 14)]
+    assert spec.state_dim == 216
+    step = env.reset(seed=0)
+    blocks = spec.block_slices(spec.state_layout)
+    allies = step.state[0, blocks["ally"]].reshape(8, 7)
+    enemies = step.state[0, blocks["enemy"]].reshape(8, 6)
+    # at the start every unit is whole (health and shield fractions 1) and nothing has acted yet
+    assert (allies[:, 0] == 1).all() and (allies[:, 4] == 1).all()  # health, then shield after cooldown, x, y
+    assert (enemies[:, 0] == 1).all() and (enemies[:, 3] == 1).all()  # health, x, y, shield
+    assert (step.state[0, blocks["last_action"]] == 0).all()
+    # the type one-hots end each row: 3 stalkers then 5 zealots
+    assert allies[:, 5:].tolist() == [[1, 0]] * 3 + [[0, 1]] * 5

@@ -305,6 +305,15 @@ class SMACBatch:
                   ObsBlock("ally", self.n_agents - 1, self.ally_dim), ObsBlock("own", 1, self.own_dim)]
         if self.timestep_dim:
             blocks.append(ObsBlock("timestep", 1, 1))
+        if self.cfg_i[layout.C_OBS_INSTEAD_OF_STATE]:  # the state is every agent's observation, one after another
+            state_blocks = [ObsBlock("agent_obs", self.n_agents, self.obs_dim)]
+        else:  # SMAC's get_state(): allies, enemies, then each agent's last action and the timestep
+            state_blocks = [ObsBlock("ally", self.n_agents, self.sizes.state_ally),
+                            ObsBlock("enemy", self.n_enemies, self.sizes.state_enemy)]
+            if self.cfg_i[layout.C_STATE_LAST_ACTION]:
+                state_blocks.append(ObsBlock("last_action", self.n_agents, self.n_actions))
+            if self.cfg_i[layout.C_STATE_TIMESTEP]:
+                state_blocks.append(ObsBlock("timestep", 1, 1))
         if m.generator:  # unit types change every episode: agents are named by race and slot
             types = ()
             names = [f"{m.map_type.removesuffix('_gen')}_{a}" for a in range(self.n_agents)]
@@ -317,7 +326,8 @@ class SMACBatch:
                 counts[t] = counts.get(t, 0) + 1
         return EnvSpec(n_agents=self.n_agents, obs_dim=self.obs_dim, state_dim=self.state_dim,
                        n_actions=self.n_actions, episode_limit=m.limit, agent_names=tuple(names),
-                       unit_types=types, obs_layout=tuple(blocks), name=f"smac:{m.name}")
+                       unit_types=types, obs_layout=tuple(blocks), state_layout=tuple(state_blocks),
+                       name=f"smac:{m.name}")
 
     def units(self, e: int = 0) -> dict[str, np.ndarray]:
         """Battle e's units as named arrays (positions, health, shields, alive, type, team)."""
