@@ -131,6 +131,8 @@ class SMACSettings(Settings):
     obs_own_pos: bool | None = setting("SMACv2: own x/32, y/32 in the own features; null: on for SMACv2 maps only")
     use_unit_ranges: bool | None = setting("SMACv2: per-unit shoot and sight ranges; null: on for SMACv2 maps only")
     min_attack_range: int = setting("SMACv2: shoot range = max(weapon range, this) when unit ranges are on", ge=0)
+    weapon_delay: bool = setting("marl's: damage lands after the weapon's damage point and its missile's flight "
+                                 "(the game's values; docs/smac_rules.md section 18); off: at once, as before")
     state_last_action: bool = setting("the state includes every agent's last action")
     state_timestep_number: bool = setting("the state includes the step number / episode limit")
     reward_sparse: bool = setting("reward only at the end: +1 win, -1 loss")
