@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from conftest import whole_and_resumed
 
 from marl import cli
 from marl import config as config_mod
@@ -16,8 +17,6 @@ from marl.config import ConfigError
 from marl.rollout import play_episodes
 from marl.spec import EnvSpec, EvaluatesPolicies, ParetoFront, Step
 from marl.trainer import Trainer, build_env
-
-from conftest import whole_and_resumed
 
 
 def _cfg(tmp_path, *extra):
