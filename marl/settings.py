@@ -267,6 +267,8 @@ class CommFormerSettings(PPOSettings):
     gates: bool = setting("temporal gates: each agent decides each step whether to listen")
     gate_cost: float = setting("lambda * mean(P(gate open)) added to the loss; negative would reward listening",
                                ge=0)
+    gate_cost_from: float = setting("fraction of the budget from which gate_cost is charged (0: from the start)",
+                                    ge=0, le=1)
     n_embd: int = setting("embedding width", ge=1)
     n_block: int = setting("transformer blocks", ge=1)
 

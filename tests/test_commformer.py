@@ -347,7 +347,7 @@ def test_a_closed_gate_still_gets_a_gradient_so_it_can_reopen():
 
 # the graph options that depart from the authors' (configs/algos/commformer.yaml), all on at once
 GRAPH_OPTIONS = ["algo.graph_lr=0.01", "algo.graph_tau_end=0.1", "algo.graph_noise=sample",
-                 "algo.graph_objective=unclipped"]
+                 "algo.graph_objective=unclipped", "algo.gate_cost=0.03", "algo.gate_cost_from=0.5"]
 
 
 @pytest.mark.parametrize("options", [[], GRAPH_OPTIONS, ["algo.graph_estimator=score", "algo.graph_tau_end=0.1"]],
@@ -443,6 +443,22 @@ def test_graph_objective_unclips_only_the_graph_epochs(monkeypatch, objective, g
     rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
     learner.update(rollout)
     assert clips == ([0.05] * 4 + [graph_clip]) * 2  # epochs 5 and 10 are the graph's
+
+
+@pytest.mark.parametrize("fraction, charged", [(0.0, False), (0.49, False), (0.5, True), (0.9, True)])
+def test_gate_cost_is_charged_only_from_gate_cost_from(fraction, charged):
+    """Before gate_cost_from the update is the same as with gate_cost 0; from it, the same as with the cost."""
+    states = {}
+    for name, cost, start in [("from", 0.5, 0.5), ("never", 0.0, 0.0), ("always", 0.5, 0.0)]:
+        learner, env = _learner(warmup=0, ppo_epochs=2, gate_cost=cost, gate_cost_from=start)
+        learner.set_budget_fraction(fraction)
+        rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+        learner.update(rollout)
+        states[name] = learner.state_dict()["gates"]
+    same = states["always" if charged else "never"]
+    other = states["never" if charged else "always"]
+    assert all(torch.equal(states["from"][k], same[k]) for k in same)
+    assert not all(torch.equal(states["from"][k], other[k]) for k in other)
 
 
 def test_margins_drift_and_communication_graph_are_exact():

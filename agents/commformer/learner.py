@@ -295,7 +295,10 @@ class CommFormer:
         p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], clip, m)
         v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
                             cfg["value_clip"], m)
-        loss = p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss + cfg["gate_cost"] * gate_cost
+        # gate_cost_from: with the graph still random, listening is worth nothing and a cost would shut the gates
+        # (and a closed gate zeroes its receiver's row of the mask, so the graph stops learning there)
+        cost = cfg["gate_cost"] if self.budget_fraction >= cfg.get("gate_cost_from", 0.0) else 0.0
+        loss = p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss + cost * gate_cost
         if graph_epoch and data.graph is not None:
             # the rollout's graphs are constants of the loss above; the logits learn by their score instead
             loss = loss + self._graph_score_loss(data.graph[idx], batch.advantages[idx], m)
