@@ -112,7 +112,8 @@ def _pad_rows(arr: np.ndarray, src, tgt) -> np.ndarray:
     for bs, bt in zip(src, tgt):
         assert bs.name == bt.name
         for r in range(bs.count):
-            out[..., t0 + r * bt.width:t0 + r * bt.width + bs.width] = arr[..., s0 + r * bs.width:s0 + (r + 1) * bs.width]
+            dst = t0 + r * bt.width
+            out[..., dst:dst + bs.width] = arr[..., s0 + r * bs.width:s0 + (r + 1) * bs.width]
         s0, t0 = s0 + bs.size, t0 + bt.size
     return out
 
