@@ -24,22 +24,42 @@ alive masks [n, A]; each learner reads the inputs its critic takes."""
 
 
 class ValueNorm(nn.Module):
-    """Running mean and variance of value targets (debiased exponential average, as MAPPO uses)."""
+    """Running mean and variance of value targets (debiased exponential average, as MAPPO uses).
 
-    def __init__(self, beta: float = 0.99999, eps: float = 1e-5):
+    With a `shape` (e.g. (P, K): a population's policies by objectives) it keeps one set of statistics
+    per entry; `update` then takes targets [n, *shape] and a 0/1 mask of the same shape (or broadcastable),
+    and an entry that no target of the batch touches keeps its statistics.
+    """
+
+    def __init__(self, beta: float = 0.99999, eps: float = 1e-5, shape: tuple[int, ...] = ()):
         super().__init__()
         self.beta, self.eps = beta, eps
-        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("mean_sq", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("debias", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("mean_sq", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("debias", torch.zeros(shape, dtype=torch.float64))
 
-    def update(self, x: torch.Tensor) -> None:
-        """Fold a batch of targets into the running statistics."""
+    def update(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Fold a batch of targets into the running statistics (per entry of `shape`, over the masked ones)."""
         x = x.detach().double()
         w = self.beta
-        self.mean.mul_(w).add_(x.mean() * (1 - w))
-        self.mean_sq.mul_(w).add_((x * x).mean() * (1 - w))
-        self.debias.mul_(w).add_(1 - w)
+        if mask is None and self.mean.dim() == 0:  # the scalar statistics every single-policy learner uses
+            self.mean.mul_(w).add_(x.mean() * (1 - w))
+            self.mean_sq.mul_(w).add_((x * x).mean() * (1 - w))
+            self.debias.mul_(w).add_(1 - w)
+            return
+        m = torch.ones_like(x) if mask is None else mask.double().expand_as(x)
+        count = m.sum(0)
+        seen = count > 0
+        mean = (x * m).sum(0) / count.clamp(min=1)
+        mean_sq = (x * x * m).sum(0) / count.clamp(min=1)
+        keep = torch.where(seen, torch.full_like(count, w), torch.ones_like(count))
+        self.mean.mul_(keep).add_(torch.where(seen, mean * (1 - w), torch.zeros_like(mean)))
+        self.mean_sq.mul_(keep).add_(torch.where(seen, mean_sq * (1 - w), torch.zeros_like(mean)))
+        self.debias.mul_(keep).add_(torch.where(seen, torch.full_like(count, 1 - w), torch.zeros_like(count)))
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The running mean and standard deviation (float32, of `shape`)."""
+        return self._stats()
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.debias.clamp(min=self.eps)

@@ -15,6 +15,12 @@ more cores buy (CPU time grows with threads; wall time is what shrinks).
     python benchmarks/learner_cost.py --map 3s5z --algos mappo commformer --updates 4
     python benchmarks/learner_cost.py --map 3s5z --algos commformer --update-threads 1 2
     python benchmarks/learner_cost.py --map 3s5z --algos commformer algo.gates=false   # key=value overrides
+    python benchmarks/learner_cost.py --map 3s5z --algos mappo cmorl env.objectives=combat,safety train.envs=10 \
+        mappo:algo.preference=0.5,0.5    # ALGO:key=value applies to that learner only
+
+A learner that evaluates its own policies (EvaluatesPolicies, such as C-MORL's population) gets the
+trainer's evaluator; the CPU time of those evaluations is taken out of the update's and reported
+apart ("eval", with the evaluation env steps), as training's budget does not count them.
 """
 
 from __future__ import annotations
@@ -32,19 +38,37 @@ def cost(map_name: str, algo: str, updates: int, seed: int = 1, update_threads: 
     from marl import config as config_mod
     from marl.registry import make_env, make_learner
     from marl.rollout import collect
+    from marl.spec import EvaluatesPolicies
+    from marl.trainer import PolicyEvaluator
 
     torch.set_num_threads(1)
-    cfg = config_mod.load("smac", map_name, algo, [f"train.seed={seed}", *(overrides or [])])
+    mine = [o.partition(":")[2] if ":" in o.partition("=")[0] else o for o in overrides or []
+            if ":" not in o.partition("=")[0] or o.partition(":")[0] == algo]
+    cfg = config_mod.load("smac", map_name, algo, [f"train.seed={seed}", *mine])
     t = cfg["train"]
     env = make_env("smac", map_name, t["envs"], dict(cfg["env"]))
     learner = make_learner(algo, env.spec, cfg["algo"], seed=seed, device="cpu")
     if hasattr(learner, "updates"):
         learner.updates = int(cfg["algo"].get("warmup", 0))  # the steady state: past the soft warm-up mask
+    eval_cpu = [0.0]
+    evaluator = None
+    if isinstance(learner, EvaluatesPolicies):
+        evaluator = PolicyEvaluator(cfg)
+
+        def timed(*args, **kwargs):
+            start = time.process_time()
+            out = evaluator(*args, **kwargs)
+            eval_cpu[0] += time.process_time() - start
+            return out
+
+        learner.attach_evaluator(timed)
     step = env.reset(seed=seed)
     spent = {"act": 0.0, "env": 0.0, "update": 0.0}
+    eval_steps = eval_spent = 0.0
     update_wall = 0.0
     for i in range(updates + 1):
         timing: dict[str, float] = {}
+        eval_before, eval_steps_before = eval_cpu[0], evaluator.env_steps if evaluator else 0
         c0 = time.process_time()
         rollout, step, _ = collect(env, learner, step, t["rollout"], timing, clock=time.process_time)
         c1, w1 = time.process_time(), time.perf_counter()
@@ -56,7 +80,10 @@ def cost(map_name: str, algo: str, updates: int, seed: int = 1, update_threads: 
             continue
         spent["act"] += timing["act"]
         spent["env"] += timing["env"]
-        spent["update"] += c2 - c1
+        in_eval = eval_cpu[0] - eval_before  # the learner's own evaluations, outside the training budget
+        spent["update"] += c2 - c1 - in_eval
+        eval_spent += in_eval
+        eval_steps += (evaluator.env_steps if evaluator else 0) - eval_steps_before
         update_wall += w2 - w1
         assert abs((c1 - c0) - timing["act"] - timing["env"]) < 0.5  # the rollout is acting plus the env
     steps = updates * t["rollout"] * t["envs"]
@@ -64,7 +91,8 @@ def cost(map_name: str, algo: str, updates: int, seed: int = 1, update_threads: 
     per_k["total"] = sum(per_k.values())
     return {"map": map_name, "algo": algo, "env_steps": steps, "cpu_s_per_1k_steps": per_k,
             "idle_core_env_steps_per_s": 1000 / per_k["total"], "update_threads": update_threads,
-            "update_wall_s_per_1k_steps": 1000 * update_wall / steps}
+            "update_wall_s_per_1k_steps": 1000 * update_wall / steps,
+            "eval_cpu_s_per_1k_steps": 1000 * eval_spent / steps, "eval_env_steps": int(eval_steps)}
 
 
 def main(argv=None) -> None:
@@ -77,7 +105,8 @@ def main(argv=None) -> None:
     p.add_argument("--updates", type=int, default=4)
     p.add_argument("--update-threads", type=int, nargs="+", default=[1],
                    help="torch threads in the updates; several values are measured one after another")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. algo.gates=false")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. algo.gates=false; "
+                   "ALGO:KEY=VALUE for one learner only")
     args, rest = p.parse_known_args(argv)
     overrides = [*args.overrides, *rest]
     if bad := [o for o in overrides if "=" not in o]:
@@ -87,12 +116,13 @@ def main(argv=None) -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
     print("\n| learner | update threads | act | env | update | total (CPU s / 1k steps) | env-steps/s on an idle core "
-          "| update wall s / 1k steps |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| update wall s / 1k steps | own evaluations (CPU s / 1k training steps; their env steps) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         c = r["cpu_s_per_1k_steps"]
         print(f"| {r['algo']} | {r['update_threads']} | {c['act']:.3f} | {c['env']:.3f} | {c['update']:.3f} | "
-              f"{c['total']:.3f} | {r['idle_core_env_steps_per_s']:,.0f} | {r['update_wall_s_per_1k_steps']:.3f} |")
+              f"{c['total']:.3f} | {r['idle_core_env_steps_per_s']:,.0f} | {r['update_wall_s_per_1k_steps']:.3f} | "
+              f"{r['eval_cpu_s_per_1k_steps']:.3f} ({r['eval_env_steps']:,}) |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `marl` command line: `marl train`, `marl eval`, `marl replay`, `marl envs` and `marl config`."""
+"""The `marl` command line: `marl train`, `marl eval`, `marl front`, `marl replay`, `marl envs` and `marl config`."""
 
 from __future__ import annotations
 
@@ -63,9 +63,9 @@ def _smac_table() -> None:
     odis = ", ".join(f"{n}m {limit}" for n, limit in ODIS_MARINE_LIMITS.items())
     notes = [f"{MARINE_PATTERN}: generated marine battles on the marine maps' layout (the SMAC names above keep "
              f"SMAC's own); episode limit: ODIS's {odis}; 60 below 4 marines, 150 above 12; Nm_vs_Mm takes that "
-             f"of the larger team (docs/smac_rules.md section 18).",
+             f"of the larger team (docs/smac_rules.md section 19).",
              "Several maps in one run: marl train smac 3m,5m,8m (train.envs >= the number of maps; battles split "
-             "evenly in the order named, padded to the largest team; docs/smac_rules.md section 19)."]
+             "evenly in the order named, padded to the largest team; docs/smac_rules.md section 20)."]
     print()
     for note in notes:
         print(textwrap.fill(note, width=110, initial_indent="  ", subsequent_indent="    "))
@@ -149,6 +149,8 @@ def _eval(args: argparse.Namespace) -> int:
         env, learner = build(config, n_envs=batch * n_scenarios)
         checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
         what = r["scenario"] or ""
+    if args.preference is not None:
+        _choose(learner, args.preference, r["algo"], env.spec)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
     head = f"{r['env']} {what} {r['algo']} after {data['counters']['env_steps']:,} env steps"
     if res.get("scenarios"):
@@ -188,6 +190,84 @@ def _scenario_rows(head: str, res: dict, reward_names) -> None:
         mean_return = returns_text(part["episode_return"], reward_names).removeprefix("mean return ")
         print(f"  {label:<{width}}{part['episodes']:>9}" + (f"{part['win_rate']:>10.1%}{ci:>15}" if win else "")
               + f"{part['episode_length']:>13.1f}  {mean_return}")
+
+
+def _choose(learner, text: str, algo: str, spec) -> None:
+    """Make a ParetoFront learner act with its archived policy of the best w . G for the preference `text`."""
+    from marl.config import parse_list
+    from marl.spec import ParetoFront
+
+    if not isinstance(learner, ParetoFront):
+        raise CLIError(f"--preference picks a policy from a Pareto front; this run's learner {algo} keeps one "
+                       "policy (train with --algo cmorl)")
+    w = parse_list(text)
+    if not isinstance(w, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in w):
+        raise CLIError(f"--preference takes one number per objective ({', '.join(spec.reward_names)}), such as "
+                       f"0.3,0.7 or [0.3,0.7]; got {text!r}")
+    entry = learner.use_preference(w)  # a bad length, a negative or an all-zero preference: one-line ValueError
+    values = ", ".join(f"{n} {g:.4g}" for n, g in zip(spec.reward_names, entry.returns))
+    print(f"policy {entry.id} of the Pareto archive (best w . G for w = {w}): evaluated returns {values}")
+
+
+def front_rows(archive, names) -> list[dict]:
+    """One row per archived policy: id, evaluated returns per objective, its preference, stage and parent."""
+    rows = []
+    for e in sorted(archive, key=lambda e: tuple(-e.returns)):
+        row = {"id": e.id, **{n: float(g) for n, g in zip(names, e.returns)}}
+        w = e.meta.get("weight")
+        row["weight"] = "/".join(f"{float(x):g}" for x in w) if w is not None else ""
+        row.update(stage=e.meta.get("stage", ""), parent=e.meta.get("parent", ""), update=e.meta.get("update", ""))
+        rows.append(row)
+    return rows
+
+
+def _front(args: argparse.Namespace) -> int:
+    import csv
+    from pathlib import Path
+
+    from PIL import Image
+
+    from marl import checkpoint
+    from marl import config as config_mod
+    from marl.pareto import front_image
+    from marl.spec import ParetoFront
+    from marl.trainer import LAST, build
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CLIError(f"no run directory at {run_dir} (it needs config.yaml and checkpoints/{LAST})")
+    config = config_mod.load_file(run_dir / "config.yaml")
+    data = checkpoint.load(run_dir / "checkpoints" / LAST)
+    env, learner = build(config, n_envs=1)
+    env.close()
+    if not isinstance(learner, ParetoFront):
+        raise CLIError(f"{run_dir} was trained with {config['run']['algo']}, which keeps one policy, not a Pareto "
+                       "front (train with --algo cmorl)")
+    checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
+    archive, names = learner.pareto_archive(), list(env.spec.reward_names)
+    rows = front_rows(archive, names)
+    if not rows:
+        raise CLIError(f"the Pareto archive of {run_dir} is empty: no evaluation has run yet")
+    head = ["id", *names, "weight", "stage", "parent", "update"]
+    with open(run_dir / "front.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=head)
+        writer.writeheader()
+        writer.writerows(rows)
+    ref = learner.reference_point() if hasattr(learner, "reference_point") else None
+    Image.fromarray(front_image(archive.returns(), names, ref)).save(run_dir / "front.png")
+    meta = next(iter(archive)).meta
+    print(f"Pareto front of {run_dir} after {data['counters']['env_steps']:,} env steps: {len(rows)} policies "
+          f"(discounted returns, gamma {meta.get('gamma', '?')}, episodes capped at {meta.get('episode_cap', '?')} "
+          f"steps, {meta.get('episodes', '?')} episodes each)")
+    width = {h: max(len(h), *(len(f"{r[h]:.4f}" if isinstance(r[h], float) else str(r[h])) for r in rows))
+             for h in head}
+    print("  ".join(f"{h:>{width[h]}}" for h in head))
+    for r in rows:
+        print("  ".join(f"{(f'{r[h]:.4f}' if isinstance(r[h], float) else str(r[h])):>{width[h]}}" for h in head))
+    metrics = learner.front_metrics() if hasattr(learner, "front_metrics") else {}
+    print(", ".join(f"{k.partition('/')[2].upper()} {v:.4f}" for k, v in metrics.items() if k != "pareto/size"))
+    print(f"wrote {run_dir / 'front.csv'} and {run_dir / 'front.png'}")
+    return 0
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -288,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--scenario", metavar="NAME[,NAME...]",
                     help="evaluate on these scenarios instead of the run's own (e.g. 10m or 4m,6m,7m), which it may "
                     "never have trained on: battles padded to the run's shapes; --episodes per scenario")
+    ev.add_argument("--preference", metavar="W", help="a Pareto-front run (cmorl): evaluate the archived policy "
+                    "with the best w . G, w one weight per objective (0.3,0.7 or [0.3,0.7])")
     ev.set_defaults(func=_eval)
+    fr = sub.add_parser("front", help="a Pareto-front run's archive: one row per policy, front.csv and front.png")
+    fr.add_argument("run_dir")
+    fr.set_defaults(func=_front)
     rp = sub.add_parser("replay", help="watch a recorded battle in a window, or export it to PNG or GIF")
     rp.add_argument("file", help="a replay (.npz), e.g. replays/3s5z_mappo_win.npz")
     rp.add_argument("--export", metavar="OUT", help="render without a window: OUT.gif (every step), OUT.png "

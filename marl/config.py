@@ -1,7 +1,8 @@
 """Run configuration: YAML defaults, per-scenario presets, dotted `key=value` overrides, validated.
 
 A config has three sections: `train` (configs/train.yaml), `env` (configs/envs/<env>.yaml) and `algo`
-(configs/algos/<algo>.yaml). A preset, configs/presets/<env>/<scenario>.yaml, may override keys of
+(configs/algos/<algo>.yaml). A preset, configs/presets/<env>/<scenario>.yaml (after configs/presets/<env>.yaml,
+the preset of every scenario of that environment, such as C-MORL's objectives for the simulator), may override keys of
 `train`, of `env` and, under `algos: {<algo>: ...}`, of one learner (whose entry may carry its own
 `train:` and `env:` keys, such as the batch its authors used). The user's overrides come last:
 `algo.lr=3e-4 train.envs=16 env.obs_last_action=true`. Every value keeps the type of its default.
@@ -178,6 +179,25 @@ def load(env: str, scenario: str | None, algo: str, overrides: list[str] | dict 
     return config
 
 
+def _apply_preset(config: dict, sources: dict[str, str], relpath: str | None, algo: str) -> None:
+    """Apply one preset file (configs/presets/<env>.yaml or <env>/<scenario>.yaml) if it exists."""
+    preset = _read_yaml(relpath) if relpath else None
+    if preset:
+        where = config_path(relpath)
+        items = [(f"{section}.{k}", v) for section in ("train", "env") for k, v in (preset.get(section) or {}).items()]
+        for k, v in ((preset.get("algos") or {}).get(algo) or {}).items():
+            if k in ("train", "env"):  # a learner's own settings for the run (e.g. its authors' batch)
+                items += [(f"{k}.{kk}", vv) for kk, vv in (v or {}).items()]
+            else:
+                items.append((f"algo.{k}", v))
+        for k, v in items:
+            try:
+                apply(config, k, v)
+            except ConfigError as err:  # a key renamed or removed since the preset was written
+                raise ConfigError(f"{where}: {err}") from None
+            sources[k] = where
+
+
 def resolve(env: str, scenario: str | None, algo: str, overrides: list[str] | dict | None = None
              ) -> tuple[dict, dict[str, str]]:
     """The config before validation, and the file each `section.key` value came from (none for a key set on
@@ -200,22 +220,9 @@ def resolve(env: str, scenario: str | None, algo: str, overrides: list[str] | di
     origins = {"train": config_path("train.yaml"), "env": config_path(f"envs/{env}.yaml"), "algo": algo_origin}
     sources = {f"{section}.{k}": origins[section] for section in SECTIONS for k in config[section]}
     sources.update(origins)  # a key missing from a section is the fault of that section's defaults
-    relpath = f"presets/{env}/{scenario}.yaml"
-    preset = _read_yaml(relpath) if scenario else None
-    if preset:
-        where = config_path(relpath)
-        items = [(f"{section}.{k}", v) for section in ("train", "env") for k, v in (preset.get(section) or {}).items()]
-        for k, v in ((preset.get("algos") or {}).get(algo) or {}).items():
-            if k in ("train", "env"):  # a learner's own settings for the run (e.g. its authors' batch)
-                items += [(f"{k}.{kk}", vv) for kk, vv in (v or {}).items()]
-            else:
-                items.append((f"algo.{k}", v))
-        for k, v in items:
-            try:
-                apply(config, k, v)
-            except ConfigError as err:  # a key renamed or removed since the preset was written
-                raise ConfigError(f"{where}: {err}") from None
-            sources[k] = where
+    # the environment's preset (every scenario), then the scenario's, which may override it
+    for relpath in (f"presets/{env}.yaml", f"presets/{env}/{scenario}.yaml" if scenario else None):
+        _apply_preset(config, sources, relpath, algo)
     items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides or [])
     for k, v in items:
         apply(config, k, v)

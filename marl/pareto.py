@@ -317,3 +317,39 @@ class ParetoArchive:
                         for i in range(len(ids))]
         self._next_id = int(state["next_id"])
         self._selected = {int(i) for i in state["selected"]}
+
+
+def front_image(points, names, ref=None, dpi: int = 80) -> np.ndarray:
+    """The archive as an HWC uint8 picture: for 2 objectives a scatter of the points with the front drawn
+    as a staircase; for more, one scatter panel per pair of objectives (the front's points marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = _points(points, len(names))
+    front = non_dominated(pts) if len(pts) else np.zeros(0, bool)
+    pairs = list(combinations(range(len(names)), 2))
+    cols = min(3, len(pairs))
+    rows = math.ceil(len(pairs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), dpi=dpi, squeeze=False)
+    for ax, (i, j) in zip(axes.flat, pairs):
+        ax.scatter(pts[:, i], pts[:, j], s=14, c="tab:gray", label="archive")
+        f = pts[front][np.argsort(-pts[front][:, i])] if front.any() else np.zeros((0, len(names)))
+        ax.scatter(f[:, i], f[:, j], s=22, c="tab:red", label="front", zorder=3)
+        if len(names) == 2 and len(f):
+            ax.step(f[:, i], f[:, j], where="post", c="tab:red", lw=1)
+        if ref is not None:
+            ax.scatter([ref[i]], [ref[j]], marker="x", c="k", label="reference")
+        ax.set_xlabel(names[i])
+        ax.set_ylabel(names[j])
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"Pareto archive: {len(pts)} policies, {int(front.sum())} on the front", fontsize=9)
+    fig.tight_layout()
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img

@@ -78,32 +78,44 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
     return rollout, step, episodes
 
 
-def play_episodes(env: VecEnv, act: Callable[[Step], np.ndarray], quota: np.ndarray, seed: int) -> dict:
+def play_episodes(env: VecEnv, act: Callable[[Step], np.ndarray], quota: np.ndarray, seed: int,
+                  gamma: float = 1.0) -> dict:
     """Battle e of `env` plays quota[e] episodes with act(step) -> actions, from reset(seed).
 
     Returns "env" int[n] (each episode's battle, in order of finishing), "return" f32[n] or f32[n, K],
-    "length" int[n], "won" bool[n] and "env_steps" (transitions taken). A battle past its quota keeps
-    playing (the VecEnv steps all together) but its episodes are not counted, so short episodes are not
-    over-counted; episodes a crashed worker took with it are played again.
+    "discounted_return" f64[n] or f64[n, K] (the sum of gamma^t r_t, which multi-objective metrics are
+    computed on; equal to "return" for gamma 1), "length" int[n], "won" bool[n] and "env_steps"
+    (transitions taken). A battle past its quota keeps playing (the VecEnv steps all together) but its
+    episodes are not counted, so short episodes are not over-counted; episodes a crashed worker took
+    with it are played again.
     """
     quota = np.asarray(quota, np.int64)
     step = env.reset(seed=seed)
     taken = np.zeros(step.n_envs, np.int64)
     envs: list[int] = []
     returns: list = []
+    discounted: list = []
     lengths: list[int] = []
     won: list[bool] = []
     env_steps = 0
+    running = np.zeros(np.shape(step.episode_return), np.float64)  # sum of gamma^t r_t of each episode under way
+    power = np.ones(step.n_envs, np.float64)
     while len(envs) < int(quota.sum()):
         step = env.step(act(step))
         env_steps += step.n_envs
+        running += power.reshape(-1, *([1] * (running.ndim - 1))) * step.reward  # the reward of the step taken
+        power *= gamma
         for e in finished_envs(step):
             if taken[e] < quota[e]:
                 taken[e] += 1
                 envs.append(int(e))
                 returns.append(step.episode_return[e].copy())
+                discounted.append(running[e].copy())
                 lengths.append(int(step.episode_length[e]))
                 won.append(bool(step.won[e]))
+        running[step.done] = 0.0
+        power[step.done] = 1.0
     K = np.shape(step.episode_return)[1:]
     return {"env": np.asarray(envs, np.int64), "return": np.asarray(returns, np.float32).reshape(len(envs), *K),
+            "discounted_return": np.asarray(discounted, np.float64).reshape(len(envs), *K),
             "length": np.asarray(lengths, np.int64), "won": np.asarray(won, bool), "env_steps": env_steps}

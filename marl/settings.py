@@ -131,6 +131,8 @@ class SMACSettings(Settings):
     obs_own_pos: bool | None = setting("SMACv2: own x/32, y/32 in the own features; null: on for SMACv2 maps only")
     use_unit_ranges: bool | None = setting("SMACv2: per-unit shoot and sight ranges; null: on for SMACv2 maps only")
     min_attack_range: int = setting("SMACv2: shoot range = max(weapon range, this) when unit ranges are on", ge=0)
+    weapon_delay: bool = setting("marl's: damage lands after the weapon's damage point and its missile's flight "
+                                 "(the game's values; docs/smac_rules.md section 18); off: at once, as before")
     state_last_action: bool = setting("the state includes every agent's last action")
     state_timestep_number: bool = setting("the state includes the step number / episode limit")
     reward_sparse: bool = setting("reward only at the end: +1 win, -1 loss")
@@ -282,10 +284,72 @@ class CommFormerSettings(PPOSettings):
                               f"{spec.n_agents}; train it with --algo mappo")
 
 
+class CMORLSettings(PPOSettings):
+    """configs/algos/cmorl.yaml: C-MORL (a population on a preference grid, then constrained extension)."""
+
+    critic_lr: float = setting("critic learning rate", gt=0)
+    hidden: int = setting("width of the actor and critic layers", ge=1)
+    layers: int = setting("hidden layers of the actor and critic", ge=1)
+    agent_id: bool = setting("append the agent's one-hot id to actor and critic inputs")
+    stage1_preferences: list[list[Annotated[float, Field(ge=0)]]] | None = setting(
+        "Stage 1's preferences, one policy each; null: the authors' grid (6 for 2 or 3 objectives, the one-hot "
+        "corners for 4 or more)", domain="null, or a list of K-weight lists, each >= 0 and not all 0")
+    stage1_fraction: float = setting("fraction of the step budget after which Stage 1 ends and Stage 2 begins",
+                                     ge=0, le=1)
+    select_every: int = setting("Stage 2: updates between selections of archived policies to extend", ge=1)
+    select: int | None = setting("policies selected per Stage-2 round (each branches once per objective); null: "
+                                 "the authors' 5 for 2 objectives, 6 otherwise", ge=1)
+    barrier_beta: float = setting("Stage 2 constraint G_j >= G_j(r) - (1 - beta) |G_j(r)| (beta G_j(r) for a "
+                                  "positive return)", gt=0, le=1)
+    barrier_t: float = setting("log-barrier sharpness t: the barrier is (1/t) mean_j -log(margin_j)", gt=0)
+    archive_size: int = setting("most policies the Pareto archive keeps (pruned by crowding distance)", ge=4)
+    eval_every: int = setting("updates between evaluations of every policy into the archive (0: only at "
+                              "selections)", ge=0)
+    eval_episodes: int = setting("deterministic episodes per policy and evaluation battle", ge=1)
+    eval_envs: int = setting("evaluation battles per policy (all policies play in one batched call)", ge=1)
+    hv_ref: list[float] | None = setting(
+        "hypervolume reference point, one value per objective; null: the environment's fixed one (smac's "
+        "combat 0, safety -20), else no hypervolume", domain="null or K numbers (0,-25 or [0,-25])")
+
+    @classmethod
+    def check_spec(cls, config: dict, spec) -> None:
+        """A vector reward, no single preference, one environment per Stage-1 policy, K-long vectors."""
+        algo, names = config["algo"], ", ".join(spec.reward_names)
+        where = spec.name or "this environment"
+        if spec.reward_dim < 2:
+            raise ConfigError(f"cmorl learns a front of trade-offs, but {where} has one reward; give it objectives "
+                              "(smac: env.objectives=combat,safety) or train --algo mappo")
+        if algo["preference"] is not None:
+            raise ConfigError("cmorl learns a policy per trade-off: algo.preference must stay null; pick a policy "
+                              "afterwards with marl eval RUN_DIR --preference w")
+        from marl.pareto import check_preference
+
+        prefs = algo["stage1_preferences"]
+        for i, w in enumerate(prefs or []):
+            try:
+                check_preference(w, spec.reward_dim, spec.reward_names)
+            except ValueError as err:
+                raise ConfigError(f"algo.stage1_preferences[{i}]: {err}") from None
+        count = len(prefs) if prefs else (6 if spec.reward_dim <= 3 else spec.reward_dim)
+        if not prefs and count == 0:
+            raise ConfigError("algo.stage1_preferences is empty; give at least one preference or null")
+        if config["train"]["envs"] < max(count, spec.reward_dim):
+            raise ConfigError(f"train.envs is {config['train']['envs']}; cmorl gives each of its {count} Stage-1 "
+                              f"policies (and each of the {spec.reward_dim} branches of a selected one) an "
+                              f"environment of its own: set train.envs >= {max(count, spec.reward_dim)}")
+        if algo["hv_ref"] is not None and len(algo["hv_ref"]) != spec.reward_dim:
+            raise ConfigError(f"algo.hv_ref has {len(algo['hv_ref'])} values; give one per objective: "
+                              f"{spec.reward_dim} ({names})")
+        if algo["archive_size"] < 2 * spec.reward_dim:
+            raise ConfigError(f"algo.archive_size is {algo['archive_size']}; it must be >= {2 * spec.reward_dim} "
+                              "(2 per objective, so every objective's extremes survive pruning)")
+
+
 ENV_SCHEMAS: dict[str, type[Settings]] = {"smac": SMACSettings, "sc2": SC2Settings, "pettingzoo": PettingZooSettings,
                                           "mpe": PettingZooSettings, "gym": PettingZooSettings,
                                           "comm": CommSettings}
-LEARNER_SCHEMAS: dict[str, type[Settings]] = {"mappo": MAPPOSettings, "commformer": CommFormerSettings}
+LEARNER_SCHEMAS: dict[str, type[Settings]] = {"mappo": MAPPOSettings, "commformer": CommFormerSettings,
+                                              "cmorl": CMORLSettings}
 
 
 # ------------------------------------------------------------------------------------------- lookup

@@ -277,12 +277,13 @@ ActFn = Callable[[Step], np.ndarray]
 class Evaluator(Protocol):
     """Plays deterministic evaluation episodes on battles of the run's own kind, apart from training's."""
 
-    def __call__(self, act: ActFn, n_envs: int, episodes_per_env: int, seed: int) -> dict:
+    def __call__(self, act: ActFn, n_envs: int, episodes_per_env: int, seed: int, gamma: float = 1.0) -> dict:
         """Each of n_envs battles plays episodes_per_env episodes with `act`, from `seed`.
 
         Returns "env" int[n] (the battle slot each episode was played in, in order of finishing),
-        "return" f32[n, K], "length" int[n], "won" bool[n], and "env_steps" (the transitions taken,
-        counted against nothing: the trainer logs them as train/eval_env_steps).
+        "return" f32[n, K], "discounted_return" f64[n, K] (sum of gamma^t r_t), "length" int[n],
+        "won" bool[n], and "env_steps" (the transitions taken, counted against nothing: the trainer
+        logs them as train/eval_env_steps).
         """
 
 
@@ -295,3 +296,18 @@ class EvaluatesPolicies(Protocol):
 
     def attach_evaluator(self, evaluator: Evaluator) -> None:
         """Keep `evaluator` to play episodes on a VecEnv of the run's kind that training does not step."""
+
+
+@runtime_checkable
+class ParetoFront(Protocol):
+    """Optional Learner capability: a set of policies with evaluated vector returns, one chosen by preference.
+
+    `marl front RUN_DIR` prints and draws the archive; `marl eval RUN_DIR --preference w` plays the
+    policy with the best w . G. C-MORL (marl.agents.cmorl) has one.
+    """
+
+    def pareto_archive(self):
+        """The marl.pareto.ParetoArchive of evaluated policies (entries' meta says how they were evaluated)."""
+
+    def use_preference(self, preference) -> object:
+        """From now on act deterministically with the archived policy of the best w . G; returns its entry."""

@@ -268,11 +268,11 @@ class PolicyEvaluator:
         self.env_steps = 0
         self._envs: dict[int, VecEnv] = {}
 
-    def __call__(self, act, n_envs: int, episodes_per_env: int, seed: int) -> dict:
+    def __call__(self, act, n_envs: int, episodes_per_env: int, seed: int, gamma: float = 1.0) -> dict:
         """Evaluator.__call__: n_envs battles play episodes_per_env deterministic episodes each with `act`."""
         if n_envs not in self._envs:
             self._envs[n_envs] = build_env(self.config, n_envs)
-        played = play_episodes(self._envs[n_envs], act, np.full(n_envs, episodes_per_env), seed)
+        played = play_episodes(self._envs[n_envs], act, np.full(n_envs, episodes_per_env), seed, gamma)
         self.env_steps += played["env_steps"]
         return played
 

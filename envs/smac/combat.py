@@ -3,9 +3,11 @@ choice of targets, and one game loop of a battle.
 
 In each game loop every living unit, in a random order, counts its weapon cooldown down by one loop and acts
 on its order (move, attack, heal, attack-move, hunt, hold); then overlapping ground units are pushed apart;
-then shields, zerg health and medivac energy regenerate. Damage lands when a weapon fires: projectile travel
-time is not modelled. The built-in AI picks threats first, then the nearest (docs/smac_rules.md), not SC2's
-exact target-priority table.
+then shields, zerg health and medivac energy regenerate. By default damage lands when a weapon fires; with the
+env option weapon_delay, an attack first winds up for its weapon's damage point (the unit stands, busy), then the
+shot leaves: instant weapons hit then, missiles fly to the target at their speed and hit on arrival (a target dead
+by then is missed), as in the game (docs/smac_rules.md section 18). The built-in AI picks threats first, then
+the nearest (docs/smac_rules.md), not SC2's exact target-priority table.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from .layout import (
     ATTACKER,
     CD,
     EN,
+    FLIGHT,
     HP,
+    MISSILE_AT,
     NODMG,
     ORD_AMOVE,
     ORD_ATTACK,
@@ -30,9 +34,11 @@ from .layout import (
     ORD_MOVE,
     ORDER,
     SH,
+    SHOT_AT,
     TARGET,
     TX,
     TY,
+    WINDUP,
     X,
     Y,
 )
@@ -47,7 +53,9 @@ from .units import (
     F_BONUS,
     F_COOLDOWN,
     F_DAMAGE,
+    F_DAMAGE_POINT,
     F_HP,
+    F_MISSILE_SPEED,
     F_RADIUS,
     F_RANGE,
     F_REGEN,
@@ -99,6 +107,8 @@ def _kill(uf, ui, e, v):
     ui[e, v, ALIVE] = 0
     ui[e, v, ORDER] = ORD_IDLE
     ui[e, v, TARGET] = -1
+    ui[e, v, SHOT_AT] = -1  # an attack still winding up dies with its unit (a missile in flight flies on)
+    uf[e, v, WINDUP] = 0.0
 
 
 @njit(cache=True, _nrt=False)
@@ -123,8 +133,8 @@ def _deal(uf, ui, utype, ft, it, e, attacker, v, base):
 
 
 @njit(cache=True, _nrt=False)
-def _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi):
-    """Unit u fires its weapon at t (colossus beams splash, banelings explode and die)."""
+def _hits(uf, ui, utype, ft, it, e, u, t, lo, hi):
+    """The damage of one shot of u at t (colossus beams splash, banelings explode and die)."""
     tu = utype[e, u]
     kind = it[tu, I_KIND]
     base = ft[tu, F_DAMAGE]
@@ -159,19 +169,74 @@ def _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi):
     for _ in range(n_hits):
         if ui[e, t, ALIVE]:
             _deal(uf, ui, utype, ft, it, e, u, t, base)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _pay_cooldown(uf, ft, rng, e, u, tu):
     # the game adds a random -1..+2 loop delay to every weapon cooldown
     carry = uf[e, u, CD] if uf[e, u, CD] > -1.0 else 0.0
     uf[e, u, CD] = carry + ft[tu, F_COOLDOWN] + (3.0 * rand_u01(rng, e) - 1.0)
 
 
 @njit(cache=True, _nrt=False)
-def _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, may_move):
-    """Fire at t when in weapon range (edge to edge) and ready; otherwise close in."""
+def _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi):
+    """Unit u fires its weapon at t, damage landing at once (colossus beams splash, banelings explode and die)."""
+    _hits(uf, ui, utype, ft, it, e, u, t, lo, hi)
+    if it[utype[e, u], I_KIND] != KIND_BANELING:
+        _pay_cooldown(uf, ft, rng, e, u, utype[e, u])
+
+
+@njit(cache=True, _nrt=False)
+def _launch(uf, ui, utype, ft, it, e, u, lo, hi):
+    """weapon_delay: the damage point is over and u's shot leaves: an instant weapon hits now, a missile flies."""
+    t = ui[e, u, SHOT_AT]
+    ui[e, u, SHOT_AT] = -1
+    uf[e, u, WINDUP] = 0.0
+    if t < 0 or not ui[e, t, ALIVE]:
+        return  # the target died during the damage point: the attack is lost (its cooldown was paid)
+    tu = utype[e, u]
+    if ft[tu, F_MISSILE_SPEED] <= 0.0:
+        _hits(uf, ui, utype, ft, it, e, u, t, lo, hi)
+        return
+    if ui[e, u, MISSILE_AT] >= 0:  # cannot happen with SMAC's units (cooldown > windup + flight); land it first
+        _land(uf, ui, utype, ft, it, e, u, lo, hi)
+    ui[e, u, MISSILE_AT] = t
+    # the missile homes on the target at its speed; its flight is timed on the centre distance at launch
+    uf[e, u, FLIGHT] = dist(uf, e, u, t) / ft[tu, F_MISSILE_SPEED]
+
+
+@njit(cache=True, _nrt=False)
+def _land(uf, ui, utype, ft, it, e, u, lo, hi):
+    """weapon_delay: u's missile arrives (its shooter may be dead by now); a target already dead is missed."""
+    t = ui[e, u, MISSILE_AT]
+    ui[e, u, MISSILE_AT] = -1
+    uf[e, u, FLIGHT] = 0.0
+    if ui[e, t, ALIVE]:
+        _hits(uf, ui, utype, ft, it, e, u, t, lo, hi)
+
+
+@njit(cache=True, _nrt=False)
+def _attack(uf, ui, utype, ft, it, rng, e, u, t, lo, hi, weapon_delay):
+    """Unit u's weapon is ready and t in reach: fire at once, or (weapon_delay) begin the attack's damage point."""
+    tu = utype[e, u]
+    if not weapon_delay or (ft[tu, F_DAMAGE_POINT] <= 0.0 and ft[tu, F_MISSILE_SPEED] <= 0.0):
+        _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi)
+        return
+    _pay_cooldown(uf, ft, rng, e, u, tu)  # the weapon's cooldown runs from the start of the attack
+    ui[e, u, SHOT_AT] = t
+    uf[e, u, WINDUP] = ft[tu, F_DAMAGE_POINT]
+    if uf[e, u, WINDUP] <= 0.0:
+        _launch(uf, ui, utype, ft, it, e, u, lo, hi)
+
+
+@njit(cache=True, _nrt=False)
+def _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, may_move, weapon_delay):
+    """Attack t when in weapon range (edge to edge) and ready; otherwise close in."""
     tu = utype[e, u]
     reach = ft[tu, F_RANGE] + ft[tu, F_RADIUS] + ft[utype[e, t], F_RADIUS]
     if dist(uf, e, u, t) <= reach + 1e-9:
         if uf[e, u, CD] <= 0.0:
-            _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi)
+            _attack(uf, ui, utype, ft, it, rng, e, u, t, lo, hi, weapon_delay)
     elif may_move:
         move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, t, X], uf[e, t, Y], max(reach - 0.01, 0.0))
 
@@ -245,7 +310,7 @@ def _ai_medivac(uf, ui, utype, ft, it, walk, cliff, nav, e, u, flo, fhi):
 
 
 @njit(cache=True, _nrt=False)
-def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, lo, hi):
+def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, lo, hi, weapon_delay):
     """Attack-move / hunt / hold for a unit with a weapon, fighting hostiles in [lo, hi)."""
     tu = utype[e, u]
     order = ui[e, u, ORDER]
@@ -268,14 +333,14 @@ def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, lo, hi):
             t = _acquire(uf, ui, utype, ft, it, e, u, lo, hi, scan, True)
     ui[e, u, TARGET] = t
     if t >= 0:
-        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, order != ORD_HOLD)
+        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, order != ORD_HOLD, weapon_delay)
     elif order == ORD_AMOVE:
         if move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, u, TX], uf[e, u, TY], ARRIVE_DIST):
             ui[e, u, ORDER] = ORD_HUNT  # point reached: from now on go for the closest ally
 
 
 @njit(cache=True, _nrt=False)
-def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units):
+def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay):
     """One game loop of unit u's order."""
     if u < n_agents:
         flo, fhi, hlo, hhi = 0, n_agents, n_agents, n_units
@@ -295,7 +360,7 @@ def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units):
             ui[e, u, ORDER] = ORD_IDLE  # target gone (or out of this weapon's reach): stand
             ui[e, u, TARGET] = -1
             return
-        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, hlo, hhi, True)
+        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, hlo, hhi, True, weapon_delay)
         return
     if order == ORD_HEAL:
         t = ui[e, u, TARGET]
@@ -308,7 +373,7 @@ def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units):
     if kind == KIND_MEDIVAC:
         _ai_medivac(uf, ui, utype, ft, it, walk, cliff, nav, e, u, flo, fhi)
     else:
-        _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, hlo, hhi)
+        _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, hlo, hhi, weapon_delay)
 
 
 @njit(cache=True, _nrt=False)
@@ -327,8 +392,21 @@ def _regenerate(uf, ui, utype, ft, it, e, n_units):
 
 
 @njit(cache=True, _nrt=False)
-def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf):
-    """One game loop of battle e: units act in a random order, then collide, then regenerate."""
+def _hostiles(u, n_agents, n_units):
+    """The index range of u's enemies."""
+    return (n_agents, n_units) if u < n_agents else (0, n_agents)
+
+
+@njit(cache=True, _nrt=False)
+def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf, weapon_delay=0):
+    """One game loop of battle e: missiles fly, units act in a random order, then collide, then regenerate."""
+    if weapon_delay:
+        for u in range(n_units):  # missiles in flight, whether or not their shooters still live
+            if ui[e, u, MISSILE_AT] >= 0:
+                uf[e, u, FLIGHT] -= 1.0
+                if uf[e, u, FLIGHT] <= 0.0:
+                    lo, hi = _hostiles(u, n_agents, n_units)
+                    _land(uf, ui, utype, ft, it, e, u, lo, hi)
     n = 0
     for u in range(n_units):
         if ui[e, u, ALIVE]:
@@ -344,7 +422,13 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
         if uf[e, u, CD] > -1.0:
             # counts below zero by less than a loop, so a 13.77-loop cooldown keeps its fraction
             uf[e, u, CD] = max(uf[e, u, CD] - 1.0, -1.0)
-        _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units)
+        if ui[e, u, SHOT_AT] >= 0:  # winding up (weapon_delay): busy until the shot leaves, whatever its order
+            uf[e, u, WINDUP] -= 1.0
+            if uf[e, u, WINDUP] > 0.0:
+                continue
+            lo, hi = _hostiles(u, n_agents, n_units)
+            _launch(uf, ui, utype, ft, it, e, u, lo, hi)
+        _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay)
     collide(uf, ui, utype, ft, it, walk, cliff, e, n_units)
     _regenerate(uf, ui, utype, ft, it, e, n_units)
 

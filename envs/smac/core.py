@@ -5,9 +5,10 @@ scores the step SMAC's way (and the safety objective beside it), observes (obser
 when asked, resets a finished battle at once (spawn.reset_env). The phases live in their own modules;
 layout.py names the arrays they share.
 
-What the real game does that this does not model: projectile travel time (damage is instant),
-acceleration and turning, SC2's exact pathfinding (units walk straight and slide along walls) and its
-exact target-priority table (threats first, then the nearest, as described in docs/smac_rules.md).
+What the real game does that this does not model: the weapon's damage point and projectile travel (damage
+is instant unless the option weapon_delay is on), turning (and the medivac's acceleration), SC2's exact
+pathfinding (units walk straight and slide along walls) and its exact target-priority table (threats first,
+then the nearest, as described in docs/smac_rules.md).
 
 Imports run one way: units, then layout and maps, then the phase kernels (splitmix, navigation, combat,
 spawn, observation), then this driver, then env (tests/test_smac_layout.py checks it).
@@ -38,6 +39,7 @@ from .layout import (
     C_REWARD_SCALE,
     C_REWARD_SPARSE,
     C_SCALE_RATE,
+    C_WEAPON_DELAY,
     C_WIN,
     DEAD_ALLIES,
     DEAD_ENEMIES,
@@ -224,12 +226,14 @@ def _step_batch(tables, battles, actions, out):
     n_agents = cfg_i[C_N_AGENTS]
     n_units = n_agents + cfg_i[C_N_ENEMIES]
     idle_attack = int(enemy_order[0]) == EORDER_IDLE_ATTACK
+    weapon_delay = cfg_i[C_WEAPON_DELAY]
     for e in range(n_envs):
         apply_actions(uf, ui, utype, it, actions, e, n_agents)
         if idle_attack:
             order_idle_enemies(uf, ui, utype, it, e, n_agents, n_units)
         for _ in range(STEP_MUL):
-            simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf[e])
+            simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf[e],
+                          weapon_delay)
         safety[e], safety_return[e] = _safety(uf, ui, utype, ft, e, n_agents)
         r, code = _reward_and_outcome(uf, ui, ei, utype, ft, it, cfg_i, cfg_f, e)
         ei[e, T] += 1

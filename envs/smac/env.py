@@ -147,6 +147,7 @@ class SMACBatch:
         cfg[layout.C_MAP_X], cfg[layout.C_MAP_Y] = m.map_x, m.map_y
         cfg[layout.C_OBS_OWN_POS] = int(bool(o["obs_own_pos"]))
         cfg[layout.C_UNIT_RANGES] = int(bool(o["use_unit_ranges"]))
+        cfg[layout.C_WEAPON_DELAY] = int(bool(o["weapon_delay"]))
         cfg_f = np.zeros(layout.N_CFG_F)
         if m.generator:
             cfg[layout.C_GENERATOR] = 1
@@ -288,10 +289,15 @@ class SMACBatch:
         self._started = True
 
     def _upgrade(self, snap: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """A v1 map's snapshot from before the SMACv2 scenarios (4 env ints, 1 env float, no ranges) made current."""
+        """A snapshot from before weapon_delay (two fewer unit floats and ints) or, of a v1 map, from before the
+        SMACv2 scenarios (4 env ints, 1 env float, no ranges) made current."""
+        snap = dict(snap)
+        for k, n_old, fill in (("uf", layout.NUF - 2, 0.0), ("ui", layout.NUI - 2, -1)):
+            a = snap.get(k)  # no attack winding up, no missile in flight
+            if a is not None and a.shape[-1] == n_old:
+                snap[k] = np.concatenate([a, np.full(a.shape[:-1] + (2,), fill, a.dtype)], axis=-1)
         if self.map.generator:
             return snap
-        snap = dict(snap)
         E = self.n_envs
         ei, ef = snap.get("ei"), snap.get("ef")
         if ei is not None and ei.shape == (E, layout.NEI - 1):

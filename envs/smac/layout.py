@@ -18,11 +18,13 @@ from typing import NamedTuple
 import numpy as np
 
 # per-unit float fields
-X, Y, HP, SH, EN, CD, TX, TY, NODMG, PREV_HS = range(10)
-NUF = 10
-# per-unit int fields
-ALIVE, ORDER, TARGET, DEATH_SEEN, LAST_ACTION, ATTACKER = range(6)
-NUI = 6
+# WINDUP: loops left of the weapon's damage point before the shot; FLIGHT: loops left before the missile in flight
+# hits (both 0 unless the option weapon_delay is on)
+X, Y, HP, SH, EN, CD, TX, TY, NODMG, PREV_HS, WINDUP, FLIGHT = range(12)
+NUF = 12
+# per-unit int fields; SHOT_AT: the target of the attack winding up, MISSILE_AT: of the missile in flight (-1: none)
+ALIVE, ORDER, TARGET, DEATH_SEEN, LAST_ACTION, ATTACKER, SHOT_AT, MISSILE_AT = range(8)
+NUI = 8
 # per-env int fields
 T, RESULT, DEAD_ALLIES, DEAD_ENEMIES, LAYOUT = range(5)
 NEI = 5
@@ -85,7 +87,9 @@ class ObsSizes(NamedTuple):
 # where the kernels read each size: cfg_i[C_SIZES + k] for ObsSizes field k
 (C_MOVE_DIM, C_ENEMY_DIM, C_ALLY_DIM, C_OWN_DIM, C_TIMESTEP_DIM, C_OBS_DIM, C_STATE_ALLY_DIM, C_STATE_ENEMY_DIM,
  C_STATE_DIM) = range(C_SIZES, C_SIZES + len(ObsSizes._fields))
-N_CFG_I = C_SIZES + len(ObsSizes._fields)
+# 1: damage lands after the weapon's damage point and its missile's flight (env option weapon_delay)
+C_WEAPON_DELAY = C_SIZES + len(ObsSizes._fields)
+N_CFG_I = C_WEAPON_DELAY + 1
 
 
 def obs_sizes(cfg_i: np.ndarray) -> ObsSizes:

@@ -9,7 +9,7 @@ teams and start positions are drawn per episode by the kernels (spawn.draw_gener
 SMACMap carries the unit pool and its weights instead of a fixed roster.
 
 Generated marine battles `Nm` and `Nm_vs_Mm` (1 <= N, M <= 30, N != M in the second form) play on the
-marine maps' layout (docs/smac_rules.md section 18): every SMAC v1 marine map is the same 32x32 grid
+marine maps' layout (docs/smac_rules.md section 19): every SMAC v1 marine map is the same 32x32 grid
 with the allies spawned at (9, 16), the enemies at (23, 16) attack-moving there. The v1 names (3m, 8m,
 25m, 5m_vs_6m, 8m_vs_9m, 10m_vs_11m, 27m_vs_30m) keep SMAC's own definitions; the others are made from
 3m's entry with the team sizes and the episode limit of `marine_limit`.
@@ -144,7 +144,7 @@ def marine_sizes(name: str) -> tuple[int, int] | None:
 
 
 def marine_limit(n_agents: int, n_enemies: int) -> int:
-    """Episode limit of a generated marine battle (docs/smac_rules.md section 18).
+    """Episode limit of a generated marine battle (docs/smac_rules.md section 19).
 
     Nm: ODIS's limit where its marine sets define one (4m 75, 5m 90, 6m 100, 7m 110, 9m and 10m 120,
     11m and 12m 150); below them 60, as 3m; above them 150, as 11m, 12m and 25m (8m's 120 is SMAC's and

@@ -1,4 +1,4 @@
-"""Several SMAC scenarios in one VecEnv: `marl train smac 3m,5m,8m` (docs/smac_rules.md section 19).
+"""Several SMAC scenarios in one VecEnv: `marl train smac 3m,5m,8m` (docs/smac_rules.md section 20).
 
 - **Battles per scenario.** E battles are split among the S scenarios in the order they are named:
   scenario i gets E // S battles, and one more when i < E % S; its battles are contiguous (3m,5m,8m

@@ -35,12 +35,14 @@ from .layout import (
     DEATH_SEEN,
     EN,
     EP_RETURN,
+    FLIGHT,
     HP,
     LAST_ACTION,
     LAYOUT,
     LAYOUT_REFLECT,
     LAYOUT_SURROUNDED,
     MAX_REWARD,
+    MISSILE_AT,
     NEI,
     NODMG,
     ORD_AMOVE,
@@ -53,10 +55,12 @@ from .layout import (
     RUNNING,
     SH,
     SHOOT_RANGE,
+    SHOT_AT,
     SIGHT_RANGE,
     TARGET,
     TX,
     TY,
+    WINDUP,
     X,
     Y,
 )
@@ -254,6 +258,10 @@ def reset_env(tables, battles, e):
         ui[e, u, DEATH_SEEN] = 0
         ui[e, u, LAST_ACTION] = -1
         ui[e, u, ATTACKER] = -1
+        uf[e, u, WINDUP] = 0.0
+        uf[e, u, FLIGHT] = 0.0
+        ui[e, u, SHOT_AT] = -1
+        ui[e, u, MISSILE_AT] = -1
     mode = int(enemy_order[0])
     tx, ty = enemy_order[1], enemy_order[2]
     if mode == EORDER_ATTACK_MOVE_SEGMENT:

@@ -1,0 +1,539 @@
+"""C-MORL (Liu et al., ICLR 2025): a Pareto front of team policies in two stages, in one process.
+
+Read top to bottom, like a CleanRL file:
+
+1. **The population.** P policies, each a MAPPO pair (a shared actor over each agent's observation, a
+   centralised critic over the global state with one output per objective). Their parameters are
+   stacked ([P, ...] tensors, `torch.func.stack_module_state`) and the whole population acts and
+   learns in one batched forward (`torch.vmap` over `torch.func.functional_call`), never a loop.
+2. **The environments are shared in contiguous slices.** With E environments and P policies,
+   policy p owns environments [p E // P, (p + 1) E // P): slices differ in size by at most one, and
+   every policy needs one, so train.envs >= P (the schema checks it for Stage 1; Stage 2 runs at most
+   E // K selected policies' branches at once).
+3. **Stage 1** trains one policy per preference w of a simplex grid (the authors': 6 vectors for 2
+   objectives, 6 inner ones for 3, the one-hot corners for 4 or more) with PPO on the scalarised
+   advantage w . A (advantages per objective from GAE with a trailing objective axis, agents/ppo.py).
+   It ends at the first update where `stage1_fraction` of the step budget is done (BudgetAware).
+4. **Evaluation.** Every `eval_every` updates (and at each stage change) all P policies play
+   `eval_episodes` deterministic episodes each in ONE batched evaluator call (P * eval_envs battles,
+   routed by the same slice rule); the mean discounted return (gamma = algo.gamma, episodes capped by
+   the environment's limit) of every evaluated policy is offered to the Pareto archive (at most
+   `archive_size` non-dominated policies, pruned by crowding distance), with its weights.
+5. **Stage 2** starts right after Stage 1 and then every `select_every` updates: select the archived
+   policies with the largest crowding distance not selected before (`select`; null: 5 for 2
+   objectives, 6 otherwise; at most E // K); for each selected policy r and objective l a branch
+   copied from r runs PPO on objective l plus the log barrier
+   (1/t) mean_{j != l} -log(max(R_j - c_j, 1e-3)), t = `barrier_t`, with thresholds c_j from r's
+   EVALUATED return: c_j = G_j(r) - (1 - beta) |G_j(r)| (beta G_j(r), the paper's, for G_j >= 0; for a
+   negative return the same relative slack, where beta G_j would demand an improvement).
+   R_j - c_j = (G_j(branch) - c_j) + mean((ratio - 1) A_j): the branch's last evaluated margin plus the
+   first-order (importance-sampled) change of objective j under the new policy. Where the margin is
+   below 1e-3 the clamp leaves no gradient; those cases are counted (loss/barrier_clamped).
+   All branches of a selection run at once; when every archived policy has been selected, the
+   branches keep training until a later evaluation archives new ones.
+
+The step budget counts training transitions only; the evaluator's steps are logged apart
+(train/eval_env_steps). Optimisers are Adam over the stacked tensors (elementwise, so it is P Adams),
+with each policy's gradient norm clipped on its own. A branch starts with fresh optimiser moments.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from marl.pareto import ParetoArchive, check_preference, expected_utility, hypervolume, sparsity, weight_grid
+from marl.spec import EnvSpec, Evaluator, Rollout, Step
+
+from ..ppo import (
+    Stats,
+    ValueNorm,
+    masked_entropy,
+    masked_logits,
+    masked_mean,
+    mlp,
+    normalize_advantages,
+    policy_loss,
+    rollout_advantages,
+    value_loss,
+)
+
+BARRIER_FLOOR = 1e-3  # log(max(margin, 1e-3)): the authors' clamp
+
+
+def stage1_preferences(n_objectives: int) -> np.ndarray:
+    """The authors' Stage-1 grid: 2 objectives step 0.2 (6), 3 objectives 0.2..0.8 (6), else one-hot corners."""
+    if n_objectives == 2:
+        return weight_grid(2, 5)
+    if n_objectives == 3:
+        inner = weight_grid(3, 5)
+        return inner[(inner > 0).all(1)]  # the compositions of 5 into 3 positive parts: 6 vectors
+    return np.eye(n_objectives)
+
+
+def default_select(n_objectives: int) -> int:
+    """Policies selected per Stage-2 round: 5 for 2 objectives, 6 otherwise (the authors')."""
+    return 5 if n_objectives == 2 else 6
+
+
+def slices(n_envs: int, n_policies: int) -> np.ndarray:
+    """owner int[E]: policy p owns the contiguous environments [p E // P, (p + 1) E // P)."""
+    bounds = (np.arange(n_policies + 1) * n_envs) // n_policies
+    return np.repeat(np.arange(n_policies), np.diff(bounds))
+
+
+def route(owner: np.ndarray, n_policies: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by owning policy: index int[P, S] into the rows (padded with row 0) and valid bool[P, S]."""
+    groups = [np.flatnonzero(owner == p) for p in range(n_policies)]
+    width = max(1, max(len(g) for g in groups))
+    index = np.zeros((n_policies, width), np.int64)
+    valid = np.zeros((n_policies, width), bool)
+    for p, g in enumerate(groups):
+        index[p, : len(g)] = g
+        valid[p, : len(g)] = True
+    return index, valid
+
+
+def barrier(ratio: torch.Tensor, adv: torch.Tensor, margin: torch.Tensor, constrained: torch.Tensor,
+            mask: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-barrier loss of one policy and the number of its clamped (gradient-free) constraints.
+
+    ratio [n, A], adv [n, A, K] (per-objective advantages in return units), margin [K] (the last evaluated
+    G_j - c_j), constrained bool[K], mask [n, A]. R_j - c_j = margin_j + mean((ratio - 1) A_j).
+    """
+    if not bool(constrained.any()):
+        return ratio.new_zeros(()), ratio.new_zeros(())
+    change = torch.stack([masked_mean((ratio - 1) * adv[..., j], mask) for j in range(adv.shape[-1])])
+    slack = margin + change
+    clamped = constrained & (slack < BARRIER_FLOOR)
+    logs = torch.log(torch.clamp(slack, min=BARRIER_FLOOR))  # clamp: no gradient below the floor
+    loss = -(logs * constrained).sum() / constrained.sum() / t
+    return loss, clamped.sum().float()
+
+
+class Stacked(nn.Module):
+    """P copies of one network as stacked [P, ...] parameters, applied in one vmapped forward."""
+
+    def __init__(self, modules: list[nn.Module]):
+        super().__init__()
+        params, _ = stack_module_state(modules)
+        self.params = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.detach().clone())
+                                        for k, v in params.items()})
+        self._names = list(params)
+        self._base = [copy.deepcopy(modules[0]).to("meta")]  # a list: the template is no submodule
+
+    @property
+    def size(self) -> int:
+        """P, the number of stacked networks."""
+        return next(iter(self.params.values())).shape[0]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """name -> stacked tensor [P, ...], in the template's parameter names."""
+        return {n: self.params[n.replace(".", "__")] for n in self._names}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [P, ...] -> each network p applied to x[p], stacked."""
+        base = self._base[0]
+        return torch.vmap(lambda params, inp: functional_call(base, params, (inp,)))(self.tensors(), x)
+
+    def one(self, p: int) -> dict[str, torch.Tensor]:
+        """Policy p's parameters (copies), as a plain state dict of the template network."""
+        return {n: t[p].detach().clone() for n, t in self.tensors().items()}
+
+
+def _clip_per_policy(tensors: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip the gradient of each policy (dim 0 of the stacked tensors) to max_norm; returns the norms [P]."""
+    grads = [t.grad for t in tensors if t.grad is not None]
+    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads)
+    norm = sq.sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.reshape(-1, *([1] * (g.dim() - 1))))
+    return norm
+
+
+class CMORL:
+    """The C-MORL learner (marl's Learner, with BudgetAware, EvaluatesPolicies and ParetoFront)."""
+
+    def __init__(self, spec: EnvSpec, cfg: dict, seed: int = 0, device: str = "cpu"):
+        if spec.reward_dim < 2:
+            raise ValueError(f"cmorl learns a front of trade-offs between objectives; {spec.name or 'this environment'}"
+                             " has one reward: set env.objectives (smac: combat,safety) or train --algo mappo")
+        self.spec, self.cfg, self.device = spec, cfg, torch.device(device)
+        self.K = spec.reward_dim
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self._eye = torch.eye(spec.n_agents, device=self.device)
+        self.archive = ParetoArchive(self.K, cfg["archive_size"])
+        self.evaluator: Evaluator | None = None
+        self.stage, self.updates, self.fraction, self.stage2_round = 1, 0, 0.0, 0
+        self.eval_seed = seed + 4_000_037
+        self.n_envs = 0  # E of the training rollouts, known at the first update
+        self.last_metrics: dict = {}
+        self._fresh_eval = False
+        self._chosen: dict | None = None  # use_preference's policy, for marl eval
+        weights = np.asarray(cfg["stage1_preferences"] or stage1_preferences(self.K), np.float64)
+        for w in weights:
+            check_preference(w, self.K, spec.reward_names)
+        ids = self.spec.n_agents if cfg["agent_id"] else 0
+        actors = [mlp(spec.obs_dim + ids, cfg["hidden"], cfg["layers"], spec.n_actions, 0.01) for _ in weights]
+        critics = [mlp(spec.state_dim + ids, cfg["hidden"], cfg["layers"], self.K, 1.0) for _ in weights]
+        self._install(actors, critics, weights, np.zeros((len(weights), self.K), bool),
+                      np.zeros((len(weights), self.K)), [-1] * len(weights), None)
+
+    # ------------------------------------------------------------------ the population
+    def _install(self, actors, critics, weights, constrained, margins, parents, norm_state) -> None:
+        """Make the stacked networks, value statistics and optimisers of a new population."""
+        cfg = self.cfg
+        self.actor = Stacked(actors).to(self.device)
+        self.critic = Stacked(critics).to(self.device)
+        P = self.actor.size
+        self.value_norm = ValueNorm(shape=(P, self.K)).to(self.device)
+        if norm_state is not None:
+            self.value_norm.load_state_dict(norm_state)
+        self.weights = torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=self.device)  # [P, K]
+        self.constrained = torch.as_tensor(np.asarray(constrained), dtype=torch.bool, device=self.device)  # [P, K]
+        self.thresholds = torch.as_tensor(np.asarray(margins), dtype=torch.float32, device=self.device)  # [P, K] c_j
+        self.parents = list(parents)  # archive id each branch was copied from (-1: Stage 1)
+        self.last_returns = torch.zeros(P, self.K, device=self.device)  # evaluated G of each policy, for R_j
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg["lr"], eps=cfg["adam_eps"])
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg["critic_lr"], eps=cfg["adam_eps"])
+
+    @property
+    def n_policies(self) -> int:
+        """P, the policies acting and learning now."""
+        return self.actor.size
+
+    def _template(self, outputs: int, inputs: int, gain: float) -> nn.Module:
+        """A network of the population's shape (for payloads and single-policy acting)."""
+        return mlp(inputs, self.cfg["hidden"], self.cfg["layers"], outputs, gain)
+
+    def _payload(self, p: int) -> dict:
+        """Policy p's weights and value statistics, as the archive keeps them."""
+        vn = self.value_norm
+        return {"actor": self.actor.one(p), "critic": self.critic.one(p),
+                "value_norm": {"mean": vn.mean[p].clone(), "mean_sq": vn.mean_sq[p].clone(),
+                               "debias": vn.debias[p].clone()}}
+
+    # ------------------------------------------------------------------ inputs
+    def _with_id(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.cfg["agent_id"]:
+            return x
+        return torch.cat([x, self._eye.expand(*x.shape[:-1], -1)], -1)
+
+    def _actor_in(self, obs) -> torch.Tensor:
+        return self._with_id(torch.as_tensor(obs, device=self.device))
+
+    def _critic_in(self, state) -> torch.Tensor:
+        s = torch.as_tensor(state, device=self.device)
+        s = s.unsqueeze(-2).expand(*s.shape[:-1], self.spec.n_agents, s.shape[-1])
+        return self._with_id(s)
+
+    def _per_policy(self, net: Stacked, x: torch.Tensor, owner: np.ndarray) -> torch.Tensor:
+        """Rows x [n, ...] each through its owner's network, in one batched forward: [n, ...out]."""
+        index, valid = route(owner, net.size)
+        out = net(x[torch.as_tensor(index, device=self.device)])  # [P, S, ...]
+        rows = torch.empty((len(owner), *out.shape[2:]), dtype=out.dtype, device=self.device)
+        rows[torch.as_tensor(index[valid], device=self.device)] = out[torch.as_tensor(valid, device=self.device)]
+        return rows
+
+    def _values(self, state: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        """Denormalised values [n, A, K] of states [n, state_dim] by their owners' critics."""
+        with torch.no_grad():
+            v = self._per_policy(self.critic, self._critic_in(state), owner)
+            mean, std = self.value_norm.stats()
+            o = torch.as_tensor(owner, device=self.device)
+            v = v * std[o][:, None] + mean[o][:, None]
+        return v.cpu().numpy()
+
+    # ------------------------------------------------------------------ acting
+    def act(self, step: Step, deterministic: bool = False) -> tuple[np.ndarray, dict]:
+        """Every policy acts on its slice of the E environments, all in one batched forward."""
+        if self._chosen is not None:
+            return self._act_chosen(step), {}
+        owner = slices(step.n_envs, self.n_policies)
+        with torch.no_grad():
+            avail = torch.as_tensor(step.avail, device=self.device)
+            logits = masked_logits(self._per_policy(self.actor, self._actor_in(step.obs), owner), avail)
+            if deterministic:
+                return logits.argmax(-1).cpu().numpy(), {}
+            probs = torch.softmax(logits, -1)
+            actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=self.generator)
+            actions = actions.reshape(probs.shape[:-1])
+            log_prob = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            value = self._per_policy(self.critic, self._critic_in(step.state), owner)
+        return actions.cpu().numpy(), {"log_prob": log_prob.cpu().numpy(), "value": value.cpu().numpy()}
+
+    def act_alone(self, p: int, step: Step) -> np.ndarray:
+        """Policy p's deterministic actions on every environment of a Step, through its own unstacked network."""
+        ids = self.spec.n_agents if self.cfg["agent_id"] else 0
+        net = self._template(self.spec.n_actions, self.spec.obs_dim + ids, 0.01).to(self.device)
+        net.load_state_dict(self.actor.one(p))
+        with torch.no_grad():
+            logits = masked_logits(net(self._actor_in(step.obs)), torch.as_tensor(step.avail, device=self.device))
+        return logits.argmax(-1).cpu().numpy()
+
+    # ------------------------------------------------------------------ learning
+    def set_budget_fraction(self, fraction: float) -> None:
+        """BudgetAware: Stage 1 ends once stage1_fraction of the budget is done."""
+        self.fraction = float(fraction)
+
+    def update(self, rollout: Rollout) -> dict:
+        """One PPO update of the whole population; evaluations, archive and Stage-2 selections on schedule."""
+        cfg = self.cfg
+        self.n_envs = rollout.n_envs
+        stats = self._ppo(rollout)
+        self.updates += 1
+        if self.stage == 1 and self.fraction >= cfg["stage1_fraction"]:
+            self._evaluate_population()
+            self._start_round()
+        elif self.stage == 2 and self.updates % cfg["select_every"] == 0:
+            self._evaluate_population()
+            self._start_round()
+        elif cfg["eval_every"] and self.updates % cfg["eval_every"] == 0:
+            self._evaluate_population()
+        stats.update(stage=float(self.stage), policies=float(self.n_policies), archive=float(len(self.archive)))
+        return stats
+
+    def _ppo(self, rollout: Rollout) -> dict:
+        """PPO epochs of all P policies at once on their own slices (scalarised w . A, plus Stage 2's barrier)."""
+        cfg, P, K = self.cfg, self.n_policies, self.K
+        T, E, A = rollout.steps, rollout.n_envs, self.spec.n_agents
+        owner = slices(E, P)
+        mean, std = self.value_norm.stats()
+        o = torch.as_tensor(owner, device=self.device)
+        values = (torch.as_tensor(rollout.extras["value"], device=self.device) * std[o][:, None]
+                  + mean[o][:, None]).cpu().numpy()  # [T, E, A, K] in return units
+        bootstrap = self._values(rollout.next_state, owner)
+        final = self._values(rollout.final_state, owner[rollout.final_e]) if len(rollout.final_t) else \
+            np.zeros((0, A, K), np.float32)
+        adv, returns = rollout_advantages(rollout, values, bootstrap, final, cfg["gamma"], cfg["gae_lambda"])
+
+        # [T, E, ...] -> [P, N = T * S, ...]: each policy's own environments, padded slices masked out
+        index, valid = route(owner, P)
+        S = index.shape[1]
+
+        where = torch.as_tensor(index, device=self.device)
+
+        def per_policy(x, dtype=None) -> torch.Tensor:
+            t = torch.as_tensor(x, device=self.device)[:, where]  # [T, P, S, ...]
+            t = t.transpose(0, 1).reshape(P, T * S, *t.shape[3:])
+            return t if dtype is None else t.to(dtype)
+
+        slot = torch.as_tensor(np.broadcast_to(valid[None, :, :, None], (T, P, S, A)).transpose(1, 0, 2, 3)
+                               .reshape(P, T * S, A).copy(), dtype=torch.float32, device=self.device)
+        mask = per_policy(rollout.alive, torch.float32) * slot  # [P, N, A]
+        adv_t = per_policy(adv, torch.float32)  # [P, N, A, K]
+        ret_t = per_policy(returns, torch.float32)
+        old_values = per_policy(rollout.extras["value"], torch.float32)
+        old_logp = per_policy(rollout.extras["log_prob"], torch.float32)
+        actor_in = per_policy(self._actor_in(rollout.obs))  # [P, N, A, D]
+        critic_in = per_policy(self._critic_in(rollout.state))
+        avail = per_policy(rollout.avail)
+        actions = per_policy(rollout.actions)
+
+        scal = (adv_t * self.weights[:, None, None, :]).sum(-1)  # w . A per policy
+        norm_adv = torch.stack([normalize_advantages(scal[p], mask[p]) for p in range(P)])
+        n = T * S
+        flat = ret_t.permute(1, 2, 0, 3).reshape(n * A, P, K)  # the value statistics see each policy's living
+        self.value_norm.update(flat, mask.permute(1, 2, 0).reshape(n * A, P, 1))
+        mean, std = self.value_norm.stats()
+        targets = (ret_t - mean[:, None, None, :]) / std[:, None, None, :]
+        margin = self.last_returns - self.thresholds  # [P, K]: the last evaluated G_j - c_j
+
+        stats = Stats()
+        for _ in range(cfg["ppo_epochs"]):
+            perm = torch.randperm(n, generator=self.generator).to(self.device)
+            for idx in perm.chunk(cfg["minibatches"]):
+                m = mask[:, idx]
+                logits = masked_logits(self.actor(actor_in[:, idx]), avail[:, idx])
+                logp_all = torch.log_softmax(logits, -1)
+                logp = logp_all.gather(-1, actions[:, idx].unsqueeze(-1)).squeeze(-1)  # [P, b, A]
+                total, clamped = 0.0, 0.0
+                p_losses, entropies, bar_losses, infos = [], [], [], []
+                for p in range(P):  # per-policy means of the shared PPO losses (the forward above is batched)
+                    p_loss, info = policy_loss(logp[p], old_logp[p, idx], norm_adv[p, idx], cfg["clip"], m[p])
+                    entropy = masked_entropy(logp_all[p], m[p])
+                    ratio = torch.exp(logp[p] - old_logp[p, idx])
+                    b_loss, b_clamped = barrier(ratio, adv_t[p, idx], margin[p], self.constrained[p], m[p],
+                                                cfg["barrier_t"])
+                    total = total + p_loss - cfg["entropy_coef"] * entropy + b_loss
+                    clamped = clamped + b_clamped
+                    p_losses.append(p_loss)
+                    entropies.append(entropy)
+                    bar_losses.append(b_loss)
+                    infos.append(info)
+                self.actor_opt.zero_grad()
+                total.backward()
+                gn = _clip_per_policy(list(self.actor.parameters()), cfg["max_grad_norm"])
+                self.actor_opt.step()
+
+                v = self.critic(critic_in[:, idx])  # [P, b, A, K]
+                vm = m[..., None].expand_as(v)
+                v_losses = [value_loss(v[p], old_values[p, idx], targets[p, idx], cfg["clip"], cfg["huber_delta"],
+                                       cfg["value_clip"], vm[p]) for p in range(P)]
+                self.critic_opt.zero_grad()
+                (cfg["value_coef"] * sum(v_losses)).backward()
+                cgn = _clip_per_policy(list(self.critic.parameters()), cfg["max_grad_norm"])
+                self.critic_opt.step()
+                stats.add(policy_loss=sum(p_losses) / P, value_loss=sum(v_losses) / P, entropy=sum(entropies) / P,
+                          barrier=sum(bar_losses) / P, barrier_clamped=clamped,
+                          approx_kl=float(np.mean([i["approx_kl"] for i in infos])),
+                          clip_frac=float(np.mean([i["clip_frac"] for i in infos])),
+                          grad_norm=gn.mean(), critic_grad_norm=cgn.mean())
+        out = stats.means()
+        out["barrier_clamped"] = out["barrier_clamped"] * cfg["ppo_epochs"] * cfg["minibatches"]  # a count
+        return out
+
+    # ------------------------------------------------------------------ evaluation, archive, Stage 2
+    def attach_evaluator(self, evaluator: Evaluator) -> None:
+        """EvaluatesPolicies: the trainer's evaluator, on battles training does not step."""
+        self.evaluator = evaluator
+
+    def evaluate_policies(self) -> np.ndarray:
+        """Every policy's mean discounted return [P, K] over eval_episodes deterministic episodes, in one call."""
+        if self.evaluator is None:
+            raise RuntimeError("cmorl evaluates its policies with the trainer's evaluator: attach_evaluator first")
+        cfg, P = self.cfg, self.n_policies
+        slots = cfg["eval_envs"]
+        owner = slices(P * slots, P)  # slots per policy, contiguous: the act() rule with E = P * slots
+        played = self.evaluator(lambda step: self.act(step, deterministic=True)[0], P * slots,
+                                cfg["eval_episodes"], self.eval_seed + self.updates, cfg["gamma"])
+        who = owner[played["env"]]
+        disc = np.asarray(played["discounted_return"], np.float64).reshape(len(who), self.K)
+        return np.stack([disc[who == p].mean(0) for p in range(P)])
+
+    def _evaluate_population(self) -> None:
+        """Evaluate all policies; each enters the archive if no archived policy dominates it."""
+        G = self.evaluate_policies()
+        self.last_returns = torch.as_tensor(G, dtype=torch.float32, device=self.device)
+        for p in range(self.n_policies):
+            self.archive.add(G[p], self._payload(p), weight=self.weights[p].tolist(), stage=self.stage,
+                             update=self.updates, parent=self.parents[p], gamma=self.cfg["gamma"],
+                             episode_cap=self.spec.episode_limit, episodes=self.cfg["eval_episodes"])
+        self.last_metrics = self.front_metrics()
+        self._fresh_eval = True
+
+    def _start_round(self) -> None:
+        """Stage 2: select archived policies and start their branches, one per objective (if any are left)."""
+        cfg, K = self.cfg, self.K
+        n = cfg["select"] if cfg["select"] is not None else default_select(K)
+        room = max(1, self.n_envs // K)  # every branch needs an environment of its own
+        chosen = self.archive.select(min(n, room))
+        self.stage = 2
+        if not chosen:
+            return  # every archived policy was selected already: the branches train on
+        self.stage2_round += 1
+        ids = self.spec.n_agents if cfg["agent_id"] else 0
+        actors, critics, weights, constrained, thresholds, parents, norms = [], [], [], [], [], [], []
+        beta = cfg["barrier_beta"]
+        for entry in chosen:
+            G = entry.returns
+            for obj in range(K):
+                a = self._template(self.spec.n_actions, self.spec.obs_dim + ids, 0.01)
+                a.load_state_dict(entry.payload["actor"])
+                c = self._template(K, self.spec.state_dim + ids, 1.0)
+                c.load_state_dict(entry.payload["critic"])
+                actors.append(a)
+                critics.append(c)
+                weights.append(np.eye(K)[obj])
+                con = np.ones(K, bool)
+                con[obj] = False
+                constrained.append(con)
+                thresholds.append(G - (1 - beta) * np.abs(G))
+                parents.append(entry.id)
+                norms.append(entry.payload["value_norm"])
+        norm_state = {k: torch.stack([torch.as_tensor(nm[k]) for nm in norms]) for k in ("mean", "mean_sq", "debias")}
+        self._install([a.to(self.device) for a in actors], [c.to(self.device) for c in critics], np.stack(weights),
+                      np.stack(constrained), np.stack(thresholds), parents, norm_state)
+        self.last_returns = torch.as_tensor(np.repeat(np.stack([e.returns for e in chosen]), K, axis=0),
+                                            dtype=torch.float32, device=self.device)
+
+    def reference_point(self) -> np.ndarray | None:
+        """The HV reference point: algo.hv_ref, else the environment's fixed one for known objectives (SMAC)."""
+        if self.cfg["hv_ref"] is not None:
+            return np.asarray(self.cfg["hv_ref"], np.float64)
+        from marl.envs.smac.env import OBJECTIVES
+
+        if all(n in OBJECTIVES for n in self.spec.reward_names):
+            return np.array([OBJECTIVES[n] for n in self.spec.reward_names])
+        return None
+
+    def front_metrics(self) -> dict:
+        """HV (when a reference point is known), EU over the weight grid and SP of the archive."""
+        pts = self.archive.returns()
+        if not len(pts):
+            return {}
+        out = {"pareto/eu": expected_utility(pts, weight_grid(self.K, 100 if self.K <= 3 else 10)),
+               "pareto/sp": sparsity(pts), "pareto/size": float(len(pts))}
+        ref = self.reference_point()
+        if ref is not None:
+            out["pareto/hv"] = hypervolume(pts, ref, strict=False)
+        return out
+
+    # ------------------------------------------------------------------ ParetoFront
+    def pareto_archive(self) -> ParetoArchive:
+        """ParetoFront: the archive of evaluated policies."""
+        return self.archive
+
+    def use_preference(self, preference):
+        """ParetoFront: act deterministically with the archived policy of the best w . G; returns its entry."""
+        entry = self.archive.best(check_preference(preference, self.K, self.spec.reward_names))
+        ids = self.spec.n_agents if self.cfg["agent_id"] else 0
+        net = self._template(self.spec.n_actions, self.spec.obs_dim + ids, 0.01).to(self.device)
+        net.load_state_dict(entry.payload["actor"])
+        self._chosen = {"net": net, "entry": entry}
+        return entry
+
+    def _act_chosen(self, step: Step) -> np.ndarray:
+        with torch.no_grad():
+            logits = masked_logits(self._chosen["net"](self._actor_in(step.obs)),
+                                   torch.as_tensor(step.avail, device=self.device))
+        return logits.argmax(-1).cpu().numpy()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """The population, its optimisers and statistics, the stage, the generator and the whole archive."""
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "value_norm": self.value_norm.state_dict(), "weights": self.weights.clone(),
+                "constrained": self.constrained.clone(), "thresholds": self.thresholds.clone(),
+                "last_returns": self.last_returns.clone(), "parents": list(self.parents),
+                "stage": self.stage, "updates": self.updates, "stage2_round": self.stage2_round,
+                "fraction": self.fraction, "generator": self.generator.get_state(),
+                "archive": self.archive.state_dict(), "reward_names": list(self.spec.reward_names)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from state_dict() (the population's size may be Stage 2's)."""
+        P = state["weights"].shape[0]
+        ids = self.spec.n_agents if self.cfg["agent_id"] else 0
+        actors = [self._template(self.spec.n_actions, self.spec.obs_dim + ids, 0.01) for _ in range(P)]
+        critics = [self._template(self.K, self.spec.state_dim + ids, 1.0) for _ in range(P)]
+        self._install([a.to(self.device) for a in actors], [c.to(self.device) for c in critics],
+                      state["weights"].cpu().numpy(), state["constrained"].cpu().numpy(),
+                      state["thresholds"].cpu().numpy(), state["parents"], state["value_norm"])
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.last_returns = state["last_returns"].to(self.device)
+        self.stage, self.updates = int(state["stage"]), int(state["updates"])
+        self.stage2_round, self.fraction = int(state["stage2_round"]), float(state["fraction"])
+        self.generator.set_state(state["generator"])
+        self.archive.load_state_dict(state["archive"])
+
+    def diagnostics(self) -> dict:
+        """After an evaluation: HV, EU, SP as scalars and the front as a picture; else nothing."""
+        if not self._fresh_eval:
+            return {}
+        self._fresh_eval = False
+        from marl.pareto import front_image
+
+        pts = self.archive.returns()
+        return {"scalars": dict(self.last_metrics),
+                "images": {"pareto/front": front_image(pts, self.spec.reward_names, self.reference_point())}}
+

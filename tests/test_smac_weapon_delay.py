@@ -1,0 +1,135 @@
+"""The env option weapon_delay (docs/smac_rules.md section 18): damage point and missile flight, loop by loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import freeze_enemies, set_type, stage
+
+from marl.envs.smac import SMACBatch, combat, layout
+
+STALKER_FLIGHT = 6.0 / (18.75 / 16)  # 5.12 loops for a missile launched 6 away
+
+
+def duel(shooter: str, x: float, delay: bool = True):
+    """3m with agent 0 turned into `shooter` at (x, 16), ordered onto enemy 3 (a marine at 16, 16); the rest away."""
+    b = SMACBatch("3m", 1, weapon_delay=delay)
+    b.seed(0)
+    b.reset()
+    freeze_enemies(b)
+    set_type(b, 0, shooter)
+    stage(b, 0, x=x, y=16.0)
+    stage(b, 3, x=16.0, y=16.0)
+    for u in (1, 2, 4, 5):
+        stage(b, u, alive=False)
+    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_ATTACK, 3
+    return b
+
+
+def loop(b, n=1):
+    """n game loops straight from the kernel, with the batch's weapon_delay flag."""
+    for _ in range(n):
+        combat.simulate_loop(b.uf, b.ui, b.utype, b.ft, b.it, b.walk, b.cliff, b.nav, b.rng, 0, b.n_agents,
+                             b.n_units, b.order_buf[0], b.cfg_i[layout.C_WEAPON_DELAY])
+
+
+def hp(b, u):
+    return float(b.uf[0, u, layout.HP])
+
+
+def test_option_defaults_off_and_sets_the_kernel_flag():
+    assert SMACBatch("3m", 1).cfg_i[layout.C_WEAPON_DELAY] == 0
+    assert SMACBatch("3m", 1, weapon_delay=True).cfg_i[layout.C_WEAPON_DELAY] == 1
+
+
+def test_off_the_stalker_hits_in_the_loop_it_fires():
+    b = duel("stalker", 10.0, delay=False)
+    loop(b)
+    assert hp(b, 3) == 45.0 - 13.0
+
+
+def test_stalker_winds_up_for_its_damage_point_then_its_missile_flies():
+    b = duel("stalker", 10.0)
+    loop(b)  # the attack starts: cooldown paid, 2.672 loops of damage point
+    assert b.ui[0, 0, layout.SHOT_AT] == 3 and b.uf[0, 0, layout.WINDUP] == pytest.approx(0.167 * 16)
+    assert b.uf[0, 0, layout.CD] > 27.0
+    loop(b, 2)
+    assert b.ui[0, 0, layout.MISSILE_AT] == -1 and b.ui[0, 0, layout.SHOT_AT] == 3
+    loop(b)  # loop 4: the damage point is over, the missile leaves 6 away at 18.75 per game-second
+    assert b.ui[0, 0, layout.SHOT_AT] == -1 and b.ui[0, 0, layout.MISSILE_AT] == 3
+    assert b.uf[0, 0, layout.FLIGHT] == pytest.approx(STALKER_FLIGHT)
+    loop(b, 5)  # loops 5-9: 0.12 loops of flight left
+    assert hp(b, 3) == 45.0
+    loop(b)  # loop 10: it hits, 13 on a light marine
+    assert hp(b, 3) == 45.0 - 13.0 and b.ui[0, 0, layout.MISSILE_AT] == -1
+
+
+def test_marine_hits_one_loop_late_instant_shot_after_its_damage_point():
+    b = duel("marine", 11.0)
+    loop(b)
+    assert hp(b, 3) == 45.0 and b.uf[0, 0, layout.WINDUP] == pytest.approx(0.8)
+    loop(b)
+    assert hp(b, 3) == 45.0 - 6.0 and b.ui[0, 0, layout.SHOT_AT] == -1 and b.ui[0, 0, layout.MISSILE_AT] == -1
+
+
+def test_zealot_has_no_damage_point_and_hits_at_once():
+    b = duel("zealot", 15.1)
+    loop(b)
+    assert hp(b, 3) == 45.0 - 16.0 and b.ui[0, 0, layout.SHOT_AT] == -1
+
+
+def test_a_unit_winding_up_stands_whatever_its_new_order():
+    b = duel("stalker", 10.0)
+    loop(b)
+    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_MOVE, -1
+    b.uf[0, 0, layout.TX], b.uf[0, 0, layout.TY] = 5.0, 16.0
+    loop(b, 2)
+    assert b.uf[0, 0, layout.X] == 10.0
+    loop(b)  # the shot leaves, then the move order runs in the same loop
+    assert b.uf[0, 0, layout.X] == pytest.approx(10.0 - 2.953125 / 16)
+    assert b.ui[0, 0, layout.MISSILE_AT] == 3
+
+
+def test_a_shooter_killed_during_its_damage_point_deals_nothing():
+    b = duel("stalker", 10.0)
+    loop(b)
+    combat._kill(b.uf, b.ui, 0, 0)
+    assert b.ui[0, 0, layout.SHOT_AT] == -1
+    loop(b, 12)
+    assert hp(b, 3) == 45.0
+
+
+def test_a_missile_in_flight_hits_after_its_shooter_died_and_misses_a_dead_target():
+    b = duel("stalker", 10.0)
+    loop(b, 4)
+    combat._kill(b.uf, b.ui, 0, 0)
+    loop(b, 6)
+    assert hp(b, 3) == 45.0 - 13.0
+    b = duel("stalker", 10.0)
+    loop(b, 4)
+    stage(b, 3, alive=False)
+    loop(b, 6)
+    assert b.ui[0, 0, layout.MISSILE_AT] == -1 and not b.ui[0, 3, layout.ALIVE]
+
+
+def test_steps_through_the_env_carry_the_delay():
+    b = duel("stalker", 10.0)
+    b.observe()
+    act = np.array([[6, 0, 0]])  # agent 0 attacks enemy 0 (unit 3); the dead agents no-op
+    b.step(act)  # 8 loops: launched at loop 4, 1.12 loops of flight left
+    assert hp(b, 3) == 45.0 and b.uf[0, 0, layout.FLIGHT] == pytest.approx(STALKER_FLIGHT - 4)
+    b.step(act)
+    assert hp(b, 3) == 45.0 - 13.0
+
+
+def test_a_snapshot_from_before_the_option_restores_with_nothing_in_flight():
+    b = SMACBatch("3m", 2, weapon_delay=True)
+    b.seed(0)
+    b.reset()
+    snap = b.snapshot()
+    old = dict(snap, uf=snap["uf"][..., :layout.NUF - 2], ui=snap["ui"][..., :layout.NUI - 2])
+    b.ui[..., layout.SHOT_AT] = 7
+    b.restore(old)
+    assert (b.ui[..., layout.SHOT_AT] == -1).all() and (b.ui[..., layout.MISSILE_AT] == -1).all()
+    assert not b.uf[..., layout.WINDUP].any() and not b.uf[..., layout.FLIGHT].any()
+    np.testing.assert_array_equal(b.uf, snap["uf"])
