@@ -56,6 +56,19 @@ def _smac_table() -> None:
             units = f"{_count(m.unit_names('ally'))} vs {_count(m.unit_names('enemy'))}"
         print(f"  {name:<18}{m.n_agents:>7}{m.n_enemies:>8}{m.limit:>7}{b.obs_dim:>6}{b.state_dim:>7}"
               f"{b.n_actions:>8}  {units}")
+    import textwrap
+
+    from marl.envs.smac.maps import MARINE_PATTERN, ODIS_MARINE_LIMITS
+
+    odis = ", ".join(f"{n}m {limit}" for n, limit in ODIS_MARINE_LIMITS.items())
+    notes = [f"{MARINE_PATTERN}: generated marine battles on the marine maps' layout (the SMAC names above keep "
+             f"SMAC's own); episode limit: ODIS's {odis}; 60 below 4 marines, 150 above 12; Nm_vs_Mm takes that "
+             f"of the larger team (docs/smac_rules.md section 19).",
+             "Several maps in one run: marl train smac 3m,5m,8m (train.envs >= the number of maps; battles split "
+             "evenly in the order named, padded to the largest team; docs/smac_rules.md section 20)."]
+    print()
+    for note in notes:
+        print(textwrap.fill(note, width=110, initial_indent="  ", subsequent_indent="    "))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -94,6 +107,10 @@ def _train(args: argparse.Namespace) -> int:
         win = f"win rate {ev['win_rate']:.1%} over {ev['episodes']} episodes, " if "win_rate" in ev else \
             f"{ev['episodes']} episodes, "
         print(f"last evaluation: {win}{returns_text(ev['episode_return'], trainer.spec.reward_names)}")
+        if ev.get("scenarios"):
+            print(", ".join(f"{label} {part['win_rate']:.1%}" if "win_rate" in part else
+                            f"{label} {returns_text(part['episode_return'], trainer.spec.reward_names)}"
+                            for label, part in ev["scenarios"].items()))
     print(f"run directory: {run_dir}")
     return 130 if result["interrupted"] else 0
 
@@ -112,7 +129,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from marl import checkpoint
     from marl import config as config_mod
-    from marl.trainer import LAST, build, build_env, evaluate
+    from marl.trainer import LAST, build, build_env, build_scenario_eval, evaluate, scenario_record_env
 
     run_dir = Path(args.run_dir)
     if args.out and not args.record:
@@ -120,26 +137,59 @@ def _eval(args: argparse.Namespace) -> int:
     config = config_mod.load_file(run_dir / "config.yaml")
     data = checkpoint.load(run_dir / "checkpoints" / LAST)
     r = config["run"]
-    env, learner = build(config, n_envs=min(args.episodes, 32))
-    checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
+    batch = min(args.episodes, 32)
+    if args.scenario is not None:  # battles the run may never have trained on, padded to its shapes
+        scenarios = [s.strip() for s in args.scenario.split(",")]
+        if not all(scenarios):
+            raise CLIError(f"--scenario takes one scenario or a comma list (10m or 4m,6m,7m), got {args.scenario!r}")
+        env, learner = build_scenario_eval(config, scenarios, batch * len(scenarios), data["learner"])
+        what = ",".join(scenarios)
+    else:
+        n_scenarios = max(len(config_mod.scenario_list(config)), 1)
+        env, learner = build(config, n_envs=batch * n_scenarios)
+        checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
+        what = r["scenario"] or ""
     if args.preference is not None:
         _choose(learner, args.preference, r["algo"], env.spec)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
-    win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over "
-           if "win_rate" in res else "")
-    print(f"{r['env']} {r['scenario'] or ''} {r['algo']} after {data['counters']['env_steps']:,} env steps: "
-          f"{win}{res['episodes']} episodes, {returns_text(res['episode_return'], env.spec.reward_names)}, "
-          f"mean episode length {res['episode_length']:.1f}")
+    head = f"{r['env']} {what} {r['algo']} after {data['counters']['env_steps']:,} env steps"
+    if res.get("scenarios"):
+        _scenario_rows(head, res, env.spec.reward_names)
+    else:
+        win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) "
+               f"over " if "win_rate" in res else "")
+        print(f"{head}: {win}{res['episodes']} episodes, {returns_text(res['episode_return'], env.spec.reward_names)}"
+              f", mean episode length {res['episode_length']:.1f}")
     if args.record:
         from marl import replay
 
-        # a separate set of battles, so recording does not change the evaluation above
-        rec_env = build_env(config, min(args.record, 16))
         meta = {"env": r["env"], "learner": r["algo"], "env_steps": data["counters"]["env_steps"]}
-        replays = replay.record(rec_env, learner, args.record, seed=args.seed, meta=meta)
-        for path in replay.save_all(replays, Path(args.out) if args.out else run_dir / "replays"):
-            print(path)
+        if env.spec.scenarios:  # each scenario on battles of its own, padded to the shapes the learner plays
+            rec_envs = [scenario_record_env(config, env.spec, k, min(args.record, 16))
+                        for k in range(len(env.spec.scenarios))]
+        else:  # a separate set of battles, so recording does not change the evaluation above
+            rec_envs = [build_env(config, min(args.record, 16))]
+        for rec_env in rec_envs:
+            replays = replay.record(rec_env, learner, args.record, seed=args.seed, meta=meta)
+            for path in replay.save_all(replays, Path(args.out) if args.out else run_dir / "replays"):
+                print(path)
     return 0
+
+
+def _scenario_rows(head: str, res: dict, reward_names) -> None:
+    """One row per scenario of an evaluation of several, then their whole."""
+    per = next(iter(res["scenarios"].values()))["episodes"]
+    print(f"{head}, {per} episodes per scenario:")
+    rows = [*res["scenarios"].items(), ("all", res)]
+    width = max(len(label) for label, _ in [*rows, ("scenario", None)]) + 2
+    win = "win_rate" in res
+    print(f"  {'scenario':<{width}}{'episodes':>9}" + (f"{'win rate':>10}{'95% CI':>15}" if win else "")
+          + f"{'mean length':>13}  mean return")
+    for label, part in rows:
+        ci = f"{part['win_rate_low']:.1%}-{part['win_rate_high']:.1%}" if win else ""
+        mean_return = returns_text(part["episode_return"], reward_names).removeprefix("mean return ")
+        print(f"  {label:<{width}}{part['episodes']:>9}" + (f"{part['win_rate']:>10.1%}{ci:>15}" if win else "")
+              + f"{part['episode_length']:>13.1f}  {mean_return}")
 
 
 def _choose(learner, text: str, algo: str, spec) -> None:
@@ -315,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--record", type=_positive, default=0, metavar="N",
                     help="also record N deterministic battles as replays (watch them with marl replay)")
     ev.add_argument("--out", metavar="DIR", help="folder for the replays (default: RUN_DIR/replays)")
+    ev.add_argument("--scenario", metavar="NAME[,NAME...]",
+                    help="evaluate on these scenarios instead of the run's own (e.g. 10m or 4m,6m,7m), which it may "
+                    "never have trained on: battles padded to the run's shapes; --episodes per scenario")
     ev.add_argument("--preference", metavar="W", help="a Pareto-front run (cmorl): evaluate the archived policy "
                     "with the best w . G, w one weight per objective (0.3,0.7 or [0.3,0.7])")
     ev.set_defaults(func=_eval)

@@ -19,6 +19,11 @@ ConfigError such as `algo.sparsity must be in (0, 1], got 2`, prefixed with the 
 value when it was not the command line (a preset, a defaults file, RUN_DIR/config.yaml). A plug-in
 without a schema keeps the type check against its defaults. `check_built` runs the checks that need
 the built environment, before the run directory is made. pydantic is imported only when validating.
+
+A scenario written as a comma list (`marl train smac 3m,5m,8m`) names several scenarios played in one
+VecEnv; `check_scenarios` (part of `validate`, so before any environment is built) wants train.envs to
+be at least their number. The preset of such a run is the file named by the whole list
+(configs/presets/smac/3m,5m,8m.yaml, when there is one); the members' own presets do not apply.
 """
 
 from __future__ import annotations
@@ -237,6 +242,23 @@ def validate(config: dict, sources: dict[str, str] | None = None, where: str | N
             missing = key.partition(".")[2] not in config[section]
             origin = where or sources.get(key) or (sources.get(section) if missing else None)
             raise ConfigError(f"{origin}: {message}" if origin else message)
+    check_scenarios(config)
+
+
+def scenario_list(config: dict) -> list[str]:
+    """The scenarios a run plays: `3m,5m,8m` names three (one VecEnv of several, as smac builds), `3m` one,
+    none when the run names no scenario."""
+    scenario = config.get("run", {}).get("scenario")
+    return [s.strip() for s in str(scenario).split(",")] if scenario else []
+
+
+def check_scenarios(config: dict) -> None:
+    """A run of several scenarios gives each at least one battle: train.envs >= their number (ConfigError)."""
+    names = scenario_list(config)
+    envs = config["train"].get("envs")
+    if len(names) > 1 and isinstance(envs, int) and envs < len(names):
+        raise ConfigError(f"train.envs={envs} is fewer than the {len(names)} scenarios {','.join(names)}: each "
+                          f"scenario needs a battle of its own; accepted: train.envs >= {len(names)}")
 
 
 def check_built(config: dict, spec) -> None:

@@ -8,7 +8,10 @@ in acting and in updates). The x axis is always env steps. Environments without 
 (EnvSpec.can_win False: MPE, Gymnasium) log no win_rate tags; environments whose workers can crash
 log `train/lost_episodes`, the episodes lost with a crashed worker so far. With a vector reward (K
 objectives, EnvSpec.reward_names) each objective's mean return goes to `train/return/<objective>` and
-`eval/return/<objective>` instead of the one `episode_return`.
+`eval/return/<objective>` instead of the one `episode_return`. A run of several scenarios (a mixture,
+EnvSpec.scenarios) also writes each scenario's evaluation under `eval/<scenario>/<metric>`
+(`eval/3m/win_rate`, `eval/3m/episode_return`, ...; `eval/3m/return/<objective>` for a vector reward),
+beside `eval/<metric>` over all its episodes (every scenario plays the same number).
 """
 
 from __future__ import annotations
@@ -68,13 +71,20 @@ class RunLogger:
 
     def evaluation(self, result: dict, step: int) -> None:
         """An evaluate() result as eval/* scalars (all but its episode count)."""
+        scalars = self._evaluation_scalars("eval", result)
+        for label, part in result.get("scenarios", {}).items():  # several scenarios: eval/<scenario>/<metric>
+            scalars.update(self._evaluation_scalars(f"eval/{label}", part))
+        self.scalars(scalars, step)
+
+    def _evaluation_scalars(self, prefix: str, result: dict) -> dict:
+        """An evaluate() result's numbers as `<prefix>/<metric>` tags (a vector return as its objectives)."""
         scalars = {}
         for k, v in result.items():
             if k == "episode_return":
-                scalars.update(self._returns("eval", v))
-            elif k != "episodes":
-                scalars[f"eval/{k}"] = v
-        self.scalars(scalars, step)
+                scalars.update(self._returns(prefix, v))
+            elif k not in ("episodes", "scenarios"):
+                scalars[f"{prefix}/{k}"] = v
+        return scalars
 
     def objective_names(self, k: int) -> tuple[str, ...]:
         """The names of k objectives: the EnvSpec's reward_names, else objective_0, objective_1, ..."""

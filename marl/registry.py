@@ -65,13 +65,23 @@ def _suggest(name: str, known: list[str]) -> str:
 
 
 def _make_smac(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
-    from marl.envs.smac import SMACVecEnv, scenario_names
+    """One SMAC map (SMACVecEnv), or several named with commas (SMACMixture: `3m,5m,8m`)."""
+    from marl.envs.smac import SMACMixture, SMACVecEnv, is_scenario, scenario_names
+    from marl.envs.smac.maps import MARINE_PATTERN
 
     names = scenario_names()
     if scenario is None:
-        raise RegistryError(f"smac needs a map, e.g. `marl train smac 3m`; maps: {', '.join(names)}")
-    if scenario not in names:
-        raise RegistryError(f"unknown SMAC map {scenario!r}{_suggest(scenario, names)}; maps: {', '.join(names)}")
+        raise RegistryError(f"smac needs a map, e.g. `marl train smac 3m` (or several: 3m,5m,8m); maps: "
+                            f"{', '.join(names)}; marine battles {MARINE_PATTERN}")
+    listed = [s.strip() for s in scenario.split(",")]
+    for name in listed:
+        if not name:
+            raise RegistryError(f"empty map name in {scenario!r}; several maps are written 3m,5m,8m")
+        if not is_scenario(name):
+            raise RegistryError(f"unknown SMAC map {name!r}{_suggest(name, names)}; maps: {', '.join(names)}; "
+                                f"marine battles {MARINE_PATTERN}")
+    if "," in scenario:
+        return SMACMixture(listed, n_envs, **options)
     return SMACVecEnv(scenario, n_envs, **options)
 
 
@@ -118,8 +128,8 @@ def _make_comm(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
 
 
 BUILTIN_ENVS: dict[str, EnvPlugin] = {
-    "smac": EnvPlugin(_make_smac, "embedded SMAC-compatible simulator (no StarCraft II needed): marl train smac MAP",
-                      _smac_maps),
+    "smac": EnvPlugin(_make_smac, "embedded SMAC-compatible simulator (no StarCraft II needed): marl train smac MAP, "
+                      "or several maps in one run: marl train smac 3m,5m,8m", _smac_maps),
     "pettingzoo": EnvPlugin(_make_pettingzoo, "any PettingZoo ParallelEnv: marl train pettingzoo "
                             "module:factory (e.g. mpe2:simple_spread_v3) env.KEY=VALUE ..."),
     "mpe": EnvPlugin(_make_mpe, "mpe2's particle games (pip install mpe2): marl train mpe simple_spread env.N=3",

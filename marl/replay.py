@@ -197,12 +197,14 @@ def _record_round(env, learner: Learner, seed: int, wanted: int, meta: dict) -> 
         has_comm = has_gates = False
         while (ended_at < 0).any():
             acts, extras = learner.act(step, deterministic=True)
-            targets.append(env.action_targets(acts))
+            # a padded env (marl.padding) has more agent slots than the battle's A real agents, which come first
+            targets.append(env.action_targets(acts)[:, :A])
             has_comm, has_gates = "comm" in extras, "gates" in extras
-            comms.append(np.asarray(extras["comm"], bool) if has_comm else np.zeros((env.n_envs, A, A), bool))
-            gates.append(np.asarray(extras["gates"], np.float32) if has_gates
+            comms.append(np.asarray(extras["comm"], bool)[:, :A, :A] if has_comm
+                         else np.zeros((env.n_envs, A, A), bool))
+            gates.append(np.asarray(extras["gates"], np.float32)[:, :A] if has_gates
                          else np.ones((env.n_envs, A), np.float32))
-            actions.append(acts)
+            actions.append(np.asarray(acts)[:, :A])
             step = env.step(acts)
             frames.append(env.frames())
             rewards.append(np.asarray(step.reward).reshape(env.n_envs, -1).sum(-1))

@@ -10,6 +10,7 @@ the same parameters as 2N updates in one go.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -24,10 +25,12 @@ from marl import checkpoint
 from marl import config as config_mod
 from marl import replay as replay_mod
 from marl.logging import RunLogger
+from marl.padding import pad_env, padded_spec
 from marl.registry import make_env, make_learner
 from marl.rollout import collect, play_episodes
 from marl.spec import (
     BudgetAware,
+    EnvSpec,
     EvaluatesPolicies,
     FrameSource,
     GraphReporter,
@@ -42,9 +45,14 @@ LAST = "last.pt"
 
 
 def run_dir_name(config: dict) -> str:
-    """runs/<env>-<scenario>-<algo>-<timestamp>-s<seed>."""
+    """runs/<env>-<scenario>-<algo>-<timestamp>-s<seed>; several scenarios read 3m+5m+8m (more than four:
+    the first two and how many more, 3m+4m+5more)."""
     r = config["run"]
-    parts = [r["env"], r["scenario"], r["algo"]] if r["scenario"] else [r["env"], r["algo"]]
+    scenario = r["scenario"]
+    names = config_mod.scenario_list(config)
+    if len(names) > 1:
+        scenario = "+".join(names) if len(names) <= 4 else f"{names[0]}+{names[1]}+{len(names) - 2}more"
+    parts = [r["env"], scenario, r["algo"]] if scenario else [r["env"], r["algo"]]
     name = "-".join(str(p).replace(":", "_").replace("/", "_") for p in parts)
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{config['train']['seed']}"
 
@@ -53,6 +61,89 @@ def build_env(config: dict, n_envs: int) -> VecEnv:
     """n_envs environments of the kind and scenario a run's config names."""
     r = config["run"]
     return make_env(r["env"], r["scenario"], n_envs, dict(config["env"]))
+
+
+def scenario_label(spec: EnvSpec) -> str:
+    """A member scenario's name as tags and rows show it: its EnvSpec name without the env kind (smac:3m -> 3m)."""
+    return spec.name.partition(":")[2] or spec.name
+
+
+def with_scenario(config: dict, scenario: str) -> dict:
+    """A copy of a run's config that plays `scenario` (one name, or several joined with commas)."""
+    out = copy.deepcopy(config)
+    out["run"]["scenario"] = scenario
+    return out
+
+
+def scenario_record_env(config: dict, like: EnvSpec, index: int, n_envs: int = 1) -> VecEnv:
+    """n_envs battles of scenario like.scenarios[index] alone, padded to `like` (its Steps' scenario: index),
+    for recording replays of one scenario of a mixture with the learner that trained on it."""
+    env = build_env(with_scenario(config, scenario_label(like.scenarios[index])), n_envs)
+    return pad_env(env, like, scenario=index)
+
+
+class LearnerMismatch(ValueError):
+    """A trained learner cannot play battles of other shapes; the message is one line."""
+
+
+_SHAPE_FIELDS = ("n_agents", "obs_dim", "state_dim", "n_actions")
+
+
+def _first_shape_difference(saved, fresh, path: str = "") -> tuple[str, tuple, tuple] | None:
+    """(where, saved shape, fresh shape) of the first array whose shape differs between two learner states."""
+    if isinstance(saved, dict) and isinstance(fresh, dict):
+        for key in saved:
+            if key in fresh:
+                found = _first_shape_difference(saved[key], fresh[key], f"{path}.{key}" if path else str(key))
+                if found:
+                    return found
+        return None
+    if isinstance(saved, (list, tuple)) and isinstance(fresh, (list, tuple)):
+        for k, (a, b) in enumerate(zip(saved, fresh)):
+            found = _first_shape_difference(a, b, f"{path}[{k}]")
+            if found:
+                return found
+        return None
+    a, b = getattr(saved, "shape", None), getattr(fresh, "shape", None)
+    if a is not None and b is not None and tuple(a) != tuple(b):
+        return path, tuple(a), tuple(b)
+    return None
+
+
+def build_scenario_eval(config: dict, scenarios: list[str], n_envs: int, learner_state: dict
+                        ) -> tuple[VecEnv, Learner]:
+    """Battles of `scenarios` (which the run may never have trained on) and the run's learner restored for them.
+
+    The env is built for those scenarios and padded to at least the shapes the run trained on (marl.padding),
+    so a smaller team fits a learner of fixed shapes. The learner is built for that env's EnvSpec; when its
+    state's shapes differ from the trained ones (a model that depends on the team size, as MAPPO's input and
+    output layers do) LearnerMismatch names the EnvSpec shapes and the first parameter that differ.
+    """
+    r = config["run"]
+    trained_env = build_env(config, max(len(config_mod.scenario_list(config)), 1))
+    trained = trained_env.spec
+    trained_env.close()
+    inner = build_env(with_scenario(config, ",".join(scenarios)), n_envs)
+    members = inner.spec.scenarios or (inner.spec,)
+    target = padded_spec([inner.spec], like=trained, name=inner.spec.name, scenarios=members)
+    env = pad_env(inner, target, scenario=None if inner.spec.scenarios else 0)
+    config_mod.check_built(config, env.spec)
+    learner = make_learner(r["algo"], env.spec, config["algo"], seed=config["train"]["seed"],
+                           device=config["train"]["device"])
+    found = _first_shape_difference(learner_state, learner.state_dict())
+    if found:
+        where, was, now = found
+        differ = [f for f in _SHAPE_FIELDS if getattr(trained, f) != getattr(target, f)]
+        fields = differ or list(_SHAPE_FIELDS)
+        env.close()
+        raise LearnerMismatch(
+            f"{r['algo']}'s model depends on the team size: it was trained for "
+            f"{', '.join(f'{f} {getattr(trained, f)}' for f in fields)} and {','.join(scenarios)} needs "
+            f"{', '.join(f'{f} {getattr(target, f)}' for f in fields)} ({where} is {list(was)} in the checkpoint, "
+            f"{list(now)} here); evaluate it on scenarios no larger than those it trained on, or train a learner "
+            f"whose parameters do not depend on the team size")
+    checkpoint.restore(learner, learner_state, "the checkpoint")
+    return env, learner
 
 
 def build(config: dict, n_envs: int | None = None) -> tuple[VecEnv, Learner]:
@@ -117,17 +208,46 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
     """
     # each battle slot plays a fixed number of episodes, so short episodes are not over-counted
     E = env.n_envs
+    members = getattr(getattr(env, "spec", None), "scenarios", ())
+    if members:  # several scenarios: `episodes` on each, split over its own battles
+        return _evaluate_scenarios(env, learner, episodes, seed, members)
     quota = np.full(E, episodes // E)
     quota[: episodes % E] += 1
     played = play_episodes(env, lambda step: learner.act(step, deterministic=True)[0], quota, seed)
-    mean_return = played["return"].astype(np.float64).mean(axis=0)
+    can_win = getattr(getattr(env, "spec", None), "can_win", True)  # scripted test envs may carry no spec
+    return _summary(played, np.ones(len(played["won"]), bool), can_win)
+
+
+def _summary(played: dict, keep: np.ndarray, can_win: bool) -> dict:
+    """Episodes count, mean return and length, and the win rate with its 95% interval, of the kept episodes."""
+    episodes = int(keep.sum())
+    mean_return = played["return"][keep].astype(np.float64).mean(axis=0)
     out = {"episodes": episodes,
            "episode_return": float(mean_return) if mean_return.ndim == 0 else [float(r) for r in mean_return],
-           "episode_length": float(np.mean(played["length"]))}
-    if getattr(getattr(env, "spec", None), "can_win", True):  # scripted test envs may carry no spec
-        wins = int(played["won"].sum())
+           "episode_length": float(np.mean(played["length"][keep]))}
+    if can_win:
+        wins = int(played["won"][keep].sum())
         low, high = wilson(wins, episodes)
         out.update(win_rate=wins / episodes, win_rate_low=low, win_rate_high=high)
+    return out
+
+
+def _evaluate_scenarios(env, learner, episodes: int, seed: int, members: tuple[EnvSpec, ...]) -> dict:
+    """evaluate() on a VecEnv of several scenarios: `episodes` per scenario; the whole and, under "scenarios",
+    each scenario's figures by its label (3m, ...). Every scenario needs a battle of its own."""
+    assign = np.asarray(env.reset(seed=seed).scenario)  # which scenario each battle plays (fixed)
+    quota = np.zeros(env.n_envs, np.int64)
+    for k, member in enumerate(members):
+        battles = np.flatnonzero(assign == k)
+        if battles.size == 0:
+            raise ValueError(f"evaluation battles play no {scenario_label(member)}: each scenario needs a battle")
+        quota[battles] = episodes // battles.size
+        quota[battles[: episodes % battles.size]] += 1
+    played = play_episodes(env, lambda step: learner.act(step, deterministic=True)[0], quota, seed)
+    scenario_of = assign[played["env"]]
+    out = _summary(played, np.ones(len(scenario_of), bool), env.spec.can_win)
+    out["scenarios"] = {scenario_label(m): _summary(played, scenario_of == k, env.spec.can_win)
+                        for k, m in enumerate(members)}
     return out
 
 
@@ -180,6 +300,7 @@ class Trainer:
         self.last_eval: dict | None = None
         self._eval_env = None
         self._record_env = None
+        self._scenario_record_envs: dict[str, VecEnv | None] = {}  # a mixture's replays; None: skipped
         self._policy_evaluator: PolicyEvaluator | None = None
         if isinstance(self.learner, EvaluatesPolicies):  # a population's members, a baseline (capability)
             self._policy_evaluator = PolicyEvaluator(config)
@@ -236,8 +357,8 @@ class Trainer:
     def evaluate(self) -> dict:
         """Deterministic evaluation on a separate set of battles (training state is untouched)."""
         t = self.config["train"]
-        if self._eval_env is None:
-            self._eval_env = build_env(self.config, min(t["eval_episodes"], 32))
+        if self._eval_env is None:  # several scenarios: as many battles for each as one scenario gets
+            self._eval_env = build_env(self.config, min(t["eval_episodes"], 32) * max(len(self.spec.scenarios), 1))
         return evaluate(self._eval_env, self.learner, t["eval_episodes"], seed=t["seed"] + 1_000_003)
 
     def record_replay(self) -> Path | None:
@@ -252,6 +373,29 @@ class Trainer:
         # a new battle at each evaluation, the same one on a resumed run
         (rep,) = replay_mod.record(self._record_env, self.learner, 1, t["seed"] + 2_000_003 + self.update_index, meta)
         return replay_mod.save(rep, self.run_dir / "replays" / replay_mod.file_name(rep))
+
+    def record_scenario_replays(self, logger: RunLogger | None = None) -> list[Path]:
+        """A run of several scenarios: one deterministic battle of each, on a one-battle env of that scenario
+        padded to the run's shapes; a scenario that cannot be recorded is skipped with a one-line message."""
+        t, r = self.config["train"], self.config["run"]
+        paths = []
+        for k, member in enumerate(self.spec.scenarios):
+            label = scenario_label(member)
+            if label in self._scenario_record_envs and self._scenario_record_envs[label] is None:
+                continue  # skipped before, and said so then
+            try:
+                if label not in self._scenario_record_envs:
+                    self._scenario_record_envs[label] = scenario_record_env(self.config, self.spec, k)
+                env = self._scenario_record_envs[label]
+                meta = {"env": r["env"], "learner": r["algo"], "env_steps": self.env_steps}
+                # replay_mod.record raises its one-line ReplayError for an env without frames
+                (rep,) = replay_mod.record(env, self.learner, 1, t["seed"] + 2_000_003 + self.update_index, meta)
+                paths.append(replay_mod.save(rep, self.run_dir / "replays" / replay_mod.file_name(rep)))
+            except ValueError as err:  # never a crash for a replay: say why once, and stop trying this scenario
+                self._scenario_record_envs[label] = None
+                if logger is not None:
+                    logger.message(f"replays of {label} skipped: {err}")
+        return paths
 
     # ------------------------------------------------------------------ loop
     def run(self, max_updates: int | None = None) -> dict:
@@ -317,7 +461,10 @@ class Trainer:
                 # the graph the learner deploys against the one the game rewards (capabilities, never names)
                 recall = planted_recall(self.learner.communication_graph(), self._eval_env.planted_graph())
                 logger.scalars({"graph/planted_recall": recall}, self.env_steps)
-            if t["record_replays"]:
+            if t["record_replays"] and self.spec.scenarios:  # several scenarios: one replay of each
+                for path in self.record_scenario_replays(logger):
+                    logger.message(f"replay: {path} (watch it: marl replay {path})")
+            elif t["record_replays"]:
                 path = self.record_replay()
                 if path is not None:
                     logger.message(f"replay: {path} (watch it: marl replay {path})")

@@ -196,11 +196,15 @@ class SMACBatch:
         self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
         self._started = False
 
-    def seed(self, seed: int | None) -> None:
-        """Give battle e the stream SeedSequence(seed, spawn_key=(e,)), independent of E."""
+    def seed(self, seed: int | None, first: int = 0) -> None:
+        """Give battle e the stream SeedSequence(seed, spawn_key=(first + e,)), independent of E.
+
+        `first` numbers these battles from there: a mixture's members (envs/smac/mixture.py) give each
+        battle the stream of its index in the whole mixture.
+        """
         entropy = np.random.SeedSequence(seed).entropy if seed is None else int(seed)
         for e in range(self.n_envs):
-            ss = np.random.SeedSequence(entropy, spawn_key=(e,))
+            ss = np.random.SeedSequence(entropy, spawn_key=(first + e,))
             self.rng[e] = ss.generate_state(1, np.uint64)[0]
         self.ef[:, layout.MAX_REWARD] = 0.0  # a re-seeded battle starts afresh, as a new SMACv2 env would
 
@@ -354,8 +358,10 @@ class SMACVecEnv:
     `frames()` shows a battle that just ended as it ended rather than after its automatic reset.
     """
 
-    def __init__(self, map_name: str = "3s5z", n_envs: int = 1, **options):
+    def __init__(self, map_name: str = "3s5z", n_envs: int = 1, *, first_battle: int = 0, **options):
         self.batch = SMACBatch(map_name, n_envs, autoreset=True, **options)
+        # battle e draws the random stream of battle first_battle + e (a mixture's members: their place in it)
+        self.first_battle = int(first_battle)
         self.n_envs = self.batch.n_envs
         # the objectives the Steps report, in the option's order: [combat] is SMAC's one reward, f32[E]
         self.objectives = tuple(self.batch.options["objectives"])
@@ -366,8 +372,8 @@ class SMACVecEnv:
         self._final_frames: dict[str, np.ndarray] | None = None
 
     def reset(self, seed: int | None = None) -> Step:
-        """Reset all battles; battle e's randomness derives from (seed, e)."""
-        self.batch.seed(self._seed if seed is None else seed)
+        """Reset all battles; battle e's randomness derives from (seed, first_battle + e)."""
+        self.batch.seed(self._seed if seed is None else seed, self.first_battle)
         self.batch.reset()
         self._final_frames = None
         return self.set_state(self.batch.snapshot())

@@ -7,12 +7,19 @@ then by x and y of their spawn position; enemies in the order the map spawns the
 SMACv2's generator scenarios (`protoss_5_vs_5` ... `zerg_20_vs_23`) play on the flat 32x32 map; their
 teams and start positions are drawn per episode by the kernels (spawn.draw_generator_battle), so their
 SMACMap carries the unit pool and its weights instead of a fixed roster.
+
+Generated marine battles `Nm` and `Nm_vs_Mm` (1 <= N, M <= 30, N != M in the second form) play on the
+marine maps' layout (docs/smac_rules.md section 19): every SMAC v1 marine map is the same 32x32 grid
+with the allies spawned at (9, 16), the enemies at (23, 16) attack-moving there. The v1 names (3m, 8m,
+25m, 5m_vs_6m, 8m_vs_9m, 10m_vs_11m, 27m_vs_30m) keep SMAC's own definitions; the others are made from
+3m's entry with the team sizes and the episode limit of `marine_limit`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -36,6 +43,13 @@ GENERATOR_SIZES = ((5, 5), (10, 10), (20, 20), (10, 11), (20, 23))
 GENERATOR_LIMIT = 200
 GENERATOR_PATHING = "pathing/32x32_flat.txt"
 REFLECT_PROBABILITY = 0.5  # surrounded_and_reflect: reflect with p, surrounded otherwise
+
+# generated marine battles: the team sizes allowed, the v1 map whose layout they copy, and ODIS's episode
+# limits of its marine task sets (4m-12m); marine_limit says what happens beyond them
+MARINE_MIN, MARINE_MAX = 1, 30
+MARINE_TEMPLATE = "3m"
+ODIS_MARINE_LIMITS = {4: 75, 5: 90, 6: 100, 7: 110, 9: 120, 10: 120, 11: 150, 12: 150}
+_MARINE_NAME = re.compile(r"([0-9]+)m(?:_vs_([0-9]+)m)?")
 
 
 class MapError(ValueError):
@@ -101,8 +115,50 @@ def generator_names() -> list[str]:
 
 
 def scenario_names() -> list[str]:
-    """Every map the simulator plays: the SMAC v1 maps, then the SMACv2 generator scenarios."""
+    """Every named map the simulator plays: the SMAC v1 maps, then the SMACv2 generator scenarios (the
+    generated marine battles, a pattern, are not listed: see marine_sizes)."""
     return map_names() + generator_names()
+
+
+MARINE_PATTERN = f"Nm, Nm_vs_Mm ({MARINE_MIN} <= N, M <= {MARINE_MAX}, N != M)"
+
+
+def marine_sizes(name: str) -> tuple[int, int] | None:
+    """(allies, enemies) of a marine battle's name (`Nm`, `Nm_vs_Mm`), None for a name of another form.
+
+    A name of the form with a size out of range, a leading zero or equal teams written `Nm_vs_Nm` raises
+    MapError in one line.
+    """
+    match = _MARINE_NAME.fullmatch(name)
+    if match is None:
+        return None
+    a, b = match.group(1), match.group(2) or match.group(1)
+    if any(len(k) > 1 and k.startswith("0") for k in (a, b)):
+        raise MapError(f"marine battle {name!r} has a leading zero; accepted: {MARINE_PATTERN}")
+    n, m = int(a), int(b)
+    if not (MARINE_MIN <= n <= MARINE_MAX and MARINE_MIN <= m <= MARINE_MAX):
+        raise MapError(f"marine battle {name!r} is out of range; accepted: {MARINE_PATTERN}")
+    if match.group(2) is not None and n == m:
+        raise MapError(f"marine battle {name!r} has equal teams; write {n}m (accepted: {MARINE_PATTERN})")
+    return n, m
+
+
+def marine_limit(n_agents: int, n_enemies: int) -> int:
+    """Episode limit of a generated marine battle (docs/smac_rules.md section 19).
+
+    Nm: ODIS's limit where its marine sets define one (4m 75, 5m 90, 6m 100, 7m 110, 9m and 10m 120,
+    11m and 12m 150); below them 60, as 3m; above them 150, as 11m, 12m and 25m (8m's 120 is SMAC's and
+    fits). Nm_vs_Mm: the limit of the larger team's Km, K = max(N, M).
+    """
+    k = max(n_agents, n_enemies)
+    if k in ODIS_MARINE_LIMITS:
+        return ODIS_MARINE_LIMITS[k]
+    return 60 if k < min(ODIS_MARINE_LIMITS) else 120 if k == 8 else 150
+
+
+def is_scenario(name: str) -> bool:
+    """Whether the simulator plays `name`: a named map or a generated marine battle (MapError: a bad size)."""
+    return name in scenario_names() or marine_sizes(name) is not None
 
 
 def parse_pathing(text: str, map_x: int, map_y: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +220,13 @@ def get_map(name: str) -> SMACMap:
     if name in generator_names():
         return _generator_map(name)
     names = map_names()
-    if name not in names:
-        raise MapError(f"unknown SMAC map {name!r}; known maps: {', '.join(scenario_names())}")
-    m = _maps_json()[name]
+    if name in names:
+        m = _maps_json()[name]
+    elif marine_sizes(name) is not None:
+        m = _marine_entry(*marine_sizes(name))
+    else:
+        raise MapError(f"unknown SMAC map {name!r}; known maps: {', '.join(scenario_names())} and the marine "
+                       f"battles {MARINE_PATTERN}")
     map_x, map_y = m["map_size"]
     walk, level = parse_pathing(_data_text(m["pathing"]), map_x, map_y)
     cliff = cliff_walkable(walk, level)
@@ -237,6 +297,15 @@ def get_map(name: str) -> SMACMap:
         spawn=spawn, enemy_order=enemy_order, pathing=walk, cliff_pathing=cliff,
         height=level * 16.0 / 255.0,
     )
+
+
+def _marine_entry(n_agents: int, n_enemies: int) -> dict:
+    """A maps.json entry for N marines against M: 3m's layout (grid, spawn points, enemy order), these sizes."""
+    m = json.loads(json.dumps(_maps_json()[MARINE_TEMPLATE]))  # a deep copy: the cached entry stays as it is
+    m.update(n_agents=n_agents, n_enemies=n_enemies, limit=marine_limit(n_agents, n_enemies))
+    for group in m["spawns"]:
+        group["count"] = n_agents if group["team"] == "ally" else n_enemies
+    return m
 
 
 def _generator_map(name: str) -> SMACMap:
