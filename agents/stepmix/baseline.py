@@ -78,8 +78,8 @@ class Baseline:
                                 f"({type(err).__name__}); give module:factory with factory(spec) -> policy") from None
         policy = factory(spec)
         if not callable(getattr(policy, "act", None)):
-            raise BaselineError(f"algo.baseline {source!r}: factory(spec) returned a {type(policy).__name__} "
-                                f"without act(step, deterministic)")
+            raise BaselineError(f"algo.baseline {source!r}: factory(spec) returned {type(policy).__name__!r}, which "
+                                f"has no act(step, deterministic)")
         return policy
 
     @staticmethod

@@ -55,6 +55,30 @@ from .baseline import Baseline, BaselineError, ReturnStats, kind_of
 from .tabular import epsmix_eps, stepmix_kappa
 
 
+def member_gaps(diff: np.ndarray, t: np.ndarray, switch: np.ndarray, H: int) -> np.ndarray:
+    """StepMix's gap of member h, E[V_L(s_h) - V_B(s_h)] over episodes that reached s_h under the learner: [H + 1, M].
+
+    diff[t, e] (per ensemble head, [T, E, M]) is V_L - V_B at the state of rollout step t, `t` the episode
+    step there and `switch` the episode's switch. Counted are the episodes that began in the rollout:
+    one counts for every h <= its switch whose step h would lie inside the rollout, and adds its
+    difference at h if it is still running there (an episode that ended before h adds 0, the gap at a
+    terminal state). NaN where no episode counts.
+    """
+    T = t.shape[0]
+    t0 = np.arange(T)[:, None] - t  # the rollout index where each step's episode began
+    ts, es = np.nonzero(t == 0)
+    top = np.minimum(np.minimum(switch[ts, es], T - 1 - ts), H)  # the last h episode (ts, es) counts for
+    count = np.zeros(H + 2)
+    count[0] += len(ts)
+    np.add.at(count, top + 1, -1)
+    count = np.cumsum(count)[: H + 1]
+    sel = (t0 >= 0) & (t <= switch) & (t <= H)
+    sums = np.zeros((H + 1, diff.shape[-1]))
+    np.add.at(sums, t[sel], diff[sel])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count[:, None] > 0, sums / count[:, None], np.nan)
+
+
 class StepMix:
     """The StepMix / EpsMix learner (marl's Learner, EvaluatesPolicies)."""
 
@@ -240,7 +264,7 @@ class StepMix:
 
     def _decide_from(self, rollout: Rollout, values: np.ndarray) -> None:
         """The next mixing parameter from the rollout's start states and, for StepMix, its members' gaps."""
-        M, H, T = self.cfg["ensemble"], self.H, rollout.steps
+        M, H = self.cfg["ensemble"], self.H
         team = values.mean(2)  # [T, E, 2M]: the team's value, the agents' mean
         tt, sw = rollout.extras["t"], rollout.extras["switch"]
         starts = tt == 0
@@ -249,19 +273,7 @@ class StepMix:
         start_values = team[starts][:, :M].mean(0)
         gaps = None
         if self.cfg["mix"] == "stepmix":
-            t0 = np.arange(T)[:, None] - tt  # the rollout index where each step's episode began
-            ts, es = np.nonzero(starts)
-            # episode (ts, es) counts for every h <= its switch whose step h falls inside the rollout
-            top = np.minimum(np.minimum(sw[ts, es], T - 1 - ts), H)
-            count = np.zeros(H + 2)
-            count[0] += len(ts)
-            np.add.at(count, top + 1, -1)
-            count = np.cumsum(count)[: H + 1]
-            sel = (t0 >= 0) & (tt <= sw) & (tt <= H)
-            sums = np.zeros((H + 1, M))
-            np.add.at(sums, tt[sel], team[sel][:, :M] - team[sel][:, M:])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                gaps = np.where(count[:, None] > 0, sums / count[:, None], np.nan)
+            gaps = member_gaps(team[..., :M] - team[..., M:], tt, sw, H)
         self._decide(start_values, gaps)
 
     def _calibrate(self) -> None:
