@@ -131,10 +131,11 @@ def test_epsmix_coins_are_whole_episodes_and_baseline_episodes_tighten_vb(tmp_pa
     switch = rollout.extras["switch"]
     assert set(np.unique(switch)) == {0, 5}  # the baseline's or the learner's whole episode
     assert not rollout.extras["cut"].any()
-    # the episodes the baseline played alone joined V_b's sample as they ended; the learner sees an ending at
-    # its next act, so those ending on the rollout's last step join at the next rollout's first
-    ended_alone = sum(int(switch[t, e] == 0) for t, e in zip(*np.nonzero(rollout.done[:-1])))
+    learner.update(rollout)  # the episodes the baseline played alone join V_b's sample, each once
+    ended_alone = int((rollout.done & (switch == 0)).sum())
     assert ended_alone > 0 and learner.vb.n == 8 + ended_alone
+    returns = rollout.reward.reshape(6, 5, 4).sum(1)  # 5-step episodes from reset: their returns, [6, E]
+    assert learner.window["episodes"] == 24 and np.isclose(learner.window["returns"], returns.sum())
 
 
 # ------------------------------------------------------------------------------------------- masks
@@ -182,7 +183,8 @@ def state_equal(a, b, where=""):
 def test_resume_is_exact_with_the_baselines_copy_after_its_directory_moved(tmp_path, baseline_run):
     moved = tmp_path / "baseline"
     shutil.copytree(baseline_run, moved)
-    cfg = stepmix_config(tmp_path, moved, "algo.calibration_interval=1")
+    # 4-step episodes end on each 8-step rollout's last step, which the split run must count once too
+    cfg = stepmix_config(tmp_path, moved, "algo.calibration_interval=1", "env.episode_limit=4")
     whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
     whole.run(max_updates=4)
     Trainer(cfg, tmp_path / "split", show_progress=False).run(max_updates=2)

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from marl.spec import EnvSpec, Evaluator, Rollout, Step, finished_envs
+from marl.spec import EnvSpec, Evaluator, Rollout, Step
 
 from ..mappo import MAPPO
 from ..ppo import bootstrap_values, gae, masked_logits, mlp, next_values_of, team_reward, value_loss
@@ -118,6 +118,7 @@ class StepMix:
         self.calibration = {"checks": 0, "covered": 0, "last_mc": float("nan"), "last_lower": float("nan"),
                             "last_value": float("nan")}
         self.window = {"returns": 0.0, "episodes": 0, "learner_steps": 0, "steps": 0}
+        self.running: np.ndarray | None = None  # each battle's return so far (float64)
 
     # ------------------------------------------------------------------ capability
     def attach_evaluator(self, evaluator: Evaluator) -> None:
@@ -197,19 +198,11 @@ class StepMix:
             return self.mappo.act(step, deterministic=True)
         if not self.ready:
             self._start(step)
-        for e in finished_envs(step):  # the episode that just ended, judged by the decision it was played with
-            ret = float(step.episode_return[e])
-            self.window["returns"] += ret
-            self.window["episodes"] += 1
-            if self.switch[e] == 0:  # the baseline alone: one more episode of V_b
-                self.vb.add([ret])
         self._draw(step.t == 0)
         learner = step.t < self.switch
         actions, extras = self.mappo.act(step)
         base = self.baseline.act(step)  # every step, so a scripted baseline with a memory sees them all
         actions = np.where(learner[:, None], actions, base)
-        self.window["learner_steps"] += int(learner.sum())
-        self.window["steps"] += step.n_envs
         extras.update(learn_mask=learner, cut=(step.t == self.switch) & (self.switch > 0), t=step.t.copy(),
                       switch=self.switch.copy())
         return actions, extras
@@ -218,6 +211,7 @@ class StepMix:
     def update(self, rollout: Rollout) -> dict:
         """MAPPO on the learner's steps, the ensembles on each policy's, then the next mixing parameter."""
         learn = rollout.extras["learn_mask"]
+        self._count_episodes(rollout)
         metrics: dict = {}
         if (rollout.alive & learn[..., None]).any():  # no step of its own: Adam's momentum must not move it
             metrics.update(self.mappo.update(rollout))
@@ -229,6 +223,27 @@ class StepMix:
             self._calibrate()
         metrics["learner_step_fraction"] = float(learn.mean())
         return metrics
+
+    def _count_episodes(self, rollout: Rollout) -> None:
+        """The rollout's finished episodes: their returns into the behaviour window, the baseline's alone into V_b.
+
+        Each battle's return so far is summed here from the rewards (restarting where Step.t is 0), so an
+        episode that ends on a rollout's last step is counted once, in this update, on a resumed run too.
+        """
+        if self.running is None:
+            self.running = np.zeros(rollout.n_envs)
+        t, sw, done = rollout.extras["t"], rollout.extras["switch"], rollout.done
+        for i in range(rollout.steps):
+            self.running = np.where(t[i] == 0, 0.0, self.running) + rollout.reward[i]
+            for e in np.flatnonzero(done[i]):
+                ret = float(self.running[e])  # a plain float: the checkpoint holds no numpy scalars
+                self.window["returns"] += ret
+                self.window["episodes"] += 1
+                if sw[i, e] == 0:  # the baseline alone: one more episode of V_b
+                    self.vb.add([ret])
+        learn = rollout.extras["learn_mask"]
+        self.window["learner_steps"] += int(learn.sum())
+        self.window["steps"] += learn.size
 
     def _update_bound(self, rollout: Rollout) -> tuple[np.ndarray, float]:
         """Ensemble epochs on undiscounted TD(lambda) targets, cut at the switch; the new values [T, E, A, 2M]."""
@@ -309,6 +324,7 @@ class StepMix:
                 "mixing": self.mixing, "lower": self.lower, "learner_value": self.learner_value,
                 "vb": self.vb.state_dict(), "vb_initial": dict(self.vb_initial), "updates": self.updates,
                 "calibration": dict(self.calibration), "window": dict(self.window),
+                "running": None if self.running is None else torch.as_tensor(self.running),
                 "baseline": None if self.baseline is None else self.baseline.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -325,6 +341,7 @@ class StepMix:
         self.vb.load_state_dict(state["vb"])
         self.vb_initial = dict(state["vb_initial"])
         self.calibration, self.window = dict(state["calibration"]), dict(state["window"])
+        self.running = None if state["running"] is None else state["running"].numpy().copy()
         if state["baseline"] is not None:
             self.baseline = Baseline(self.cfg["baseline"], self.spec, self.seed, str(self.device), state["baseline"])
             self._baseline_error = None
