@@ -358,6 +358,8 @@ class StepMix:
                    "stepmix/threshold": (1 - self.cfg["alpha"]) * self.vb.mean,
                    "stepmix/decision_threshold": self.threshold(), "stepmix/lower_bound": self.lower,
                    "stepmix/learner_value": self.learner_value}
+        scalars.update({f"stepmix/v_b_initial_{k}" if k != "mean" else "stepmix/v_b_initial": v
+                        for k, v in self.vb_initial.items()})  # before training: the baseline's own episodes
         if w["steps"]:
             scalars["stepmix/learner_step_fraction"] = w["learner_steps"] / w["steps"]
         if w["episodes"]:
