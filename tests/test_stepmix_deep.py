@@ -14,7 +14,7 @@ from marl import checkpoint
 from marl import config as config_mod
 from marl.agents.ppo import gae, ppo_targets
 from marl.agents.stepmix.baseline import BaselineError, kind_of
-from marl.agents.stepmix.learner import member_gaps
+from marl.agents.stepmix.learner import member_values
 from marl.cli import main
 from marl.rollout import collect
 from marl.trainer import LAST, PolicyEvaluator, Trainer, build
@@ -89,16 +89,21 @@ def test_gae_cut_stops_the_trace_and_bootstraps_from_the_critic_there():
     assert np.array_equal(none, whole)
 
 
-def test_member_gaps_count_episodes_begun_in_the_rollout_up_to_their_switch():
-    # index 0 ends an episode begun before the rollout (not counted); then A: 2 steps, switch 3; B: 4 steps
+def test_member_values_by_hand():
+    # row 0 ends an episode begun before the rollout (not counted); A: rows 1-2, switch 3; B: rows 3-6, running on
     t = np.array([4, 0, 1, 0, 1, 2, 3]).reshape(7, 1)
-    diff = np.array([100.0, 1, 2, 3, 4, 5, 6]).reshape(7, 1, 1)
-    # B's switch 1: A counts for h <= 3 (0 after it ended), B for h <= 1
-    gaps = member_gaps(diff, t, np.array([9, 3, 3, 1, 1, 1, 1]).reshape(7, 1), 4)
-    assert np.array_equal(gaps[:4, 0], [2.0, 3.0, 0.0, 0.0]) and np.isnan(gaps[4, 0])
-    # B's switch 4: B counts for h <= 3, where its step h is still inside the rollout
-    gaps = member_gaps(diff, t, np.array([9, 3, 3, 4, 4, 4, 4]).reshape(7, 1), 4)
-    assert np.array_equal(gaps[:4, 0], [2.0, 3.0, 2.5, 3.0]) and np.isnan(gaps[4, 0])
+    reward = np.array([100.0, 1, 2, 3, 4, 5, 6]).reshape(7, 1)
+    v_b = np.array([1000.0, 10, 20, 30, 40, 50, 60]).reshape(7, 1, 1)
+    done = np.array([1, 0, 1, 0, 0, 0, 0], bool).reshape(7, 1)
+    # B's switch 4: h=0: 0 + V_B(s_0); h=1: r_0 + V_B(s_1); ... A ended after 2 steps: its return 3 for h=2, 3;
+    # B's step 4 lies past the rollout, so h=4 counts no one
+    mean, var, count = member_values(reward, v_b, t, np.array([9, 3, 3, 4, 4, 4, 4]).reshape(7, 1), done, 4)
+    assert count.tolist() == [2, 2, 2, 2, 0]
+    assert mean[:4, 0].tolist() == [20.0, 32.0, 30.0, 37.5] and np.isnan(mean[4, 0])
+    assert var[:4].tolist() == [200.0, 242.0, 1458.0, 2380.5]
+    # B's switch 1: B counts only for h <= 1, where the learner played its first h steps
+    mean, var, count = member_values(reward, v_b, t, np.array([9, 3, 3, 1, 1, 1, 1]).reshape(7, 1), done, 4)
+    assert count.tolist() == [2, 2, 1, 1, 0] and mean[:4, 0].tolist() == [20.0, 32.0, 3.0, 3.0]
 
 
 # ------------------------------------------------------------------------------------------- the team decides

@@ -25,12 +25,14 @@ The mapping from the tabular algorithm (agents/stepmix/tabular.py) to this one:
   heuristic, not a proven bound: `algo.calibration_interval` checks it against Monte-Carlo returns of
   the learner's sampled policy on the Evaluator's battles and logs how often L lies below them.
 - EpsMix's eps = tabular.epsmix_eps(L, lo, (1 - alpha) hi), the same function.
-- StepMix's member bounds: member h's value telescopes to V_L(s_0) - E[V_L(s_h) - V_B(s_h)] over states
-  s_h the learner reached in h steps (0 where the episode ended first), with a second ensemble of
-  critics V_B trained on the baseline's steps. The expectation is read from the rollout's episodes
-  whose switch came at or after h. Member 0 is the baseline (credited lo), member H = episode_limit the
-  learner (L); a member no episode of the rollout reached is credited min(L, lo). kappa =
-  tabular.stepmix_kappa(lowers, (1 - alpha) hi), the same function.
+- StepMix's member bounds: member h's value is E[R_<h + V_B(s_h)], the reward of the learner's first
+  h steps plus the baseline's value from the state it reached (the whole return where the episode
+  ended first), read from the rollout's episodes whose switch came at or after h (`member_values`),
+  with a second ensemble of critics V_B trained on the baseline's steps. Its bound is the mean minus
+  bound_z times the root of the heads' variance plus the episodes' squared standard error. Member 0
+  is the baseline (credited lo), member H = episode_limit the learner (L); a member fewer than two
+  episodes of the rollout reached is credited min(L, lo). kappa = tabular.stepmix_kappa(lowers,
+  (1 - alpha) hi), the same function.
 - Data: steps the baseline took do not enter MAPPO's losses (extras "learn_mask"), and GAE is cut where
   the baseline takes over (extras "cut"): the learner's last step bootstraps from its own critic's value
   of the state the baseline starts from (agents/ppo.py `gae`).
@@ -55,28 +57,52 @@ from .baseline import Baseline, BaselineError, ReturnStats, kind_of
 from .tabular import epsmix_eps, stepmix_kappa
 
 
-def member_gaps(diff: np.ndarray, t: np.ndarray, switch: np.ndarray, H: int) -> np.ndarray:
-    """StepMix's gap of member h, E[V_L(s_h) - V_B(s_h)] over episodes that reached s_h under the learner: [H + 1, M].
+def member_values(reward: np.ndarray, baseline_values: np.ndarray, t: np.ndarray, switch: np.ndarray,
+                  done: np.ndarray, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """StepMix's members from the rollout: per member h, the mean over episodes of R_<h + V_B(s_h) [H + 1, M],
+    the variance over episodes of that sum (the heads' mean) [H + 1], and the episodes counted [H + 1].
 
-    diff[t, e] (per ensemble head, [T, E, M]) is V_L - V_B at the state of rollout step t, `t` the episode
-    step there and `switch` the episode's switch. Counted are the episodes that began in the rollout:
-    one counts for every h <= its switch whose step h would lie inside the rollout, and adds its
-    difference at h if it is still running there (an episode that ended before h adds 0, the gap at a
-    terminal state). NaN where no episode counts.
+    Member h plays the learner for h steps, then the baseline: its return is the reward of the learner's
+    first h steps plus the baseline's value V_B (each of M heads, baseline_values [T, E, M]) from the
+    state s_h the learner reached, or the whole return where the episode ended first. Counted are the
+    episodes that began in the rollout (t, the episode step of each row, is 0), each for every
+    h <= its switch whose step h lies inside the rollout, so the learner played all of its first h steps.
+    The mean is NaN where no episode counts, the variance where fewer than two do.
     """
-    T = t.shape[0]
-    t0 = np.arange(T)[:, None] - t  # the rollout index where each step's episode began
+    T, E = t.shape
+    M = baseline_values.shape[-1]
+    sums, sq = np.zeros((H + 1, M)), np.zeros(H + 1)
+    count, ended, ended_sq = np.zeros(H + 2), np.zeros(H + 2), np.zeros(H + 2)
+    before = np.zeros((T, E))  # R_<h: the episode's reward before each row
+    running = np.zeros(E)
+    for i in range(T):
+        running = np.where(t[i] == 0, 0.0, running)
+        before[i] = running
+        running = running + reward[i]
+        for e in np.flatnonzero(done[i]):  # an episode that ends here counts its return for the h past its end
+            ts = i - int(t[i, e])
+            top = min(int(switch[i, e]), T - 1 - ts, H)
+            length = int(t[i, e]) + 1
+            if ts >= 0 and length <= top:
+                ended[length] += running[e]
+                ended[top + 1] -= running[e]
+                ended_sq[length] += running[e] ** 2
+                ended_sq[top + 1] -= running[e] ** 2
     ts, es = np.nonzero(t == 0)
     top = np.minimum(np.minimum(switch[ts, es], T - 1 - ts), H)  # the last h episode (ts, es) counts for
-    count = np.zeros(H + 2)
     count[0] += len(ts)
     np.add.at(count, top + 1, -1)
     count = np.cumsum(count)[: H + 1]
-    sel = (t0 >= 0) & (t <= switch) & (t <= H)
-    sums = np.zeros((H + 1, diff.shape[-1]))
-    np.add.at(sums, t[sel], diff[sel])
+    sel = (np.arange(T)[:, None] - t >= 0) & (t <= switch) & (t <= H)
+    value = before[sel][:, None] + baseline_values[sel]
+    np.add.at(sums, t[sel], value)
+    np.add.at(sq, t[sel], value.mean(-1) ** 2)
+    sums += np.cumsum(ended)[: H + 1, None]
+    sq += np.cumsum(ended_sq)[: H + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count[:, None] > 0, sums / count[:, None], np.nan)
+        mean = np.where(count[:, None] > 0, sums / count[:, None], np.nan)
+        var = np.where(count > 1, (sq - count * mean.mean(-1) ** 2) / (count - 1), np.nan)
+    return mean, np.maximum(var, 0.0), count
 
 
 class StepMix:
@@ -144,8 +170,8 @@ class StepMix:
         """mean - bound_z * std over the ensemble of per-head estimates [M]."""
         return float(samples.mean() - self.cfg["bound_z"] * samples.std())
 
-    def _decide(self, start_values: np.ndarray, gaps: np.ndarray | None) -> None:
-        """The mixing parameter from the learner's heads at start states [M] and StepMix's member gaps [H + 1, M]."""
+    def _decide(self, start_values: np.ndarray, members: tuple | None) -> None:
+        """The mixing parameter from the learner's heads at start states [M] and, for StepMix, member_values()."""
         lo = self.vb.interval()[0]
         thr = self.threshold()
         self.learner_value = float(start_values.mean())
@@ -154,11 +180,13 @@ class StepMix:
             self.mixing = epsmix_eps(self.lower, lo, thr)
             return
         lowers = np.full(self.H + 1, min(self.lower, lo))
-        lowers[0], lowers[self.H] = lo, self.lower
-        if gaps is not None:
+        if members is not None:
+            mean, var, count = members
             for h in range(1, self.H):
-                if np.all(np.isfinite(gaps[h])):
-                    lowers[h] = self._lower(start_values - gaps[h])
+                if count[h] > 1:  # the heads' spread and the episodes' standard error, together
+                    spread = mean[h].var() + var[h] / count[h]
+                    lowers[h] = float(mean[h].mean() - self.cfg["bound_z"] * np.sqrt(spread))
+        lowers[0], lowers[self.H] = lo, self.lower
         self.mixing = stepmix_kappa(lowers, thr)
 
     def _draw(self, new: np.ndarray) -> None:
@@ -278,7 +306,7 @@ class StepMix:
         return self._heads_np(rollout.state), float(np.mean(losses)) if losses else 0.0
 
     def _decide_from(self, rollout: Rollout, values: np.ndarray) -> None:
-        """The next mixing parameter from the rollout's start states and, for StepMix, its members' gaps."""
+        """The next mixing parameter from the rollout's start states and, for StepMix, its members' values."""
         M, H = self.cfg["ensemble"], self.H
         team = values.mean(2)  # [T, E, 2M]: the team's value, the agents' mean
         tt, sw = rollout.extras["t"], rollout.extras["switch"]
@@ -286,10 +314,10 @@ class StepMix:
         if not starts.any():  # no episode began in this rollout: keep the last decision
             return
         start_values = team[starts][:, :M].mean(0)
-        gaps = None
+        members = None
         if self.cfg["mix"] == "stepmix":
-            gaps = member_gaps(team[..., :M] - team[..., M:], tt, sw, H)
-        self._decide(start_values, gaps)
+            members = member_values(rollout.reward, team[..., M:], tt, sw, rollout.done, H)
+        self._decide(start_values, members)
 
     def _calibrate(self) -> None:
         """Monte-Carlo returns of the learner's sampled policy on the Evaluator's battles against its lower bound."""
