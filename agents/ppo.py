@@ -121,11 +121,14 @@ def team_reward(rollout: Rollout, n_agents: int, preference=None) -> np.ndarray:
 
 
 def gae(values: np.ndarray, next_values: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
-        done: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        done: np.ndarray, gamma: float, lam: float, cut: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Generalised advantage estimates and returns, all [T, E, A] (or [T, E, A, ...]; terminated and done are [T, E]).
 
     next_values[t] is the value of the state after step t (the pre-reset state where an episode was
     cut by the time limit); terminated[t] zeroes it, done[t] stops the trace from crossing episodes.
+    cut[t] ([T, E], optional) starts a new segment at step t inside an episode (another policy takes
+    over there): the trace of step t - 1 does not pass through step t, so step t - 1 bootstraps from
+    the critic's value of step t's state, next_values[t - 1], as at a time limit. None: no cuts.
     """
     T = values.shape[0]
     per_env = (1,) * (values.ndim - 2)  # [E] flags over the axes after the env's: agents (and any more)
@@ -134,6 +137,8 @@ def gae(values: np.ndarray, next_values: np.ndarray, rewards: np.ndarray, termin
     for t in range(T - 1, -1, -1):
         not_term = 1.0 - terminated[t].reshape(-1, *per_env)
         not_done = 1.0 - done[t].reshape(-1, *per_env)
+        if cut is not None and t + 1 < T:  # the trace from step t + 1 stops where a segment starts
+            not_done = not_done * (1.0 - cut[t + 1].reshape(-1, *per_env).astype(not_done.dtype))
         delta = rewards[t] + gamma * next_values[t] * not_term - values[t]
         running = delta + gamma * lam * not_done * running
         adv[t] = running
@@ -152,18 +157,19 @@ def next_values_of(values: np.ndarray, bootstrap: np.ndarray, rollout: Rollout, 
 
 
 def rollout_advantages(rollout: Rollout, values: np.ndarray, bootstrap: np.ndarray, final_values: np.ndarray,
-                       gamma: float, lam: float, preference=None) -> tuple[np.ndarray, np.ndarray]:
+                       gamma: float, lam: float, preference=None, cut: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """GAE advantages and returns [T, E, A] of a rollout from its values (return units), the value of
     the state after the last step, and the values of the pre-reset states of time-limited episodes.
 
     Values [T, E, A, K] with a reward [T, E, K] give per-objective advantages [T, E, A, K]; with a
-    preference the reward is scalarised (w . r) and the values are the scalarised ones [T, E, A].
+    preference the reward is scalarised (w . r) and the values are the scalarised ones [T, E, A]. cut: see `gae`.
     """
     nxt = next_values_of(values, bootstrap, rollout, final_values)
     terminated = rollout.done & ~rollout.truncated
     n_agents = values.shape[2]
     return gae(values, nxt, team_reward(rollout, n_agents, preference), terminated.astype(np.float32),
-               rollout.done.astype(np.float32), gamma, lam)
+               rollout.done.astype(np.float32), gamma, lam, cut)
 
 
 @dataclass
@@ -203,19 +209,30 @@ def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float,
     outputs, normalised under `value_norm`) and "log_prob". With a ValueNorm, the stored values are
     denormalised for GAE, the living agents' returns update its statistics, and the targets are the
     returns normalised after that update; without one the targets are the returns. A preference
-    (algo.preference: K weights) makes the learned reward the scalarised w . r of a vector reward."""
+    (algo.preference: K weights) makes the learned reward the scalarised w . r of a vector reward.
+
+    Two optional extras serve a learner whose rollout mixes in another policy's steps (StepMix's baseline):
+    "cut" bool[T, E] cuts GAE where a segment starts (see `gae`), and "learn_mask" bool[T, E] (or [T, E, A])
+    keeps only its set steps in the mask, so the other policy's steps enter neither loss, the value
+    normalisation nor the advantage statistics. Without them nothing changes."""
     old_values = rollout.extras["value"]
     values = old_values
     if value_norm is not None:
         values = value_norm.denormalize(torch.as_tensor(old_values, device=device)).cpu().numpy()
     bootstrap, final_values = bootstrap_values(rollout, values_of)  # before the statistics move
-    adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, gamma, lam, preference)
+    adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, gamma, lam, preference,
+                                      rollout.extras.get("cut"))
 
-    mask = torch.as_tensor(rollout.alive, dtype=torch.float32, device=device)
+    alive = rollout.alive
+    learn = rollout.extras.get("learn_mask")
+    if learn is not None:
+        alive = alive & (learn if learn.ndim == alive.ndim else learn[..., None]).astype(bool)
+    mask = torch.as_tensor(alive, dtype=torch.float32, device=device)
     returns_t = torch.as_tensor(returns, dtype=torch.float32, device=device)
     targets = returns_t
     if value_norm is not None:
-        value_norm.update(returns_t[mask > 0])
+        if learn is None or alive.any():  # no step of its own: the statistics stay as they were
+            value_norm.update(returns_t[mask > 0])
         targets = value_norm.normalize(returns_t)
     adv_t = normalize_advantages(torch.as_tensor(adv, dtype=torch.float32, device=device), mask)
     return PPOTargets(advantages=adv_t, returns=returns_t, targets=targets,

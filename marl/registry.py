@@ -142,7 +142,8 @@ BUILTIN_ENVS: dict[str, EnvPlugin] = {
 }
 ENVS: dict[str, EnvPlugin] = dict(BUILTIN_ENVS)
 LEARNERS: dict[str, str] = {"mappo": "marl.agents.mappo:MAPPO", "commformer": "marl.agents.commformer:CommFormer",
-                             "cmorl": "marl.agents.cmorl:CMORL"}
+                             "cmorl": "marl.agents.cmorl:CMORL",
+                             "stepmix": "marl.agents.stepmix.learner:StepMix"}
 
 _discovered: dict[str, dict[str, Any]] = {}
 PLUGIN_ERRORS: dict[str, str] = {}  # "group:name" -> the one-line error it failed to load with

@@ -347,11 +347,41 @@ class CMORLSettings(PPOSettings):
                               "(2 per objective, so every objective's extremes survive pruning)")
 
 
+class StepMixSettings(MAPPOSettings):
+    """configs/algos/stepmix.yaml: StepMix / EpsMix, MAPPO mixed with a frozen safe baseline (agents/stepmix/)."""
+
+    baseline: str = setting("the safe baseline: RUN_DIR (an earlier marl run on this environment, its last "
+                            "checkpoint) or module:factory (factory(spec) -> a policy with act(step, deterministic))",
+                            domain="a run directory or module:factory")
+    mix: Literal["stepmix", "epsmix"] = setting("one switch step per episode (learner first, then the baseline), "
+                                                "or one coin per episode")
+    alpha: float = setting("every episode's value is kept at or above (1 - alpha) V_b", ge=0, le=1)
+    vb_episodes: int = setting("the baseline's sampled episodes that estimate V_b before training", ge=2)
+    vb_envs: int = setting("battles V_b's and the calibration's episodes are played on", ge=1)
+    ensemble: int = setting("critics per ensemble of the lower bound (the learner's and the baseline's)", ge=2)
+    bound_z: float = setting("the lower bound is the ensemble mean minus bound_z ensemble standard deviations", ge=0)
+    bound_epochs: int = setting("passes of the ensembles over each rollout", ge=1)
+    calibration_interval: int = setting("updates between Monte-Carlo checks of the lower bound (0: never)", ge=0)
+    calibration_episodes: int = setting("episodes of the learner's sampled policy per calibration check", ge=1)
+
+    @classmethod
+    def check_spec(cls, config: dict, spec) -> None:
+        """A baseline must be named, and the return must be one number (the constraint is on it)."""
+        super().check_spec(config, spec)
+        if not config["algo"].get("baseline"):
+            raise ConfigError("stepmix needs a baseline: algo.baseline=RUN_DIR (an earlier marl run on this "
+                              "environment) or algo.baseline=module:factory (a scripted policy)")
+        if spec.reward_dim != 1:
+            raise ConfigError(f"stepmix keeps one return above its baseline's, but {spec.name or 'this environment'} "
+                              f"has {spec.reward_dim} objectives ({', '.join(spec.reward_names)})")
+
+
 ENV_SCHEMAS: dict[str, type[Settings]] = {"smac": SMACSettings, "sc2": SC2Settings, "pettingzoo": PettingZooSettings,
                                           "mpe": PettingZooSettings, "gym": PettingZooSettings,
                                           "comm": CommSettings}
 LEARNER_SCHEMAS: dict[str, type[Settings]] = {"mappo": MAPPOSettings, "commformer": CommFormerSettings,
-                                              "cmorl": CMORLSettings}
+                                              "cmorl": CMORLSettings,
+                                              "stepmix": StepMixSettings}
 
 
 # ------------------------------------------------------------------------------------------- lookup

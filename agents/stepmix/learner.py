@@ -1,0 +1,402 @@
+"""StepMix and EpsMix, the deep multi-agent learner: MAPPO next to a frozen safe baseline (`--algo stepmix`).
+
+Every episode of a battle is played by one mixture of two policies, decided once at its first step
+(Step.t == 0) for the whole team, so the episode's value stays linear in the mixing parameter:
+
+- EpsMix (`algo.mix=epsmix`): one coin per episode; the learner plays the episode with probability eps,
+  else the baseline.
+- StepMix (`algo.mix=stepmix`): one switch step per episode; member kappa = h + rho plays the learner for
+  the first h steps, at step h the learner with probability rho, and the baseline after (the tabular
+  reference's order: the learner first). The draw is made at the episode's first step; the result, the
+  step `switch` from which the baseline acts, is held per battle in the learner's state.
+
+The mapping from the tabular algorithm (agents/stepmix/tabular.py) to this one:
+
+- UCB-VI's greedy policy -> MAPPO's sampled policy (agents/mappo.py, the same networks and updates).
+- V_b known -> V_b ESTIMATED, as the tabular offline variant does: before training the baseline plays
+  `algo.vb_episodes` episodes the way it plays in training (sampled, not argmax) on the Evaluator's
+  battles (EvaluatesPolicies), outside the budget; a normal 95% interval [lo, hi] on their mean. Every
+  training episode the baseline played alone adds to it. The decision guards against hi, the threshold
+  being (1 - alpha) hi, and credits the baseline with lo (the offline variant's choice).
+- The pessimistic value of the learner -> an ensemble lower bound: `algo.ensemble` critics of the
+  learner's undiscounted return (the constraint is on the episode's return, so gamma = 1 there) trained
+  on the learner's own steps, each from its own initialisation on its own bootstrap half of the steps;
+  L = mean - bound_z * std over the ensemble of the mean value of the rollout's start states. This is a
+  heuristic, not a proven bound: `algo.calibration_interval` checks it against Monte-Carlo returns of
+  the learner's sampled policy on the Evaluator's battles and logs how often L lies below them.
+- EpsMix's eps = tabular.epsmix_eps(L, lo, (1 - alpha) hi), the same function.
+- StepMix's member bounds: member h's value is E[R_<h + V_B(s_h)], the reward of the learner's first
+  h steps plus the baseline's value from the state it reached (the whole return where the episode
+  ended first), read from the rollout's episodes whose switch came at or after h (`member_values`),
+  with a second ensemble of critics V_B trained on the baseline's steps. Its bound is the mean minus
+  bound_z times the root of the heads' variance plus the episodes' squared standard error. Member 0
+  is the baseline (credited lo), member H = episode_limit the learner (L); a member fewer than two
+  episodes of the rollout reached is credited min(L, lo). kappa = tabular.stepmix_kappa(lowers,
+  (1 - alpha) hi), the same function.
+- Data: steps the baseline took do not enter MAPPO's losses (extras "learn_mask"), and GAE is cut where
+  the baseline takes over (extras "cut"): the learner's last step bootstraps from its own critic's value
+  of the state the baseline starts from (agents/ppo.py `gae`).
+
+`act(step, deterministic=True)` is the learner's own argmax policy: the trainer's evaluation reports it.
+The mixing parameter is decided after each update (and once before the first, from the untrained
+ensemble). The baseline's config and weights and V_b's statistics are in `state_dict`, so a resumed run
+and `marl eval` never need the baseline's directory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from marl.spec import EnvSpec, Evaluator, Rollout, Step
+
+from ..mappo import MAPPO
+from ..ppo import bootstrap_values, gae, masked_logits, mlp, next_values_of, team_reward, value_loss
+from .baseline import Baseline, BaselineError, ReturnStats, kind_of
+from .tabular import epsmix_eps, stepmix_kappa
+
+
+def member_values(reward: np.ndarray, baseline_values: np.ndarray, t: np.ndarray, switch: np.ndarray,
+                  done: np.ndarray, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """StepMix's members from the rollout: per member h, the mean over episodes of R_<h + V_B(s_h) [H + 1, M],
+    the variance over episodes of that sum (the heads' mean) [H + 1], and the episodes counted [H + 1].
+
+    Member h plays the learner for h steps, then the baseline: its return is the reward of the learner's
+    first h steps plus the baseline's value V_B (each of M heads, baseline_values [T, E, M]) from the
+    state s_h the learner reached, or the whole return where the episode ended first. Counted are the
+    episodes that began in the rollout (t, the episode step of each row, is 0), each for every
+    h <= its switch whose step h lies inside the rollout, so the learner played all of its first h steps.
+    The mean is NaN where no episode counts, the variance where fewer than two do.
+    """
+    T, E = t.shape
+    M = baseline_values.shape[-1]
+    sums, sq = np.zeros((H + 1, M)), np.zeros(H + 1)
+    count, ended, ended_sq = np.zeros(H + 2), np.zeros(H + 2), np.zeros(H + 2)
+    before = np.zeros((T, E))  # R_<h: the episode's reward before each row
+    running = np.zeros(E)
+    for i in range(T):
+        running = np.where(t[i] == 0, 0.0, running)
+        before[i] = running
+        running = running + reward[i]
+        for e in np.flatnonzero(done[i]):  # an episode that ends here counts its return for the h past its end
+            ts = i - int(t[i, e])
+            top = min(int(switch[i, e]), T - 1 - ts, H)
+            length = int(t[i, e]) + 1
+            if ts >= 0 and length <= top:
+                ended[length] += running[e]
+                ended[top + 1] -= running[e]
+                ended_sq[length] += running[e] ** 2
+                ended_sq[top + 1] -= running[e] ** 2
+    ts, es = np.nonzero(t == 0)
+    top = np.minimum(np.minimum(switch[ts, es], T - 1 - ts), H)  # the last h episode (ts, es) counts for
+    count[0] += len(ts)
+    np.add.at(count, top + 1, -1)
+    count = np.cumsum(count)[: H + 1]
+    sel = (np.arange(T)[:, None] - t >= 0) & (t <= switch) & (t <= H)
+    value = before[sel][:, None] + baseline_values[sel]
+    np.add.at(sums, t[sel], value)
+    np.add.at(sq, t[sel], value.mean(-1) ** 2)
+    sums += np.cumsum(ended)[: H + 1, None]
+    sq += np.cumsum(ended_sq)[: H + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count[:, None] > 0, sums / count[:, None], np.nan)
+        var = np.where(count > 1, (sq - count * mean.mean(-1) ** 2) / (count - 1), np.nan)
+    return mean, np.maximum(var, 0.0), count
+
+
+class StepMix:
+    """The StepMix / EpsMix learner (marl's Learner, EvaluatesPolicies)."""
+
+    def __init__(self, spec: EnvSpec, cfg: dict, seed: int = 0, device: str = "cpu"):
+        if spec.reward_dim != 1:
+            raise ValueError(f"stepmix keeps one return above its baseline's; this environment has "
+                             f"{spec.reward_dim} objectives ({', '.join(spec.reward_names)})")
+        self.spec, self.cfg, self.seed = spec, cfg, seed
+        self.mappo = MAPPO(spec, cfg, seed=seed, device=device)
+        self.device = self.mappo.device
+        M = cfg["ensemble"]
+        ids = spec.n_agents if cfg["agent_id"] else 0
+        # heads 0..M-1: the learner's undiscounted value; M..2M-1: the baseline's (StepMix's members)
+        self.bound = nn.ModuleList(mlp(spec.state_dim + ids, cfg["hidden"], cfg["layers"], 1, 1.0)
+                                   for _ in range(2 * M)).to(self.device)
+        self.bound_opt = torch.optim.Adam(self.bound.parameters(), lr=cfg["critic_lr"], eps=cfg["adam_eps"])
+        self.coins = torch.Generator().manual_seed(seed + 1)  # the episodes' coins and switch draws
+        self.boot = torch.Generator().manual_seed(seed + 2)  # the ensemble's bootstrap halves
+        self.H = spec.episode_limit
+        self.evaluator: Evaluator | None = None
+        self.baseline: Baseline | None = None
+        self._baseline_error: BaselineError | None = None
+        try:
+            kind_of(cfg["baseline"])
+        except BaselineError as err:  # a resumed run's baseline may have moved: its checkpoint carries a copy
+            self._baseline_error = err
+        else:  # a baseline that is there is loaded now, so one that does not fit stops the run before it starts
+            self.baseline = Baseline(cfg["baseline"], spec, seed, device)
+        self.ready = False  # V_b estimated and the first mixing parameter chosen
+        self.switch: np.ndarray | None = None  # per battle: the episode step from which the baseline acts
+        self.mixing = 0.0
+        self.vb = ReturnStats()
+        self.vb_initial: dict = {}
+        self.lower = float("-inf")
+        self.learner_value = 0.0
+        self.updates = 0
+        self.calibration = {"checks": 0, "covered": 0, "last_mc": float("nan"), "last_lower": float("nan"),
+                            "last_value": float("nan")}
+        self.window = {"returns": 0.0, "episodes": 0, "learner_steps": 0, "steps": 0}
+        self.running: np.ndarray | None = None  # each battle's return so far (float64)
+
+    # ------------------------------------------------------------------ capability
+    def attach_evaluator(self, evaluator: Evaluator) -> None:
+        """Keep the trainer's Evaluator: V_b's episodes and the calibration episodes are played on it."""
+        self.evaluator = evaluator
+
+    # ------------------------------------------------------------------ values
+    def _heads(self, state: np.ndarray) -> torch.Tensor:
+        """The 2M ensemble values [..., A, 2M] of global states [..., state_dim] (return units)."""
+        x = self.mappo._critic_in(state)
+        return torch.cat([h(x) for h in self.bound], -1)
+
+    def _heads_np(self, state: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self._heads(state).cpu().numpy()
+
+    def threshold(self) -> float:
+        """(1 - alpha) times V_b's upper end: the level every decision guards against."""
+        return (1 - self.cfg["alpha"]) * self.vb.interval()[1]
+
+    # ------------------------------------------------------------------ deciding
+    def _lower(self, samples: np.ndarray) -> float:
+        """mean - bound_z * std over the ensemble of per-head estimates [M]."""
+        return float(samples.mean() - self.cfg["bound_z"] * samples.std())
+
+    def _decide(self, start_values: np.ndarray, members: tuple | None) -> None:
+        """The mixing parameter from the learner's heads at start states [M] and, for StepMix, member_values()."""
+        lo = self.vb.interval()[0]
+        thr = self.threshold()
+        self.learner_value = float(start_values.mean())
+        self.lower = self._lower(start_values)
+        if self.cfg["mix"] == "epsmix":
+            self.mixing = epsmix_eps(self.lower, lo, thr)
+            return
+        lowers = np.full(self.H + 1, min(self.lower, lo))
+        if members is not None:
+            mean, var, count = members
+            for h in range(1, self.H):
+                if count[h] > 1:  # the heads' spread and the episodes' standard error, together
+                    spread = mean[h].var() + var[h] / count[h]
+                    lowers[h] = float(mean[h].mean() - self.cfg["bound_z"] * np.sqrt(spread))
+        lowers[0], lowers[self.H] = lo, self.lower
+        self.mixing = stepmix_kappa(lowers, thr)
+
+    def _draw(self, new: np.ndarray) -> None:
+        """Each new episode's switch step, from one uniform per battle (drawn for every battle each step)."""
+        u = torch.rand(len(new), generator=self.coins).numpy()
+        if self.cfg["mix"] == "epsmix":
+            switch = np.where(u < self.mixing, self.H, 0)
+        else:
+            h = int(self.mixing)
+            switch = np.where(u < self.mixing - h, h + 1, h)
+        self.switch = np.where(new, switch, self.switch)
+
+    def _start(self, step: Step) -> None:
+        """Before the first training step: the baseline, V_b's episodes, and the first decision."""
+        if self.baseline is None:
+            raise self._baseline_error or BaselineError("stepmix has no baseline")
+        if self.evaluator is None:
+            raise RuntimeError("stepmix estimates V_b on the trainer's Evaluator; attach_evaluator first")
+        cfg = self.cfg
+        envs = min(cfg["vb_envs"], cfg["vb_episodes"])
+        per = -(-cfg["vb_episodes"] // envs)
+        played = self.evaluator(lambda s: self.baseline.act(s, shadow=True), envs, per, self.seed + 3_000_017)
+        self.vb.add(played["return"])
+        lo, hi = self.vb.interval()
+        self.vb_initial = {"mean": self.vb.mean, "low": lo, "high": hi, "episodes": self.vb.n,
+                           "win_rate": float(np.mean(played["won"]))}
+        starts = step.t == 0
+        heads = self._heads_np(step.state[starts] if starts.any() else step.state).mean(-2)
+        self._decide(heads[:, : cfg["ensemble"]].mean(0), None)
+        self.switch = np.zeros(step.n_envs, np.int64)
+        self.ready = True
+
+    # ------------------------------------------------------------------ acting
+    def act(self, step: Step, deterministic: bool = False) -> tuple[np.ndarray, dict]:
+        """Deterministic: the learner's own argmax. Else each battle's episode mixture acts (one decision a team)."""
+        if deterministic:
+            return self.mappo.act(step, deterministic=True)
+        if not self.ready:
+            self._start(step)
+        self._draw(step.t == 0)
+        learner = step.t < self.switch
+        actions, extras = self.mappo.act(step)
+        base = self.baseline.act(step)  # every step, so a scripted baseline with a memory sees them all
+        actions = np.where(learner[:, None], actions, base)
+        extras.update(learn_mask=learner, cut=(step.t == self.switch) & (self.switch > 0), t=step.t.copy(),
+                      switch=self.switch.copy())
+        return actions, extras
+
+    # ------------------------------------------------------------------ learning
+    def update(self, rollout: Rollout) -> dict:
+        """MAPPO on the learner's steps, the ensembles on each policy's, then the next mixing parameter."""
+        learn = rollout.extras["learn_mask"]
+        self._count_episodes(rollout)
+        metrics: dict = {}
+        if (rollout.alive & learn[..., None]).any():  # no step of its own: Adam's momentum must not move it
+            metrics.update(self.mappo.update(rollout))
+        values, metrics["bound_loss"] = self._update_bound(rollout)
+        self._decide_from(rollout, values)
+        self.updates += 1
+        interval = self.cfg["calibration_interval"]
+        if interval and self.updates % interval == 0:
+            self._calibrate()
+        metrics["learner_step_fraction"] = float(learn.mean())
+        return metrics
+
+    def _count_episodes(self, rollout: Rollout) -> None:
+        """The rollout's finished episodes: their returns into the behaviour window, the baseline's alone into V_b.
+
+        Each battle's return so far is summed here from the rewards (restarting where Step.t is 0), so an
+        episode that ends on a rollout's last step is counted once, in this update, on a resumed run too.
+        """
+        if self.running is None:
+            self.running = np.zeros(rollout.n_envs)
+        t, sw, done = rollout.extras["t"], rollout.extras["switch"], rollout.done
+        for i in range(rollout.steps):
+            self.running = np.where(t[i] == 0, 0.0, self.running) + rollout.reward[i]
+            for e in np.flatnonzero(done[i]):
+                ret = float(self.running[e])  # a plain float: the checkpoint holds no numpy scalars
+                self.window["returns"] += ret
+                self.window["episodes"] += 1
+                if sw[i, e] == 0:  # the baseline alone: one more episode of V_b
+                    self.vb.add([ret])
+        learn = rollout.extras["learn_mask"]
+        self.window["learner_steps"] += int(learn.sum())
+        self.window["steps"] += learn.size
+
+    def _update_bound(self, rollout: Rollout) -> tuple[np.ndarray, float]:
+        """Ensemble epochs on undiscounted TD(lambda) targets, cut at the switch; the new values [T, E, A, 2M]."""
+        cfg, M = self.cfg, self.cfg["ensemble"]
+        old = self._heads_np(rollout.state)
+        boot, final = bootstrap_values(rollout, lambda obs, state, alive: self._heads_np(state))
+        nxt = next_values_of(old, boot, rollout, final)
+        reward = np.broadcast_to(team_reward(rollout, self.spec.n_agents)[..., None], old.shape)
+        terminated = (rollout.done & ~rollout.truncated).astype(np.float32)
+        _, returns = gae(old, nxt, reward, terminated, rollout.done.astype(np.float32), 1.0, cfg["gae_lambda"],
+                         rollout.extras["cut"])
+        learn = rollout.extras["learn_mask"].astype(bool)
+        own = np.concatenate([np.repeat(learn[..., None], M, -1), np.repeat(~learn[..., None], M, -1)], -1)
+        mask = rollout.alive[..., None] & own[:, :, None, :]
+        half = torch.rand(mask.shape, generator=self.boot) < 0.5  # each head's bootstrap half
+        n = int(np.prod(mask.shape[:3]))
+        mask_t = (torch.as_tensor(mask) & half).float().reshape(n, 2 * M).to(self.device)
+        x = self.mappo._critic_in(rollout.state).reshape(n, -1)
+        target = torch.as_tensor(np.ascontiguousarray(returns), dtype=torch.float32, device=self.device).reshape(n, -1)
+        old_t = torch.as_tensor(old, device=self.device).reshape(n, -1)
+        losses = []
+        for _ in range(cfg["bound_epochs"]):
+            perm = torch.randperm(n, generator=self.boot).to(self.device)
+            for idx in perm.chunk(cfg["minibatches"]):
+                pred = torch.cat([h(x[idx]) for h in self.bound], -1)
+                loss = value_loss(pred, old_t[idx], target[idx], cfg["clip"], cfg["huber_delta"], False, mask_t[idx])
+                self.bound_opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.bound.parameters(), cfg["max_grad_norm"])
+                self.bound_opt.step()
+                losses.append(loss.item())
+        return self._heads_np(rollout.state), float(np.mean(losses)) if losses else 0.0
+
+    def _decide_from(self, rollout: Rollout, values: np.ndarray) -> None:
+        """The next mixing parameter from the rollout's start states and, for StepMix, its members' values."""
+        M, H = self.cfg["ensemble"], self.H
+        team = values.mean(2)  # [T, E, 2M]: the team's value, the agents' mean
+        tt, sw = rollout.extras["t"], rollout.extras["switch"]
+        starts = tt == 0
+        if not starts.any():  # no episode began in this rollout: keep the last decision
+            return
+        start_values = team[starts][:, :M].mean(0)
+        members = None
+        if self.cfg["mix"] == "stepmix":
+            members = member_values(rollout.reward, team[..., M:], tt, sw, rollout.done, H)
+        self._decide(start_values, members)
+
+    def _calibrate(self) -> None:
+        """Monte-Carlo returns of the learner's sampled policy on the Evaluator's battles against its lower bound."""
+        if self.evaluator is None:
+            return
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(self.seed + 7 * self.updates)
+        actor = self.mappo
+
+        def sample(step: Step) -> np.ndarray:
+            with torch.no_grad():
+                logits = masked_logits(actor.actor(actor._actor_in(step.obs)), torch.as_tensor(step.avail))
+                probs = torch.softmax(logits, -1).reshape(-1, logits.shape[-1])
+                return torch.multinomial(probs, 1, generator=gen).reshape(logits.shape[:-1]).numpy()
+
+        envs = min(cfg["vb_envs"], cfg["calibration_episodes"])
+        played = self.evaluator(sample, envs, -(-cfg["calibration_episodes"] // envs), self.seed + 5_000_011 +
+                                self.updates)
+        mc = float(np.mean(played["return"]))
+        c = self.calibration
+        c["checks"] += 1
+        c["covered"] += int(self.lower <= mc)
+        c["last_mc"], c["last_lower"], c["last_value"] = mc, self.lower, self.learner_value
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """MAPPO, the ensembles, the generators, each battle's switch, V_b's statistics and the baseline."""
+        return {"mappo": self.mappo.state_dict(), "bound": self.bound.state_dict(),
+                "bound_opt": self.bound_opt.state_dict(), "coins": self.coins.get_state(),
+                "boot": self.boot.get_state(), "ready": self.ready,
+                "switch": None if self.switch is None else torch.as_tensor(self.switch),
+                "mixing": self.mixing, "lower": self.lower, "learner_value": self.learner_value,
+                "vb": self.vb.state_dict(), "vb_initial": dict(self.vb_initial), "updates": self.updates,
+                "calibration": dict(self.calibration), "window": dict(self.window),
+                "running": None if self.running is None else torch.as_tensor(self.running),
+                "baseline": None if self.baseline is None else self.baseline.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from state_dict(); the baseline is rebuilt from the copy it holds."""
+        self.mappo.load_state_dict(state["mappo"])
+        self.bound.load_state_dict(state["bound"])
+        self.bound_opt.load_state_dict(state["bound_opt"])
+        self.coins.set_state(state["coins"])
+        self.boot.set_state(state["boot"])
+        self.ready = bool(state["ready"])
+        self.switch = None if state["switch"] is None else state["switch"].numpy().copy()
+        self.mixing, self.lower = float(state["mixing"]), float(state["lower"])
+        self.learner_value, self.updates = float(state["learner_value"]), int(state["updates"])
+        self.vb.load_state_dict(state["vb"])
+        self.vb_initial = dict(state["vb_initial"])
+        self.calibration, self.window = dict(state["calibration"]), dict(state["window"])
+        self.running = None if state["running"] is None else state["running"].numpy().copy()
+        if state["baseline"] is not None:
+            self.baseline = Baseline(self.cfg["baseline"], self.spec, self.seed, str(self.device), state["baseline"])
+            self._baseline_error = None
+
+    def diagnostics(self) -> dict:
+        """stepmix/* scalars: the mixing parameter, V_b and its interval, the threshold, the lower bound,
+        the behaviour return since the last call and the calibration of the bound."""
+        if not self.ready:
+            return {}
+        lo, hi = self.vb.interval()
+        w, c = self.window, self.calibration
+        scalars = {"stepmix/mixing": self.mixing, "stepmix/v_b": self.vb.mean, "stepmix/v_b_low": lo,
+                   "stepmix/v_b_high": hi, "stepmix/v_b_episodes": self.vb.n,
+                   "stepmix/threshold": (1 - self.cfg["alpha"]) * self.vb.mean,
+                   "stepmix/decision_threshold": self.threshold(), "stepmix/lower_bound": self.lower,
+                   "stepmix/learner_value": self.learner_value}
+        scalars.update({f"stepmix/v_b_initial_{k}" if k != "mean" else "stepmix/v_b_initial": v
+                        for k, v in self.vb_initial.items()})  # before training: the baseline's own episodes
+        if w["steps"]:
+            scalars["stepmix/learner_step_fraction"] = w["learner_steps"] / w["steps"]
+        if w["episodes"]:
+            scalars["stepmix/behaviour_return"] = w["returns"] / w["episodes"]
+            scalars["stepmix/behaviour_margin"] = scalars["stepmix/behaviour_return"] - scalars["stepmix/threshold"]
+        if c["checks"]:
+            scalars.update({"stepmix/calibration_coverage": c["covered"] / c["checks"],
+                            "stepmix/calibration_mc_return": c["last_mc"],
+                            "stepmix/calibration_lower_bound": c["last_lower"],
+                            "stepmix/calibration_value": c["last_value"]})
+        self.window = {"returns": 0.0, "episodes": 0, "learner_steps": 0, "steps": 0}
+        return {"scalars": scalars}

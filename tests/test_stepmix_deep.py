@@ -1,0 +1,230 @@
+"""The deep StepMix / EpsMix learner: GAE's cut, the masks, the team's one decision, V_b, the baseline's copy,
+exact resume and the error texts. Runs on the probe game `comm` (numpy, fast)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from marl import checkpoint
+from marl import config as config_mod
+from marl.agents.ppo import gae, ppo_targets
+from marl.agents.stepmix.baseline import BaselineError, kind_of
+from marl.agents.stepmix.learner import member_values
+from marl.cli import main
+from marl.rollout import collect
+from marl.trainer import LAST, PolicyEvaluator, Trainer, build
+
+FAST = ["train.envs=2", "train.rollout=8", "train.eval_interval=0", "train.torch_threads=1", "train.update_threads=1",
+        "train.checkpoint_interval=1", "train.record_replays=false", "algo.ppo_epochs=1",
+        "env.n_agents=3", "env.symbols=3", "env.episode_limit=5", "algo.hidden=16"]
+
+
+class LastSymbol:
+    """A scripted baseline: every agent names the last symbol; it counts the steps it was shown."""
+
+    def __init__(self, spec):
+        self.n_actions, self.calls = spec.n_actions, 0
+
+    def act(self, step, deterministic=False):
+        """The last action for everyone."""
+        self.calls += 1
+        return np.full(step.alive.shape, self.n_actions - 1, np.int64)
+
+
+def last_symbol(spec):
+    """factory(spec) -> policy, as algo.baseline=module:factory names it."""
+    return LastSymbol(spec)
+
+
+def not_a_policy(spec):
+    """A factory whose product has no act."""
+    return object()
+
+
+def stepmix_config(tmp_path, baseline, *more):
+    return config_mod.load("comm", "informants", "stepmix", [
+        *FAST, f"train.runs_dir={tmp_path}", f"algo.baseline={baseline}", "algo.vb_episodes=8", "algo.bound_epochs=1",
+        "algo.vb_envs=2", "algo.calibration_episodes=2", *more])
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+    """A MAPPO run on the same game, two updates long: an earlier run to use as the baseline."""
+    root = tmp_path_factory.mktemp("baseline")
+    cfg = config_mod.load("comm", "informants", "mappo", [*FAST, f"train.runs_dir={root}"])
+    Trainer(cfg, root / "mappo", show_progress=False).run(max_updates=2)
+    return root / "mappo"
+
+
+def started(cfg, mixing=None):
+    """A StepMix learner with its evaluator, V_b estimated on a fresh step, and optionally a forced mixing."""
+    env, learner = build(cfg)
+    learner.attach_evaluator(PolicyEvaluator(cfg))
+    step = env.reset(seed=cfg["train"]["seed"])
+    learner._start(step)
+    if mixing is not None:
+        learner.mixing = mixing
+    return env, learner, step
+
+
+# ------------------------------------------------------------------------------------------- GAE's cut
+def test_gae_cut_stops_the_trace_and_bootstraps_from_the_critic_there():
+    values = np.array([1.0, 2.0, 3.0, 4.0], np.float32).reshape(4, 1, 1)
+    nxt = np.array([2.0, 3.0, 4.0, 5.0], np.float32).reshape(4, 1, 1)
+    rewards = np.ones((4, 1, 1), np.float32)
+    zeros = np.zeros((4, 1), np.float32)
+    cut = np.array([0, 0, 1, 0], bool).reshape(4, 1)
+    # gamma 0.5, lambda 0.5: deltas 1, 0.5, 0, -0.5; the cut at step 2 leaves step 1 its own delta
+    adv, ret = gae(values, nxt, rewards, zeros, zeros, 0.5, 0.5, cut)
+    assert adv.ravel().tolist() == [1.125, 0.5, -0.125, -0.5]
+    assert ret.ravel().tolist() == [2.125, 2.5, 2.875, 3.5]
+    whole, _ = gae(values, nxt, rewards, zeros, zeros, 0.5, 0.5)
+    assert whole.ravel().tolist() == [1.1171875, 0.46875, -0.125, -0.5]
+    none, _ = gae(values, nxt, rewards, zeros, zeros, 0.5, 0.5, np.zeros((4, 1), bool))
+    assert np.array_equal(none, whole)
+
+
+def test_member_values_by_hand():
+    # row 0 ends an episode begun before the rollout (not counted); A: rows 1-2, switch 3; B: rows 3-6, running on
+    t = np.array([4, 0, 1, 0, 1, 2, 3]).reshape(7, 1)
+    reward = np.array([100.0, 1, 2, 3, 4, 5, 6]).reshape(7, 1)
+    v_b = np.array([1000.0, 10, 20, 30, 40, 50, 60]).reshape(7, 1, 1)
+    done = np.array([1, 0, 1, 0, 0, 0, 0], bool).reshape(7, 1)
+    # B's switch 4: h=0: 0 + V_B(s_0); h=1: r_0 + V_B(s_1); ... A ended after 2 steps: its return 3 for h=2, 3;
+    # B's step 4 lies past the rollout, so h=4 counts no one
+    mean, var, count = member_values(reward, v_b, t, np.array([9, 3, 3, 4, 4, 4, 4]).reshape(7, 1), done, 4)
+    assert count.tolist() == [2, 2, 2, 2, 0]
+    assert mean[:4, 0].tolist() == [20.0, 32.0, 30.0, 37.5] and np.isnan(mean[4, 0])
+    assert var[:4].tolist() == [200.0, 242.0, 1458.0, 2380.5]
+    # B's switch 1: B counts only for h <= 1, where the learner played its first h steps
+    mean, var, count = member_values(reward, v_b, t, np.array([9, 3, 3, 1, 1, 1, 1]).reshape(7, 1), done, 4)
+    assert count.tolist() == [2, 2, 1, 1, 0] and mean[:4, 0].tolist() == [20.0, 32.0, 3.0, 3.0]
+
+
+# ------------------------------------------------------------------------------------------- the team decides
+def test_one_decision_per_episode_for_the_whole_team_and_baseline_steps_are_the_baselines(tmp_path):
+    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40")
+    env, learner, step = started(cfg, mixing=2.5)  # learner for 2 steps, the third with probability 1/2
+    rollout, _, _ = collect(env, learner, step, 40)
+    ex = rollout.extras
+    learn, t, switch = ex["learn_mask"], ex["t"], ex["switch"]
+    assert learn.shape == (40, 4) and set(np.unique(switch)) == {2, 3}
+    assert np.array_equal(learn, t < switch)
+    assert np.array_equal(ex["cut"], (t == switch) & (switch > 0))
+    for e in range(4):  # one switch per episode: constant from its first step to its last
+        begins = np.flatnonzero(t[:, e] == 0)
+        for a, b in zip(begins, [*begins[1:], 40]):
+            assert len(set(switch[a:b, e])) == 1
+    base = ~learn
+    assert np.all(rollout.actions[base] == cfg["env"]["symbols"] - 1)  # every agent of the battle: the baseline
+    with torch.no_grad():  # and at the learner's steps every agent's action is the learner's own sample
+        logits = learner.mappo.actor(learner.mappo._actor_in(rollout.obs))
+        logp = torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(rollout.actions)[..., None])[..., 0]
+    np.testing.assert_allclose(logp.numpy()[learn], ex["log_prob"][learn], rtol=1e-5, atol=1e-6)
+
+
+def test_epsmix_coins_are_whole_episodes_and_baseline_episodes_tighten_vb(tmp_path):
+    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "algo.mix=epsmix", "train.envs=4")
+    env, learner, step = started(cfg, mixing=0.5)
+    assert learner.vb.n == 8 and learner.vb_initial["episodes"] == 8
+    rollout, _, episodes = collect(env, learner, step, 30)
+    switch = rollout.extras["switch"]
+    assert set(np.unique(switch)) == {0, 5}  # the baseline's or the learner's whole episode
+    assert not rollout.extras["cut"].any()
+    learner.update(rollout)  # the episodes the baseline played alone join V_b's sample, each once
+    ended_alone = int((rollout.done & (switch == 0)).sum())
+    assert ended_alone > 0 and learner.vb.n == 8 + ended_alone
+    returns = rollout.reward.reshape(6, 5, 4).sum(1)  # 5-step episodes from reset: their returns, [6, E]
+    assert learner.window["episodes"] == 24 and np.isclose(learner.window["returns"], returns.sum())
+
+
+# ------------------------------------------------------------------------------------------- masks
+def test_baseline_steps_enter_neither_loss(tmp_path):
+    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40")
+    env, learner, step = started(cfg, mixing=2.5)
+    rollout, _, _ = collect(env, learner, step, 40)
+    base, learn = ~rollout.extras["learn_mask"], rollout.extras["learn_mask"]
+    state = copy.deepcopy(learner.mappo.state_dict())  # state_dict holds the live tensors
+
+    def trained(r):
+        learner.mappo.load_state_dict(state)
+        learner.mappo.update(r)
+        return [p.detach().clone() for p in [*learner.mappo.actor.parameters(), *learner.mappo.critic.parameters()]]
+
+    ref = trained(rollout)
+    other = copy.deepcopy(rollout)
+    other.actions[base] = 0  # other actions, log-probs and rewards at the baseline's steps
+    other.extras["log_prob"][base] -= 1.0
+    other.reward[base] += 3.0
+    assert all(torch.equal(a, b) for a, b in zip(ref, trained(other)))
+    other.actions[learn] = (other.actions[learn] + 1) % cfg["env"]["symbols"]  # the learner's own steps count
+    assert not all(torch.equal(a, b) for a, b in zip(ref, trained(other)))
+    batch = ppo_targets(rollout, lambda o, s, a: learner.mappo.values(s), 0.99, 0.95, None)
+    assert torch.equal(batch.mask, torch.as_tensor(rollout.alive & learn[..., None], dtype=torch.float32))
+
+
+# ------------------------------------------------------------------------------------------- the baseline's copy
+def state_equal(a, b, where=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            state_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            state_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where
+
+
+def test_resume_is_exact_with_the_baselines_copy_after_its_directory_moved(tmp_path, baseline_run):
+    moved = tmp_path / "baseline"
+    shutil.copytree(baseline_run, moved)
+    # 4-step episodes end on each 8-step rollout's last step, which the split run must count once too
+    cfg = stepmix_config(tmp_path, moved, "algo.calibration_interval=1", "env.episode_limit=4")
+    whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
+    whole.run(max_updates=4)
+    Trainer(cfg, tmp_path / "split", show_progress=False).run(max_updates=2)
+    shutil.move(moved, tmp_path / "elsewhere")  # the baseline's directory is gone
+    resumed = Trainer(cfg, tmp_path / "split", resume=True, show_progress=False)
+    assert resumed.learner.baseline is not None and resumed.learner.baseline.kind == "run"
+    resumed.run(max_updates=2)
+    state_equal(whole.learner.state_dict(), resumed.learner.state_dict())
+    assert whole.learner.calibration["checks"] == 4 and whole.learner.vb.n > 8
+    # marl eval needs neither the baseline's directory: the learner's own policy, from the checkpoint
+    assert main(["eval", str(tmp_path / "split"), "--episodes", "2"]) == 0
+    data = checkpoint.load(tmp_path / "split" / "checkpoints" / LAST)
+    assert data["learner"]["baseline"]["config"]["run"]["algo"] == "mappo"
+
+
+# ------------------------------------------------------------------------------------------- errors
+def test_error_texts(tmp_path, baseline_run, capsys):
+    assert kind_of(str(baseline_run)) == "run" and kind_of("pkg.mod:factory") == "scripted"
+    with pytest.raises(BaselineError, match=r"^algo.baseline 'nope' is neither a run directory \(holding config.yaml "
+                                            r"and checkpoints/last.pt\) nor module:factory \(a scripted policy\)$"):
+        kind_of("nope")
+    with pytest.raises(config_mod.ConfigError, match="^stepmix needs a baseline: algo.baseline=RUN_DIR"):
+        build(config_mod.load("comm", "informants", "stepmix", FAST))
+    with pytest.raises(BaselineError, match=r"^algo.baseline 'test_stepmix_deep:missing': cannot import 'missing' "
+                                            r"from 'test_stepmix_deep' \(AttributeError\)"):
+        build(stepmix_config(tmp_path, "test_stepmix_deep:missing"))
+    with pytest.raises(BaselineError, match=r"^algo.baseline 'test_stepmix_deep:not_a_policy': factory\(spec\) "
+                                            r"returned 'object', which has no act\(step, deterministic\)$"):
+        build(stepmix_config(tmp_path, "test_stepmix_deep:not_a_policy"))
+    with pytest.raises(BaselineError, match=rf"^algo.baseline {baseline_run} \(comm informants, mappo\) does not fit "
+                                            r"this environment \(comm:informants: 4 agents, obs_dim 7, state_dim 12, 3 "
+                                            r"actions\); give a run of the same environment$"):
+        build(stepmix_config(tmp_path, baseline_run, "env.n_agents=4"))
+    code = main(["train", "comm", "informants", "--algo", "stepmix", *FAST, f"train.runs_dir={tmp_path}",
+                 "algo.baseline=no/such/run", "--steps", "16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == ("marl: error: algo.baseline 'no/such/run' is neither a run directory (holding "
+                                     "config.yaml and checkpoints/last.pt) nor module:factory (a scripted policy)")
