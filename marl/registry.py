@@ -131,7 +131,8 @@ BUILTIN_ENVS: dict[str, EnvPlugin] = {
                       "symbol): marl train comm informants", ("informants", "intermittent")),
 }
 ENVS: dict[str, EnvPlugin] = dict(BUILTIN_ENVS)
-LEARNERS: dict[str, str] = {"mappo": "marl.agents.mappo:MAPPO", "commformer": "marl.agents.commformer:CommFormer"}
+LEARNERS: dict[str, str] = {"mappo": "marl.agents.mappo:MAPPO", "commformer": "marl.agents.commformer:CommFormer",
+                            "mra": "marl.agents.mra:MRA"}
 
 _discovered: dict[str, dict[str, Any]] = {}
 PLUGIN_ERRORS: dict[str, str] = {}  # "group:name" -> the one-line error it failed to load with
