@@ -190,20 +190,23 @@ class Actor(nn.Module):
 
     def __init__(self, tokens: Tokens, d: int, heads: int, modes: int):
         super().__init__()
-        self.d, self.K = d, modes
+        self.d, self.K, self.dm = d, modes, max(d // 4, 1)
         self.own, self.ally, self.enemy = embed(tokens.own_w, d), embed(tokens.ally_w, d), embed(tokens.enemy_w, d)
         self.block = Block(d, heads)
-        # the K mode heads: one query/key/value head each from the agent's own token over every token
-        self.mq, self.mk, self.mv = linear(d, modes * d, 1.0), linear(d, modes * d, 1.0), linear(d, modes * d, 1.0)
+        # the K mode heads: one narrow query/key/value head each (width d/4), from the agent's own token over
+        # every token; they are what the modes differ in
+        dm = self.dm
+        self.mq, self.mk, self.mv = linear(d, modes * dm, 1.0), linear(d, modes * dm, 1.0), linear(d, modes * dm, 1.0)
+        # f_k = ReLU(W_own x_own + W_rel rel_k + e_k): the own token's part is computed once for the K modes
+        self.feat_own, self.feat_rel = linear(d, d), linear(dm, d)
         self.mode_emb = nn.Parameter(torch.zeros(modes, d))
-        self.feat = nn.Sequential(linear(2 * d, d), nn.ReLU(), linear(d, d), nn.ReLU())
         self.basic = linear(d, N_BASIC, 0.01)
-        self.attack_q, self.attack_k = linear(d, d, 0.01), linear(d, d, 1.0)
-        self.heal_q, self.heal_k = linear(d, d, 0.01), linear(d, d, 1.0)
+        # bilinear scores f_k . (W x_j): one matrix per kind, applied to each enemy (ally) token once, not per mode
+        self.attack_k, self.heal_k = linear(d, d, 0.01), linear(d, d, 0.01)
 
     def forward(self, own: torch.Tensor, allies: torch.Tensor, enemies: torch.Tensor, heal_rows: torch.Tensor,
                 medivac: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits of every mode [B, K, n_actions] (before masking), the own token [B, d] and relations [B, K, d].
+        """Logits of every mode [B, K, n_actions] (before masking), the own token [B, d] and relations [B, K, d/4].
 
         heal_rows int[B, n_slots] (heal_index of each agent), medivac bool[B]: whose slots heal.
         """
@@ -214,15 +217,15 @@ class Actor(nn.Module):
                              enemies.abs().sum(-1) > 0], 1)
         x = self.block(x, present)
         x_own = x[:, 0]
-        K, d = self.K, self.d
-        q = self.mq(x_own).reshape(B, K, 1, d)
-        k = self.mk(x).reshape(B, -1, K, d).transpose(1, 2)
-        v = self.mv(x).reshape(B, -1, K, d).transpose(1, 2)
-        rel = F.scaled_dot_product_attention(q, k, v, attn_mask=present[:, None, None, :]).squeeze(2)  # [B, K, d]
-        f = self.feat(torch.cat([x_own.unsqueeze(1).expand(B, K, d), rel + self.mode_emb], -1))
+        K, d, dm = self.K, self.d, self.dm
+        q = self.mq(x_own).reshape(B, K, 1, dm)
+        k = self.mk(x).reshape(B, -1, K, dm).transpose(1, 2)
+        v = self.mv(x).reshape(B, -1, K, dm).transpose(1, 2)
+        rel = F.scaled_dot_product_attention(q, k, v, attn_mask=present[:, None, None, :]).squeeze(2)  # [B, K, dm]
+        f = torch.relu(self.feat_own(x_own).unsqueeze(1) + self.feat_rel(rel) + self.mode_emb)  # [B, K, d]
         scale = 1.0 / math.sqrt(d)
-        attack = self.attack_q(f) @ self.attack_k(x[:, 1 + n_a:]).transpose(1, 2) * scale  # [B, K, n_e]
-        heal = self.heal_q(f) @ self.heal_k(x[:, 1:1 + n_a]).transpose(1, 2) * scale  # [B, K, A-1]
+        attack = f @ self.attack_k(x[:, 1 + n_a:]).transpose(1, 2) * scale  # [B, K, n_e]
+        heal = f @ self.heal_k(x[:, 1:1 + n_a]).transpose(1, 2) * scale  # [B, K, A-1]
         heal = torch.cat([heal, heal.new_zeros(B, K, 1)], -1)  # row -1 reads this zero column
         heal_slots = heal.gather(-1, heal_rows.clamp(min=-1).remainder(n_a + 1).unsqueeze(1).expand(B, K, n_e))
         slots = torch.where(medivac[:, None, None], heal_slots, attack)
@@ -244,13 +247,13 @@ class Prior(nn.Module):
 class GameHead(nn.Module):
     """Game identification: the agent's token, relation and z, scored against an embedding of each game's sizes."""
 
-    def __init__(self, d: int, modes: int):
+    def __init__(self, d: int, relation: int, modes: int):
         super().__init__()
-        self.query = nn.Sequential(linear(2 * d + modes, d), nn.ReLU(), linear(d, d, 1.0))
+        self.query = nn.Sequential(linear(d + relation + modes, d), nn.ReLU(), linear(d, d, 1.0))
         self.game = nn.Sequential(linear(2, d), nn.ReLU(), linear(d, d, 1.0))
 
     def forward(self, own: torch.Tensor, relation: torch.Tensor, z: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-        """Logits [B, S] over the S games of sizes int[S, 2], from own [B, d], relation [B, d] and z [B, K]."""
+        """Logits [B, S] over the S games of sizes int[S, 2], from own [B, d], relation [B, d/4] and z [B, K]."""
         return self.query(torch.cat([own, relation, z], -1)) @ self.game(sizes.float() / 10.0).T
 
 
@@ -308,7 +311,7 @@ class MRA:
         self.tokens = Tokens(spec)
         self.actor = Actor(self.tokens, d, heads, K).to(self.device)
         self.prior = Prior(K).to(self.device)
-        self.game_head = GameHead(d, K).to(self.device)
+        self.game_head = GameHead(d, self.actor.dm, K).to(self.device)
         self.critic = Critic(self.tokens, d, heads).to(self.device)
         self.value_norm = ValueNorm().to(self.device)
         actor_params = [*self.actor.parameters(), *self.prior.parameters(), *self.game_head.parameters()]
@@ -373,7 +376,7 @@ class MRA:
     # ------------------------------------------------------------------ forward passes
     def policy(self, obs: torch.Tensor, games: torch.Tensor) -> dict[str, torch.Tensor]:
         """The actor on observations [n, A, obs_dim] of battles playing games int[n]: every mode's logits
-        [n, A, K, n_actions] (unmasked), own tokens [n, A, d], relations [n, A, K, d]."""
+        [n, A, K, n_actions] (unmasked), own tokens [n, A, d], relations [n, A, K, d/4]."""
         n, A = obs.shape[:2]
         own, allies, enemies = self.tokens.actor(obs.reshape(n * A, -1))
         heal_rows = self.heal_rows.unsqueeze(0).expand(n, -1, -1).reshape(n * A, -1)
