@@ -288,6 +288,8 @@ class MRASettings(PPOSettings):
     critic_lr: float = setting("critic learning rate", gt=0)
     value_norm: bool = setting("normalise value targets with running statistics")
     hidden: int = setting("token width d of the relational encoder, the action heads and the critic", ge=1)
+    encoder_blocks: int = setting("shared self-attention blocks among all tokens before the K mode heads (0: the "
+                                  "mode heads alone, as the authors' encoder)", ge=0)
     attn_heads: int = setting("heads of the shared self-attention blocks (hidden must be a multiple)", ge=1)
     latent_modes: int = setting("K: latent modes, each a relational head; 1 with mi_coef=0 game_id_coef=0 is "
                                 "entity-PPO", ge=1)

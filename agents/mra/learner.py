@@ -188,11 +188,12 @@ class Block(nn.Module):
 class Actor(nn.Module):
     """The relational encoder with K mode heads and the per-entity action heads (no size-dependent parameter)."""
 
-    def __init__(self, tokens: Tokens, d: int, heads: int, modes: int):
+    def __init__(self, tokens: Tokens, d: int, heads: int, modes: int, blocks: int = 1):
         super().__init__()
         self.d, self.K, self.dm = d, modes, max(d // 4, 1)
         self.own, self.ally, self.enemy = embed(tokens.own_w, d), embed(tokens.ally_w, d), embed(tokens.enemy_w, d)
-        self.block = Block(d, heads)
+        # shared self-attention among all the tokens before the mode heads (0: the mode heads alone, as the authors)
+        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(blocks))
         # the K mode heads: one narrow query/key/value head each (width d/4), from the agent's own token over
         # every token; they are what the modes differ in
         dm = self.dm
@@ -215,7 +216,8 @@ class Actor(nn.Module):
         x = torch.cat([self.own(own).unsqueeze(1), self.ally(allies), self.enemy(enemies)], 1)
         present = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=own.device), allies.abs().sum(-1) > 0,
                              enemies.abs().sum(-1) > 0], 1)
-        x = self.block(x, present)
+        for block in self.blocks:
+            x = block(x, present)
         x_own = x[:, 0]
         K, d, dm = self.K, self.d, self.dm
         q = self.mq(x_own).reshape(B, K, 1, dm)
@@ -309,7 +311,7 @@ class MRA:
         d, heads, K = cfg["hidden"], cfg["attn_heads"], cfg["latent_modes"]
         self.K = K
         self.tokens = Tokens(spec)
-        self.actor = Actor(self.tokens, d, heads, K).to(self.device)
+        self.actor = Actor(self.tokens, d, heads, K, cfg["encoder_blocks"]).to(self.device)
         self.prior = Prior(K).to(self.device)
         self.game_head = GameHead(d, self.actor.dm, K).to(self.device)
         self.critic = Critic(self.tokens, d, heads).to(self.device)
