@@ -1,4 +1,5 @@
-"""The `marl` command line: `marl train`, `marl eval`, `marl front`, `marl replay`, `marl envs` and `marl config`."""
+"""The `marl` command line: `marl train`, `marl eval`, `marl front`, `marl adapt`, `marl replay`, `marl envs` and
+`marl config`."""
 
 from __future__ import annotations
 
@@ -270,6 +271,20 @@ def _front(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    from marl.adapt import adapt, probabilities
+
+    res = adapt(args.run_dir, args.scenario, episodes=args.episodes, steps=args.steps, lr=args.lr, seed=args.seed,
+                eval_episodes=args.eval_episodes, out=args.out)
+    before, after = res["before"], res["after"]
+    print(f"adapted {res['run']} to {res['scenario']} ({res['steps']} steps of {res['episodes']} episodes): "
+          f"win rate before {before['win_rate']:.1%}, after {after['win_rate']:.1%} (each over "
+          f"{after['episodes']} fresh episodes, seed {res['seed']})")
+    print(f"prior over the modes: {probabilities(res['prior_before'])} -> {probabilities(res['prior_after'])}")
+    print(f"adapted run: {res['out']}")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -374,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
     fr = sub.add_parser("front", help="a Pareto-front run's archive: one row per policy, front.csv and front.png")
     fr.add_argument("run_dir")
     fr.set_defaults(func=_front)
+    ad = sub.add_parser("adapt", help="adapt a run's latent prior (mra) to another scenario, network frozen: "
+                        "marl adapt RUN_DIR --scenario 12m")
+    ad.add_argument("run_dir")
+    ad.add_argument("--scenario", required=True, help="the scenario to adapt to, e.g. a SMAC map such as 12m")
+    ad.add_argument("--episodes", type=_positive, default=8, help="fresh episodes per adaptation step")
+    ad.add_argument("--steps", type=_positive, default=5, help="REINFORCE steps on the prior's logits")
+    ad.add_argument("--lr", type=float, default=0.5, help="Adam's learning rate on the logits")
+    ad.add_argument("--seed", type=int, default=12345, help="seed of the adaptation and evaluation battles")
+    ad.add_argument("--eval-episodes", type=_positive, default=64,
+                    help="fresh episodes of another seed for the win rate before and after")
+    ad.add_argument("--out", metavar="DIR", help="the adapted run directory (default: RUN_DIR-adapt-SCENARIO)")
+    ad.set_defaults(func=_adapt)
     rp = sub.add_parser("replay", help="watch a recorded battle in a window, or export it to PNG or GIF")
     rp.add_argument("file", help="a replay (.npz), e.g. replays/3s5z_mappo_win.npz")
     rp.add_argument("--export", metavar="OUT", help="render without a window: OUT.gif (every step), OUT.png "

@@ -143,7 +143,8 @@ BUILTIN_ENVS: dict[str, EnvPlugin] = {
 ENVS: dict[str, EnvPlugin] = dict(BUILTIN_ENVS)
 LEARNERS: dict[str, str] = {"mappo": "marl.agents.mappo:MAPPO", "commformer": "marl.agents.commformer:CommFormer",
                              "cmorl": "marl.agents.cmorl:CMORL",
-                             "stepmix": "marl.agents.stepmix.learner:StepMix"}
+                             "stepmix": "marl.agents.stepmix.learner:StepMix",
+                             "mra": "marl.agents.mra:MRA"}
 
 _discovered: dict[str, dict[str, Any]] = {}
 PLUGIN_ERRORS: dict[str, str] = {}  # "group:name" -> the one-line error it failed to load with

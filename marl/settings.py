@@ -376,12 +376,45 @@ class StepMixSettings(MAPPOSettings):
                               f"has {spec.reward_dim} objectives ({', '.join(spec.reward_names)})")
 
 
+class MRASettings(PPOSettings):
+    """configs/algos/mra.yaml: MRA (entity tokens, K latent modes, a game-conditioned prior; one policy, any team)."""
+
+    critic_lr: float = setting("critic learning rate", gt=0)
+    value_norm: bool = setting("normalise value targets with running statistics")
+    hidden: int = setting("token width d of the relational encoder, the action heads and the critic", ge=1)
+    encoder_blocks: int = setting("shared self-attention blocks among all tokens before the K mode heads (0: the "
+                                  "mode heads alone, as the authors' encoder)", ge=0)
+    attn_heads: int = setting("heads of the shared self-attention blocks (hidden must be a multiple)", ge=1)
+    latent_modes: int = setting("K: latent modes, each a relational head; 1 with mi_coef=0 game_id_coef=0 is "
+                                "entity-PPO", ge=1)
+    mi_coef: float = setting("weight of the mutual information log pi(a|s,z) - log E_z' pi(a|s,z')", ge=0)
+    game_id_coef: float = setting("weight of the game-identification cross-entropy over the training scenarios",
+                                  ge=0)
+    eval_latent: Literal["sample", "mode"] = setting("evaluation's latent z: drawn from the prior, or its most "
+                                                     "likely mode")
+
+    @classmethod
+    def check_spec(cls, config: dict, spec) -> None:
+        """The token width splits among the heads; the env must lay out its observation and state as entities."""
+        super().check_spec(config, spec)
+        algo = config["algo"]
+        if algo["hidden"] % algo["attn_heads"]:
+            raise ConfigError(f"algo.hidden ({algo['hidden']}) must be a multiple of algo.attn_heads "
+                              f"({algo['attn_heads']})")
+        from marl.agents.mra.learner import layout_problem
+
+        problem = layout_problem(spec)
+        if problem:
+            raise ConfigError(problem)
+
+
 ENV_SCHEMAS: dict[str, type[Settings]] = {"smac": SMACSettings, "sc2": SC2Settings, "pettingzoo": PettingZooSettings,
                                           "mpe": PettingZooSettings, "gym": PettingZooSettings,
                                           "comm": CommSettings}
 LEARNER_SCHEMAS: dict[str, type[Settings]] = {"mappo": MAPPOSettings, "commformer": CommFormerSettings,
                                               "cmorl": CMORLSettings,
-                                              "stepmix": StepMixSettings}
+                                              "stepmix": StepMixSettings,
+                                              "mra": MRASettings}
 
 
 # ------------------------------------------------------------------------------------------- lookup

@@ -71,9 +71,9 @@ def _presets() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", _presets(), ids=lambda p: f"{p.parent.name}/{p.stem}")
-@pytest.mark.parametrize("algo", ["mappo", "commformer", "cmorl", "stepmix"])
+@pytest.mark.parametrize("algo", ["mappo", "commformer", "cmorl", "stepmix", "mra"])
 def test_every_preset_validates_with_every_learner(path, algo):
-    assert config.available_algos() == ["cmorl", "commformer", "mappo", "stepmix"]
+    assert config.available_algos() == ["cmorl", "commformer", "mappo", "stepmix", "mra"]
     c = config.load(path.parent.name, path.stem, algo)  # load validates every section
     config.validate(c)
     assert c["run"] == {"env": path.parent.name, "scenario": path.stem, "algo": algo}
@@ -495,7 +495,7 @@ def test_marl_config_of_an_adapter_says_other_keys_pass_through(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["config", "nope"], "unknown learner 'nope'; available: cmorl, commformer, mappo, stepmix"),
+    (["config", "nope"], "unknown learner 'nope'; available: cmorl, commformer, mappo, mra, stepmix"),
     (["config", "--env", "smak"], "unknown environment 'smak' (did you mean smac?); known environments: comm, gym, "
                                   "mpe, pettingzoo, sc2, smac"),
     (["config", "--env", "smac", "3m", "extra"], "--env takes an environment and at most one scenario, got smac 3m "

@@ -1,0 +1,139 @@
+"""`marl adapt RUN_DIR --scenario MAP`: fast adaptation of a learner's latent prior to a game it never trained on.
+
+Only the prior's logits for the new game move; the network stays frozen. Each of `steps` steps plays
+`episodes` fresh episodes on the new scenario (deterministic actions, as evaluation plays, each agent's
+latent mode drawn from the current prior) and takes one Adam step of REINFORCE on the logits:
+-mean_episodes (R - mean R) / std R * sum_agents log softmax(logits)[z]. The win rate is measured
+before and after on `eval_episodes` fresh episodes of another seed, with the same latent draws (the
+evaluation generator reseeded alike), and the adapted learner is written as a new run directory
+whose config names the new scenario (`marl eval` and `marl train --resume` take it as any run; the
+battles of the old run are not carried over).
+
+The learner needs the `LatentPrior` capability (MRA has it); the new environment is built with the
+run's config and the scenario replaced, and the learner for its spec takes the run's checkpoint, which
+works when no parameter depends on the team size.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from marl import checkpoint
+from marl import config as config_mod
+from marl.registry import make_learner
+from marl.rollout import play_episodes
+from marl.spec import EnvSpec
+from marl.trainer import LAST, build_env, evaluate
+
+
+class AdaptError(ValueError):
+    """A run or a request that `marl adapt` cannot serve; one line."""
+
+
+@runtime_checkable
+class LatentPrior(Protocol):
+    """Optional Learner capability: a prior over latent modes per game, which `marl adapt` can move on its own."""
+
+    def game_of(self, spec: EnvSpec) -> tuple:
+        """The key of the game a single-scenario spec plays (MRA: its team sizes)."""
+
+    def game_prior_logits(self, game: tuple) -> np.ndarray:
+        """The prior's logits [K] for a game."""
+
+    def set_game_prior_logits(self, game: tuple, logits: np.ndarray) -> None:
+        """Use these logits [K] as the game's prior from now on."""
+
+    def held_latents(self, deterministic: bool = True) -> np.ndarray:
+        """The modes int[E, A] the battles' agents hold now (evaluation's, or training's)."""
+
+    def reseed_latents(self, seed: int) -> None:
+        """Restart evaluation's latent draws from a seed."""
+
+
+def adapt(run_dir, scenario: str, episodes: int = 8, steps: int = 5, lr: float = 0.5, seed: int = 12345,
+          eval_episodes: int = 64, out=None) -> dict:
+    """Adapt the run's prior to `scenario`; write the adapted run to `out`; returns before, after and the logits."""
+    run_dir = Path(run_dir)
+    config = config_mod.load_file(run_dir / "config.yaml")
+    out = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}-adapt-{scenario}"
+    if out.exists():
+        raise AdaptError(f"{out} already exists; give another --out DIR")
+    path = run_dir / "checkpoints" / LAST
+    data = checkpoint.load(path)
+    r = config["run"]
+    new_config = copy.deepcopy(config)
+    new_config["run"]["scenario"] = scenario
+    env = build_env(new_config, episodes)
+    try:
+        learner = make_learner(r["algo"], env.spec, config["algo"], seed=config["train"]["seed"], device="cpu")
+        if not isinstance(learner, LatentPrior):
+            raise AdaptError(f"{run_dir} was trained with {r['algo']}, which has no latent prior to adapt; marl adapt "
+                             "adapts runs of --algo mra")
+        checkpoint.restore(learner, data["learner"], path)
+        game = learner.game_of(env.spec)
+        logits0 = np.asarray(learner.game_prior_logits(game), np.float32)
+        if len(logits0) < 2:
+            raise AdaptError(f"{run_dir} has one latent mode (algo.latent_modes=1): its prior has nothing to adapt")
+        eval_env = build_env(new_config, min(eval_episodes, 32))
+
+        def measure() -> dict:
+            learner.reseed_latents(seed + 1)  # the same latent noise before and after: only the prior differs
+            return evaluate(eval_env, learner, eval_episodes, seed=seed + 1_000_003)
+
+        torch.set_num_threads(1)
+        before = measure()
+        logits = torch.tensor(logits0, requires_grad=True)
+        opt = torch.optim.Adam([logits], lr=lr)
+        history = []
+        for s in range(steps):
+            learner.set_game_prior_logits(game, logits.detach().numpy())
+            learner.reseed_latents(seed + 17 * (s + 1))
+            held: list[np.ndarray] = []
+
+            def act(step, held=held):
+                actions = learner.act(step, deterministic=True)[0]
+                if not held:  # the modes every battle's first episode plays (the ones counted)
+                    held.append(learner.held_latents(deterministic=True))
+                return actions
+
+            played = play_episodes(env, act, np.ones(episodes, np.int64), seed=seed + 7919 * (s + 1))
+            ret = played["return"]
+            if ret.ndim > 1:  # a vector reward: the run's preference scalarises it, as training did
+                ret = ret @ np.asarray(config["algo"].get("preference") or np.ones(ret.shape[1]), np.float32)
+            z = torch.as_tensor(held[0][played["env"]])  # [episodes, A]
+            adv = torch.as_tensor((ret - ret.mean()) / (ret.std() + 1e-8), dtype=torch.float32)
+            log_p = torch.log_softmax(logits, -1)[z].sum(-1)
+            loss = -(adv * log_p).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append({"step": s + 1, "mean_return": float(ret.mean()),
+                            "win_rate": float(played["won"].mean())})
+        learner.set_game_prior_logits(game, logits.detach().numpy())
+        after = measure()
+        eval_env.close()
+    finally:
+        env.close()
+
+    payload = {k: v for k, v in data.items() if k not in ("format", "version")}
+    payload.update(learner=learner.state_dict(), env=None, config=new_config, last_eval=after)
+    out.mkdir(parents=True)
+    config_mod.dump(new_config, out / "config.yaml")
+    checkpoint.save(out / "checkpoints" / LAST, payload)
+    result = {"run": str(run_dir), "scenario": scenario, "episodes": episodes, "steps": steps, "lr": lr,
+              "seed": seed, "before": before, "after": after, "prior_before": logits0.tolist(),
+              "prior_after": logits.detach().numpy().tolist(), "history": history, "out": str(out)}
+    checkpoint.atomic_write_text(out / "adapt.json", json.dumps(result, indent=2))
+    return result
+
+
+def probabilities(logits) -> str:
+    """A prior's mode probabilities in words: "0.17 0.17 ..."."""
+    p = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1)
+    return " ".join(f"{x:.2f}" for x in p.tolist())
