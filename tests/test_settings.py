@@ -73,7 +73,7 @@ def _presets() -> list[Path]:
 @pytest.mark.parametrize("path", _presets(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 @pytest.mark.parametrize("algo", ["mappo", "commformer", "cmorl", "stepmix", "mra"])
 def test_every_preset_validates_with_every_learner(path, algo):
-    assert config.available_algos() == ["cmorl", "commformer", "mappo", "stepmix", "mra"]
+    assert config.available_algos() == ["cmorl", "commformer", "mappo", "mra", "stepmix"]
     c = config.load(path.parent.name, path.stem, algo)  # load validates every section
     config.validate(c)
     assert c["run"] == {"env": path.parent.name, "scenario": path.stem, "algo": algo}
