@@ -162,15 +162,15 @@ def test_stepmix_members_are_credited_v_b_low_plus_their_gains_lower_bound(tmp_p
     _, learner, _ = started(cfg)
     learner.vb.n, learner.vb.total, learner.vb.total_sq = 100, 1000.0, 100 * 100.0 + 99 * 4.0  # mean 10, var 4
     lo, hi = learner.vb.interval()
-    H = learner.H  # 5
+    assert learner.H == 5
     gains = np.array([[0.0, 0.0], [0.5, 0.7], [1.0, 1.0], [-3.0, -3.0], [5.0, 5.0], [9.0, 9.0]])
     var = np.array([0.0, 0.4, 0.0, 1.0, 1.0, 1.0])
     count = np.array([40, 40, 1, 30, 30, 30])
     learner._decide(np.array([12.0, 12.0]), np.array([5.0, 13.0]), (gains, var, count))
     L = 12 - 2 * np.sqrt(32 / 2)  # 4 (targets: variance 32 over 2 episodes): the learner's own bound, member H's
     # h = 1: lo + 0.6 - 2 sqrt(0.01 + 0.01); h = 2 reached by one episode: min(L, lo); h = 3, 4 from their gains
-    expected = [lo, lo + 0.6 - 2 * np.sqrt(0.02), min(L, lo), lo - 3 - 2 * np.sqrt(1 / 30), lo + 5 - 2 * np.sqrt(1 / 30),
-                L]
+    se = 2 * np.sqrt(1 / 30)
+    expected = [lo, lo + 0.6 - 2 * np.sqrt(0.02), min(L, lo), lo - 3 - se, lo + 5 - se, L]
     thr = 0.9 * hi
     assert learner.lower == L and learner.mixing == stepmix_kappa(expected, thr)
     # the last member that clears is h = 4; kappa mixes it with member 5 (the learner alone)
