@@ -122,7 +122,7 @@ def _play(config: dict, state: dict, episodes: int, seed: int) -> tuple[dict, di
     from marl.trainer import PolicyEvaluator, build_env, evaluate
 
     env = build_env(config, 1)
-    learner = make_learner(config["run"]["algo"], env.spec, config["algo"], seed=0)
+    learner = make_learner(config["run"]["algo"], env.spec, config["algo"], seed=0, device="cpu")
     learner.load_state_dict(state)
     env.close()
     play = PolicyEvaluator(config)
