@@ -167,7 +167,7 @@ def baseline(args) -> dict:
         sys.exit(f"stepmix_smac: error: no kept checkpoint of {run} wins {args.pick_low:.0%}-{args.pick_high:.0%} "
                  f"sampled ({seen}); keep checkpoints more often (--keep-every) or train longer (--baseline-steps)")
     middle = (args.pick_low + args.pick_high) / 2
-    best = min(inside, key=lambda p: abs(p["sampled_win_rate"] - middle))
+    best = dict(min(inside, key=lambda p: abs(p["sampled_win_rate"] - middle)))
     dest = root / "baseline"
     (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
     config_mod.dump(cfg, dest / "config.yaml")
