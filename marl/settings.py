@@ -79,6 +79,8 @@ class TrainSettings(Settings):
     eval_episodes: int = setting("episodes per evaluation", ge=1)
     record_replays: bool = setting("record one deterministic battle into RUN_DIR/replays/ at each evaluation")
     checkpoint_interval: int = setting("updates between checkpoints (0: only the final one)", ge=0)
+    keep_checkpoints: bool = setting("also keep each checkpoint written as checkpoints/step-<env steps>.pt")
+    log_episodes: bool = setting("append every finished training episode to RUN_DIR/episodes.csv")
     log_interval: int = setting("updates between TensorBoard scalar writes", ge=1)
     runs_dir: str = setting("folder that holds the run directories (made when missing)",
                             domain="a folder path (not an existing file)")
@@ -363,6 +365,9 @@ class StepMixSettings(MAPPOSettings):
     bound_epochs: int = setting("passes of the ensembles over each rollout", ge=1)
     calibration_interval: int = setting("updates between Monte-Carlo checks of the lower bound (0: never)", ge=0)
     calibration_episodes: int = setting("episodes of the learner's sampled policy per calibration check", ge=1)
+    return_floor: float | None = setting("the lowest return an episode can have (SMAC: 0); no lower bound goes "
+                                         "below it, and it is the learner's bound before its episodes measure one "
+                                         "(null: none, so EpsMix and StepMix start at 0)")
 
     @classmethod
     def check_spec(cls, config: dict, spec) -> None:

@@ -42,6 +42,46 @@ from marl.spec import (
 )
 
 LAST = "last.pt"
+EPISODES = "episodes.csv"  # train.log_episodes: one row per finished training episode
+
+
+def kept_checkpoint_name(env_steps: int) -> str:
+    """train.keep_checkpoints: the file name of the copy of the checkpoint written at env_steps."""
+    return f"step-{env_steps}.pt"
+
+
+def episode_rows(episodes: list[dict], update: int, env_steps: int) -> str:
+    """episodes.csv lines of one update's finished episodes: update, env_steps (both at the update's end), the
+    return (one column per objective for a vector reward), length and won (0/1)."""
+    lines = []
+    for ep in episodes:
+        ret = ep["return"]
+        ret = ",".join(repr(float(r)) for r in ret) if isinstance(ret, (list, tuple)) else repr(float(ret))
+        lines.append(f"{update},{env_steps},{ret},{int(ep['length'])},{int(bool(ep['won']))}\n")
+    return "".join(lines)
+
+
+def episodes_header(reward_names: tuple[str, ...]) -> str:
+    """episodes.csv's first line: return, or return_<objective> for each objective of a vector reward."""
+    returns = ",".join(f"return_{n}" for n in reward_names) if len(reward_names) > 1 else "return"
+    return f"update,env_steps,{returns},length,won\n"
+
+
+def trim_episodes(path: Path, update: int) -> None:
+    """On resume: drop the rows of updates after the checkpoint's (appended before a crash) and a torn last line,
+    so the log holds each episode of the resumed run once."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    keep = [lines[0]] if lines and lines[0] else []
+    for line in lines[1:]:
+        cells = line.split(b",")
+        if len(cells) >= 5 and cells[0].isdigit() and int(cells[0]) <= update:
+            keep.append(line)
+    text = b"".join(line + b"\n" for line in keep)
+    if text != data:
+        checkpoint.atomic_write_bytes(path, text)
 
 
 def run_dir_name(config: dict) -> str:
@@ -324,10 +364,27 @@ class Trainer:
                 "last_eval": self.last_eval, "config": self.config}
 
     def save(self) -> Path:
-        """Write checkpoints/last.pt atomically; returns its path."""
+        """Write checkpoints/last.pt atomically (and with train.keep_checkpoints a copy, step-<env steps>.pt);
+        returns its path."""
         path = self.run_dir / "checkpoints" / LAST
         checkpoint.save(path, self._payload())
+        if self.config["train"].get("keep_checkpoints"):
+            checkpoint.atomic_write_bytes(path.parent / kept_checkpoint_name(self.env_steps), path.read_bytes())
         return path
+
+    def log_episodes(self, episodes: list[dict]) -> None:
+        """train.log_episodes: append the update's finished episodes to RUN_DIR/episodes.csv in one flushed write."""
+        path = self.run_dir / EPISODES
+        text = "" if path.exists() else episodes_header(self.spec.reward_names)
+        text += episode_rows(episodes, self.update_index, self.env_steps)
+        if not text:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:  # one write of whole lines: a crash leaves at most a torn last line, which a resume drops
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _load(self) -> None:
         path = self.run_dir / "checkpoints" / LAST
@@ -347,6 +404,8 @@ class Trainer:
         if self._policy_evaluator is not None:
             self._policy_evaluator.env_steps = c.get("eval_env_steps", 0)
         self.last_eval = data.get("last_eval")
+        if self.config["train"].get("log_episodes"):
+            trim_episodes(self.run_dir / EPISODES, self.update_index)
 
     @property
     def eval_env_steps(self) -> int:
@@ -410,6 +469,8 @@ class Trainer:
                 start = time.perf_counter()
                 rollout, episodes, timing = self._collect()
                 metrics = self._update(rollout, episodes, timing)
+                if t.get("log_episodes"):
+                    self.log_episodes(episodes)
                 sps = self.per_update / (time.perf_counter() - start)
                 self._log(logger, metrics, episodes, timing, sps)
                 self._evaluate(logger)

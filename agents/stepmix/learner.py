@@ -58,7 +58,7 @@ from .tabular import epsmix_eps, stepmix_kappa
 
 
 def member_values(reward: np.ndarray, baseline_values: np.ndarray, t: np.ndarray, switch: np.ndarray,
-                  done: np.ndarray, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  done: np.ndarray, H: int, relative: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """StepMix's members from the rollout: per member h, the mean over episodes of R_<h + V_B(s_h) [H + 1, M],
     the variance over episodes of that sum (the heads' mean) [H + 1], and the episodes counted [H + 1].
 
@@ -68,11 +68,20 @@ def member_values(reward: np.ndarray, baseline_values: np.ndarray, t: np.ndarray
     episodes that began in the rollout (t, the episode step of each row, is 0), each for every
     h <= its switch whose step h lies inside the rollout, so the learner played all of its first h steps.
     The mean is NaN where no episode counts, the variance where fewer than two do.
+
+    relative: each episode's sum less the baseline's value of its own first state, V_B(s_0) (per head), so
+    member h's figure is its gain over the baseline, E[R_<h + V_B(s_h) - V_B(s_0)]: the error the critic
+    shares at s_0 and s_h, and the episodes' spread in V_B(s_0), cancel in each episode's difference.
     """
     T, E = t.shape
     M = baseline_values.shape[-1]
+    first = np.zeros_like(baseline_values)  # V_B(s_0) of each row's episode (rows whose s_0 is in the rollout)
+    if relative:
+        rows = np.arange(T)[:, None] - t
+        inside = rows >= 0
+        first[inside] = baseline_values[rows[inside], np.nonzero(inside)[1]]
     sums, sq = np.zeros((H + 1, M)), np.zeros(H + 1)
-    count, ended, ended_sq = np.zeros(H + 2), np.zeros(H + 2), np.zeros(H + 2)
+    count, ended, ended_sq = np.zeros(H + 2), np.zeros((H + 2, M)), np.zeros(H + 2)
     before = np.zeros((T, E))  # R_<h: the episode's reward before each row
     running = np.zeros(E)
     for i in range(T):
@@ -84,25 +93,45 @@ def member_values(reward: np.ndarray, baseline_values: np.ndarray, t: np.ndarray
             top = min(int(switch[i, e]), T - 1 - ts, H)
             length = int(t[i, e]) + 1
             if ts >= 0 and length <= top:
-                ended[length] += running[e]
-                ended[top + 1] -= running[e]
-                ended_sq[length] += running[e] ** 2
-                ended_sq[top + 1] -= running[e] ** 2
+                gain = running[e] - first[i, e]  # [M]; the return itself where not relative
+                ended[length] += gain
+                ended[top + 1] -= gain
+                ended_sq[length] += gain.mean() ** 2
+                ended_sq[top + 1] -= gain.mean() ** 2
     ts, es = np.nonzero(t == 0)
     top = np.minimum(np.minimum(switch[ts, es], T - 1 - ts), H)  # the last h episode (ts, es) counts for
     count[0] += len(ts)
     np.add.at(count, top + 1, -1)
     count = np.cumsum(count)[: H + 1]
     sel = (np.arange(T)[:, None] - t >= 0) & (t <= switch) & (t <= H)
-    value = before[sel][:, None] + baseline_values[sel]
+    value = before[sel][:, None] + baseline_values[sel] - first[sel]
     np.add.at(sums, t[sel], value)
     np.add.at(sq, t[sel], value.mean(-1) ** 2)
-    sums += np.cumsum(ended)[: H + 1, None]
+    sums += np.cumsum(ended, 0)[: H + 1]
     sq += np.cumsum(ended_sq)[: H + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count[:, None] > 0, sums / count[:, None], np.nan)
         var = np.where(count > 1, (sq - count * mean.mean(-1) ** 2) / (count - 1), np.nan)
     return mean, np.maximum(var, 0.0), count
+
+
+def lower_bound(heads: np.ndarray, targets: np.ndarray, z: float, floor: float = float("-inf")) -> float:
+    """A lower confidence bound on a policy's expected return from an ensemble of critics.
+
+    heads [M]: each critic's mean value over the start states; targets [n]: the critics' training targets
+    at the start states of the policy's own episodes (TD(lambda) returns, gamma 1). Two errors, taken as
+    independent: the critics' disagreement (the variance over heads: fitting and generalisation) and the
+    sampling error of the returns they were fitted to (the targets' variance over n, the standard error
+    of their mean squared). L = mean(heads) - z sqrt(var(heads) + var(targets) / n), never below floor
+    (the lowest return possible); the floor itself where fewer than two episodes give targets, since
+    then nothing measures the sampling error.
+    """
+    targets = np.asarray(targets, np.float64).ravel()
+    if targets.size < 2:
+        return float(floor)
+    heads = np.asarray(heads, np.float64)
+    spread = heads.var() + targets.var(ddof=1) / targets.size
+    return float(max(heads.mean() - z * np.sqrt(spread), floor))
 
 
 class StepMix:
@@ -142,7 +171,7 @@ class StepMix:
         self.learner_value = 0.0
         self.updates = 0
         self.calibration = {"checks": 0, "covered": 0, "last_mc": float("nan"), "last_lower": float("nan"),
-                            "last_value": float("nan")}
+                            "last_value": float("nan"), "last_mc_se": float("nan")}
         self.window = {"returns": 0.0, "episodes": 0, "learner_steps": 0, "steps": 0}
         self.running: np.ndarray | None = None  # each battle's return so far (float64)
 
@@ -166,26 +195,33 @@ class StepMix:
         return (1 - self.cfg["alpha"]) * self.vb.interval()[1]
 
     # ------------------------------------------------------------------ deciding
-    def _lower(self, samples: np.ndarray) -> float:
-        """mean - bound_z * std over the ensemble of per-head estimates [M]."""
-        return float(samples.mean() - self.cfg["bound_z"] * samples.std())
+    def _floor(self) -> float:
+        """algo.return_floor, the lowest return an episode can have (-inf where none is given)."""
+        floor = self.cfg["return_floor"]
+        return float("-inf") if floor is None else float(floor)
 
-    def _decide(self, start_values: np.ndarray, members: tuple | None) -> None:
-        """The mixing parameter from the learner's heads at start states [M] and, for StepMix, member_values()."""
+    def _lower(self, heads: np.ndarray, targets: np.ndarray) -> float:
+        """lower_bound() of the learner's heads at start states [M] and its critic's targets there [n]."""
+        return lower_bound(heads, targets, self.cfg["bound_z"], self._floor())
+
+    def _decide(self, start_values: np.ndarray, targets: np.ndarray, members: tuple | None) -> None:
+        """The mixing parameter from the learner's heads at start states [M] and its targets there [n] (the
+        learner's episodes), and for StepMix member_values(relative=True)."""
         lo = self.vb.interval()[0]
         thr = self.threshold()
         self.learner_value = float(start_values.mean())
-        self.lower = self._lower(start_values)
+        self.lower = self._lower(start_values, targets)
         if self.cfg["mix"] == "epsmix":
             self.mixing = epsmix_eps(self.lower, lo, thr)
             return
-        lowers = np.full(self.H + 1, min(self.lower, lo))
-        if members is not None:
-            mean, var, count = members
+        lowers = np.full(self.H + 1, max(min(self.lower, lo), self._floor()))
+        if members is not None:  # member h: V_b's lower end plus a lower bound on its gain over the baseline
+            gains, var, count = members
             for h in range(1, self.H):
                 if count[h] > 1:  # the heads' spread and the episodes' standard error, together
-                    spread = mean[h].var() + var[h] / count[h]
-                    lowers[h] = float(mean[h].mean() - self.cfg["bound_z"] * np.sqrt(spread))
+                    spread = gains[h].var() + var[h] / count[h]
+                    lowers[h] = max(float(lo + gains[h].mean() - self.cfg["bound_z"] * np.sqrt(spread)),
+                                    self._floor())
         lowers[0], lowers[self.H] = lo, self.lower
         self.mixing = stepmix_kappa(lowers, thr)
 
@@ -215,7 +251,7 @@ class StepMix:
                            "win_rate": float(np.mean(played["won"]))}
         starts = step.t == 0
         heads = self._heads_np(step.state[starts] if starts.any() else step.state).mean(-2)
-        self._decide(heads[:, : cfg["ensemble"]].mean(0), None)
+        self._decide(heads[:, : cfg["ensemble"]].mean(0), np.zeros(0), None)  # no episodes yet: L is the floor
         self.switch = np.zeros(step.n_envs, np.int64)
         self.ready = True
 
@@ -243,8 +279,8 @@ class StepMix:
         metrics: dict = {}
         if (rollout.alive & learn[..., None]).any():  # no step of its own: Adam's momentum must not move it
             metrics.update(self.mappo.update(rollout))
-        values, metrics["bound_loss"] = self._update_bound(rollout)
-        self._decide_from(rollout, values)
+        values, targets, metrics["bound_loss"] = self._update_bound(rollout)
+        self._decide_from(rollout, values, targets)
         self.updates += 1
         interval = self.cfg["calibration_interval"]
         if interval and self.updates % interval == 0:
@@ -273,8 +309,9 @@ class StepMix:
         self.window["learner_steps"] += int(learn.sum())
         self.window["steps"] += learn.size
 
-    def _update_bound(self, rollout: Rollout) -> tuple[np.ndarray, float]:
-        """Ensemble epochs on undiscounted TD(lambda) targets, cut at the switch; the new values [T, E, A, 2M]."""
+    def _update_bound(self, rollout: Rollout) -> tuple[np.ndarray, np.ndarray, float]:
+        """Ensemble epochs on undiscounted TD(lambda) targets, cut at the switch; the new values and the targets
+        (both [T, E, A, 2M]) and the mean loss."""
         cfg, M = self.cfg, self.cfg["ensemble"]
         old = self._heads_np(rollout.state)
         boot, final = bootstrap_values(rollout, lambda obs, state, alive: self._heads_np(state))
@@ -303,10 +340,10 @@ class StepMix:
                 nn.utils.clip_grad_norm_(self.bound.parameters(), cfg["max_grad_norm"])
                 self.bound_opt.step()
                 losses.append(loss.item())
-        return self._heads_np(rollout.state), float(np.mean(losses)) if losses else 0.0
+        return self._heads_np(rollout.state), returns, float(np.mean(losses)) if losses else 0.0
 
-    def _decide_from(self, rollout: Rollout, values: np.ndarray) -> None:
-        """The next mixing parameter from the rollout's start states and, for StepMix, its members' values."""
+    def _decide_from(self, rollout: Rollout, values: np.ndarray, targets: np.ndarray) -> None:
+        """The next mixing parameter from the rollout's start states and, for StepMix, its members' gains."""
         M, H = self.cfg["ensemble"], self.H
         team = values.mean(2)  # [T, E, 2M]: the team's value, the agents' mean
         tt, sw = rollout.extras["t"], rollout.extras["switch"]
@@ -314,10 +351,12 @@ class StepMix:
         if not starts.any():  # no episode began in this rollout: keep the last decision
             return
         start_values = team[starts][:, :M].mean(0)
+        own = starts & (sw > 0)  # episodes the learner began: its critic's targets there, the heads' mean
+        start_targets = targets.mean(2)[own][:, :M].mean(-1)
         members = None
         if self.cfg["mix"] == "stepmix":
-            members = member_values(rollout.reward, team[..., M:], tt, sw, rollout.done, H)
-        self._decide(start_values, members)
+            members = member_values(rollout.reward, team[..., M:], tt, sw, rollout.done, H, relative=True)
+        self._decide(start_values, start_targets, members)
 
     def _calibrate(self) -> None:
         """Monte-Carlo returns of the learner's sampled policy on the Evaluator's battles against its lower bound."""
@@ -341,6 +380,8 @@ class StepMix:
         c["checks"] += 1
         c["covered"] += int(self.lower <= mc)
         c["last_mc"], c["last_lower"], c["last_value"] = mc, self.lower, self.learner_value
+        n = len(played["return"])
+        c["last_mc_se"] = float(np.std(played["return"], ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -397,6 +438,7 @@ class StepMix:
             scalars.update({"stepmix/calibration_coverage": c["covered"] / c["checks"],
                             "stepmix/calibration_mc_return": c["last_mc"],
                             "stepmix/calibration_lower_bound": c["last_lower"],
-                            "stepmix/calibration_value": c["last_value"]})
+                            "stepmix/calibration_value": c["last_value"],
+                            "stepmix/calibration_mc_se": c.get("last_mc_se", float("nan"))})
         self.window = {"returns": 0.0, "episodes": 0, "learner_steps": 0, "steps": 0}
         return {"scalars": scalars}

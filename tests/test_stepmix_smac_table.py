@@ -1,0 +1,64 @@
+"""benchmarks/stepmix_smac.py's table on synthetic episodes: windows, their means and upper bounds, the counts
+below the threshold, the steps to reach a win rate, and a whole table read from run directories."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+spec = importlib.util.spec_from_file_location("stepmix_smac", Path(__file__).parents[1] / "benchmarks" /
+                                              "stepmix_smac.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_windows_by_hand():
+    # windows of 4: [1, 3, 5, 7] mean 4, sd sqrt(20/3); [2, 2, 2, 2] mean 2, sd 0; the partial [9, 9] is left out
+    mean, upper = bench.windows([1, 3, 5, 7, 2, 2, 2, 2, 9, 9], 4)
+    assert mean.tolist() == [4.0, 2.0]
+    assert upper.tolist() == [4.0 + 1.96 * math.sqrt(20 / 3) / 2, 2.0]
+    assert bench.windows([1.0, 2.0], 4)[0].size == 0
+
+
+def test_window_row_counts_means_and_upper_bounds_below_the_threshold():
+    returns = [1, 3, 5, 7, 2, 2, 2, 2, 9, 9, 9, 9]  # means 4, 2, 9; uppers 6.58, 2, 9
+    assert bench.window_row(returns, 4.5, 4) == {"windows": 3, "below_fraction": 2 / 3, "upper_below": 1}
+    assert bench.window_row(returns, 7.0, 4) == {"windows": 3, "below_fraction": 2 / 3, "upper_below": 2}
+    assert bench.window_row(returns, 1.0, 4) == {"windows": 3, "below_fraction": 0.0, "upper_below": 0}
+    assert bench.window_row([1.0], 1.0, 4) == {"windows": 0, "below_fraction": None, "upper_below": 0}
+
+
+def test_steps_to_reach():
+    evals = [(300, 0.5), (100, 0.2), (200, 0.45), (400, 0.9)]
+    assert bench.steps_to_reach(evals, 0.45) == 200
+    assert bench.steps_to_reach(evals, 0.5) == 300
+    assert bench.steps_to_reach(evals, 0.95) is None
+
+
+def test_table_from_run_directories(tmp_path, monkeypatch):
+    (tmp_path / "baseline.json").write_text(json.dumps({"v_b": 10.0, "deterministic_win_rate": 0.5}))
+    rng = np.random.default_rng(0)
+    for name, mode, offset in [("epsmix-s1", "epsmix", 0.0), ("mappo-s1", "mappo", -6.0)]:
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "bench.json").write_text(json.dumps({"mode": mode, "seed": 1, "alpha": 0.1}))
+        returns = np.round(10 + offset + rng.normal(0, 1, 520), 3)
+        rows = "".join(f"1,100,{float(r)!r},20,0\n" for r in returns)
+        (run / "episodes.csv").write_text("update,env_steps,return,length,won\n" + rows)
+    (tmp_path / "runs" / "unfinished").mkdir()  # no episodes.csv: not a row
+    monkeypatch.setattr(bench, "read_evals", lambda run: [(64, 0.3), (128, 0.5)] if "epsmix" in run.name else [])
+    rows = bench.table(tmp_path, 256)
+    assert [r["run"] for r in rows] == ["epsmix-s1", "mappo-s1"]
+    eps, scratch = rows
+    assert eps["threshold"] == pytest.approx(9.0) and eps["windows"] == 2
+    assert eps["below_fraction"] == 0.0 and eps["upper_below"] == 0 and eps["steps_to_baseline_win_rate"] == 128
+    assert scratch["below_fraction"] == 1.0 and scratch["upper_below"] == 2
+    assert scratch["steps_to_baseline_win_rate"] is None
+    ret = bench.read_returns(tmp_path / "runs" / "mappo-s1")
+    assert ret.shape == (520,) and bench.window_row(ret, 9.0, 256) == {k: scratch[k] for k in
+                                                                       ("windows", "below_fraction", "upper_below")}
