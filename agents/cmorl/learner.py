@@ -43,8 +43,9 @@ import copy
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state
+from torch.func import stack_module_state
 
 from marl.pareto import ParetoArchive, check_preference, expected_utility, hypervolume, sparsity, weight_grid
 from marl.spec import EnvSpec, Evaluator, Rollout, Step
@@ -54,7 +55,6 @@ from ..ppo import (
     ValueNorm,
     masked_entropy,
     masked_logits,
-    masked_mean,
     mlp,
     normalize_advantages,
     policy_loss,
@@ -100,23 +100,33 @@ def route(owner: np.ndarray, n_policies: int) -> tuple[np.ndarray, np.ndarray]:
 
 def barrier(ratio: torch.Tensor, adv: torch.Tensor, margin: torch.Tensor, constrained: torch.Tensor,
             mask: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log-barrier loss of one policy and the number of its clamped (gradient-free) constraints.
+    """The log-barrier loss and the number of clamped (gradient-free) constraints, of one policy or of many.
 
-    ratio [n, A], adv [n, A, K] (per-objective advantages in return units), margin [K] (the last evaluated
-    G_j - c_j), constrained bool[K], mask [n, A]. R_j - c_j = margin_j + mean((ratio - 1) A_j).
+    ratio [..., n, A], adv [..., n, A, K] (per-objective advantages in return units), margin [..., K] (the
+    last evaluated G_j - c_j), constrained bool[..., K], mask [..., n, A]; the leading axes (a population's
+    P) give one loss and one count each. R_j - c_j = margin_j + mean((ratio - 1) A_j) over the masked entries.
     """
+    lead = ratio.shape[:-2]
     if not bool(constrained.any()):
-        return ratio.new_zeros(()), ratio.new_zeros(())
-    change = torch.stack([masked_mean((ratio - 1) * adv[..., j], mask) for j in range(adv.shape[-1])])
+        return ratio.new_zeros(lead), ratio.new_zeros(lead)
+    weight = (ratio - 1) * mask  # [..., n, A]
+    change = (weight.unsqueeze(-1) * adv).sum((-3, -2)) / mask.sum((-2, -1)).clamp(min=1).unsqueeze(-1)
     slack = margin + change
     clamped = constrained & (slack < BARRIER_FLOOR)
     logs = torch.log(torch.clamp(slack, min=BARRIER_FLOOR))  # clamp: no gradient below the floor
-    loss = -(logs * constrained).sum() / constrained.sum() / t
-    return loss, clamped.sum().float()
+    loss = -(logs * constrained).sum(-1) / constrained.sum(-1).clamp(min=1) / t
+    return loss, clamped.sum(-1).float()
 
 
 class Stacked(nn.Module):
-    """P copies of one network as stacked [P, ...] parameters, applied in one vmapped forward."""
+    """P copies of one network as stacked [P, ...] parameters, applied to [P, ...] inputs in one batched forward.
+
+    The template is an `mlp` (LayerNorm input, Linear and elementwise layers). The forward is explicit, not
+    `torch.vmap`: each Linear is one `torch.baddbmm` over the stacked weights, and the input LayerNorm's
+    affine part (per policy) is folded into the first Linear, W (g x + b) + c = (W g) x + (W b + c), so
+    the normalisation itself has no parameters, needs no gradient (the input needs none) and can be
+    computed once per update (`normalize`). The parameters, their names and the function are the template's.
+    """
 
     def __init__(self, modules: list[nn.Module]):
         super().__init__()
@@ -124,7 +134,26 @@ class Stacked(nn.Module):
         self.params = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.detach().clone())
                                         for k, v in params.items()})
         self._names = list(params)
-        self._base = [copy.deepcopy(modules[0]).to("meta")]  # a list: the template is no submodule
+        self._plan = self._compile(modules[0])
+
+    @staticmethod
+    def _compile(net: nn.Module) -> list[tuple[str, str, nn.Module | None]]:
+        """The template's layers as (kind, parameter prefix, module): "norm", "linear" or "elementwise"."""
+        plan = []
+        for name, mod in net.named_children():
+            if isinstance(mod, nn.LayerNorm):
+                if plan or len(mod.normalized_shape) != 1 or not mod.elementwise_affine:
+                    raise TypeError("Stacked folds one affine LayerNorm over the last axis, at the input only")
+                plan.append(("norm", name, copy.deepcopy(mod)))
+            elif isinstance(mod, nn.Linear):
+                plan.append(("linear", name, None))
+            elif isinstance(mod, (nn.ReLU, nn.Tanh, nn.ELU, nn.GELU, nn.Identity)):
+                plan.append(("elementwise", name, copy.deepcopy(mod)))
+            else:
+                raise TypeError(f"Stacked cannot batch a {type(mod).__name__} layer")
+        if plan and plan[0][0] == "norm" and (len(plan) < 2 or plan[1][0] != "linear"):
+            raise TypeError("Stacked folds the input LayerNorm into a Linear that must follow it")
+        return plan
 
     @property
     def size(self) -> int:
@@ -135,10 +164,34 @@ class Stacked(nn.Module):
         """name -> stacked tensor [P, ...], in the template's parameter names."""
         return {n: self.params[n.replace(".", "__")] for n in self._names}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [P, ...] -> each network p applied to x[p], stacked."""
-        base = self._base[0]
-        return torch.vmap(lambda params, inp: functional_call(base, params, (inp,)))(self.tensors(), x)
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The input LayerNorm without its affine part (which `forward` folds into the first Linear)."""
+        kind, _, norm = self._plan[0]
+        if kind != "norm":
+            return x
+        return F.layer_norm(x, norm.normalized_shape, eps=norm.eps)
+
+    def forward(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """x [P, ..., in] -> each network p applied to x[p]: [P, ..., out]. normalized: x is `normalize`d already."""
+        t = self.tensors()
+        P, lead = x.shape[0], x.shape[1:-1]
+        h = x.reshape(P, -1, x.shape[-1])
+        affine = None
+        for kind, name, mod in self._plan:
+            if kind == "norm":
+                h = h if normalized else self.normalize(h)
+                affine = t[f"{name}.weight"], t[f"{name}.bias"]  # [P, in] each
+            elif kind == "linear":
+                w, c = t[f"{name}.weight"], t[f"{name}.bias"]  # [P, out, in], [P, out]
+                if affine is not None:
+                    g, b = affine
+                    c = torch.baddbmm(c.unsqueeze(-1), w, b.unsqueeze(-1)).squeeze(-1)  # W b + c
+                    w = w * g.unsqueeze(1)  # W g
+                    affine = None
+                h = torch.baddbmm(c.unsqueeze(1), h, w.transpose(1, 2))
+            else:
+                h = mod(h)
+        return h.reshape(P, *lead, h.shape[-1])
 
     def one(self, p: int) -> dict[str, torch.Tensor]:
         """Policy p's parameters (copies), as a plain state dict of the template network."""
@@ -337,54 +390,50 @@ class CMORL:
         actions = per_policy(rollout.actions)
 
         scal = (adv_t * self.weights[:, None, None, :]).sum(-1)  # w . A per policy
-        norm_adv = torch.stack([normalize_advantages(scal[p], mask[p]) for p in range(P)])
+        norm_adv = normalize_advantages(scal, mask, batch_dims=1)  # over each policy's own living agents
         n = T * S
         flat = ret_t.permute(1, 2, 0, 3).reshape(n * A, P, K)  # the value statistics see each policy's living
         self.value_norm.update(flat, mask.permute(1, 2, 0).reshape(n * A, P, 1))
         mean, std = self.value_norm.stats()
         targets = (ret_t - mean[:, None, None, :]) / std[:, None, None, :]
         margin = self.last_returns - self.thresholds  # [P, K]: the last evaluated G_j - c_j
+        # the input LayerNorms have no parameters left (Stacked folds their affine part into the first Linear)
+        # and the inputs need no gradient, so they are normalised once for all epochs
+        actor_x, critic_x = self.actor.normalize(actor_in), self.critic.normalize(critic_in)
 
         stats = Stats()
         for _ in range(cfg["ppo_epochs"]):
-            perm = torch.randperm(n, generator=self.generator).to(self.device)
-            for idx in perm.chunk(cfg["minibatches"]):
+            if cfg["minibatches"] == 1:  # the whole batch: a mean over it needs no shuffling (nor its copy)
+                batches = [slice(None)]
+            else:
+                batches = torch.randperm(n, generator=self.generator).to(self.device).chunk(cfg["minibatches"])
+            for idx in batches:
                 m = mask[:, idx]
-                logits = masked_logits(self.actor(actor_in[:, idx]), avail[:, idx])
+                logits = masked_logits(self.actor(actor_x[:, idx], normalized=True), avail[:, idx])
                 logp_all = torch.log_softmax(logits, -1)
                 logp = logp_all.gather(-1, actions[:, idx].unsqueeze(-1)).squeeze(-1)  # [P, b, A]
-                total, clamped = 0.0, 0.0
-                p_losses, entropies, bar_losses, infos = [], [], [], []
-                for p in range(P):  # per-policy means of the shared PPO losses (the forward above is batched)
-                    p_loss, info = policy_loss(logp[p], old_logp[p, idx], norm_adv[p, idx], cfg["clip"], m[p])
-                    entropy = masked_entropy(logp_all[p], m[p])
-                    ratio = torch.exp(logp[p] - old_logp[p, idx])
-                    b_loss, b_clamped = barrier(ratio, adv_t[p, idx], margin[p], self.constrained[p], m[p],
-                                                cfg["barrier_t"])
-                    total = total + p_loss - cfg["entropy_coef"] * entropy + b_loss
-                    clamped = clamped + b_clamped
-                    p_losses.append(p_loss)
-                    entropies.append(entropy)
-                    bar_losses.append(b_loss)
-                    infos.append(info)
+                old = old_logp[:, idx]
+                # every loss term is per policy ([P]): masked means over each policy's own rows, summed, as
+                # each policy's parameters get only its own term's gradient
+                p_loss, info = policy_loss(logp, old, norm_adv[:, idx], cfg["clip"], m, batch_dims=1)
+                entropy = masked_entropy(logp_all, m, batch_dims=1)
+                b_loss, clamped = barrier(torch.exp(logp - old), adv_t[:, idx], margin, self.constrained, m,
+                                          cfg["barrier_t"])
                 self.actor_opt.zero_grad()
-                total.backward()
+                (p_loss - cfg["entropy_coef"] * entropy + b_loss).sum().backward()
                 gn = _clip_per_policy(list(self.actor.parameters()), cfg["max_grad_norm"])
                 self.actor_opt.step()
 
-                v = self.critic(critic_in[:, idx])  # [P, b, A, K]
-                vm = m[..., None].expand_as(v)
-                v_losses = [value_loss(v[p], old_values[p, idx], targets[p, idx], cfg["clip"], cfg["huber_delta"],
-                                       cfg["value_clip"], vm[p]) for p in range(P)]
+                v = self.critic(critic_x[:, idx], normalized=True)  # [P, b, A, K]
+                v_loss = value_loss(v, old_values[:, idx], targets[:, idx], cfg["clip"], cfg["huber_delta"],
+                                    cfg["value_clip"], m.unsqueeze(-1), batch_dims=1)
                 self.critic_opt.zero_grad()
-                (cfg["value_coef"] * sum(v_losses)).backward()
+                (cfg["value_coef"] * v_loss.sum()).backward()
                 cgn = _clip_per_policy(list(self.critic.parameters()), cfg["max_grad_norm"])
                 self.critic_opt.step()
-                stats.add(policy_loss=sum(p_losses) / P, value_loss=sum(v_losses) / P, entropy=sum(entropies) / P,
-                          barrier=sum(bar_losses) / P, barrier_clamped=clamped,
-                          approx_kl=float(np.mean([i["approx_kl"] for i in infos])),
-                          clip_frac=float(np.mean([i["clip_frac"] for i in infos])),
-                          grad_norm=gn.mean(), critic_grad_norm=cgn.mean())
+                stats.add(policy_loss=p_loss.mean(), value_loss=v_loss.mean(), entropy=entropy.mean(),
+                          barrier=b_loss.mean(), barrier_clamped=clamped.sum(), approx_kl=info["approx_kl"].mean(),
+                          clip_frac=info["clip_frac"].mean(), grad_norm=gn.mean(), critic_grad_norm=cgn.mean())
         out = stats.means()
         out["barrier_clamped"] = out["barrier_clamped"] * cfg["ppo_epochs"] * cfg["minibatches"]  # a count
         return out
