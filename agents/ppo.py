@@ -78,9 +78,14 @@ class ValueNorm(nn.Module):
         return x * std + mean
 
 
-def mlp(inputs: int, hidden: int, layers: int, outputs: int, out_gain: float) -> nn.Sequential:
-    """ReLU MLP with orthogonal initialisation (sqrt 2 hidden, out_gain on the head) and LayerNorm input."""
-    mods: list[nn.Module] = [nn.LayerNorm(inputs)]
+def mlp(inputs: int, hidden: int, layers: int, outputs: int, out_gain: float, input_norm: bool = True
+        ) -> nn.Sequential:
+    """ReLU MLP with orthogonal initialisation (sqrt 2 hidden, out_gain on the head) and LayerNorm input.
+
+    input_norm=False leaves the LayerNorm out: over a few raw features it maps inputs that differ by a shift
+    and a scale to one vector (a grid position (r, c) with an id 1: every (r, c) on a ray from (1, 1)).
+    """
+    mods: list[nn.Module] = [nn.LayerNorm(inputs)] if input_norm else []
     width = inputs
     for _ in range(layers):
         lin = nn.Linear(width, hidden)

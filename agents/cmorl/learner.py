@@ -135,6 +135,7 @@ class Stacked(nn.Module):
                                         for k, v in params.items()})
         self._names = list(params)
         self._plan = self._compile(modules[0])
+        self._folded: tuple | None = None  # (parameter versions, _layers()) while acting
 
     @staticmethod
     def _compile(net: nn.Module) -> list[tuple[str, str, nn.Module | None]]:
@@ -173,25 +174,42 @@ class Stacked(nn.Module):
 
     def forward(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         """x [P, ..., in] -> each network p applied to x[p]: [P, ..., out]. normalized: x is `normalize`d already."""
-        t = self.tensors()
         P, lead = x.shape[0], x.shape[1:-1]
         h = x.reshape(P, -1, x.shape[-1])
-        affine = None
-        for kind, name, mod in self._plan:
+        layers = iter(self._layers())
+        for kind, _, mod in self._plan:
             if kind == "norm":
                 h = h if normalized else self.normalize(h)
+            elif kind == "linear":
+                w, c = next(layers)
+                h = torch.baddbmm(c.unsqueeze(1), h, w.transpose(1, 2))
+            else:
+                h = mod(h)
+        return h.reshape(P, *lead, h.shape[-1])
+
+    def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each Linear's (weight [P, out, in], bias [P, out]), the first with the input LayerNorm's affine folded
+        in. Without gradients (acting) they are cached until an optimiser step or a load changes a parameter."""
+        grad = torch.is_grad_enabled()
+        if not grad:
+            version = tuple(p._version for p in self.params.values())
+            if self._folded is not None and self._folded[0] == version:
+                return self._folded[1]
+        t, out, affine = self.tensors(), [], None
+        for kind, name, _ in self._plan:
+            if kind == "norm":
                 affine = t[f"{name}.weight"], t[f"{name}.bias"]  # [P, in] each
             elif kind == "linear":
-                w, c = t[f"{name}.weight"], t[f"{name}.bias"]  # [P, out, in], [P, out]
+                w, c = t[f"{name}.weight"], t[f"{name}.bias"]
                 if affine is not None:
                     g, b = affine
                     c = torch.baddbmm(c.unsqueeze(-1), w, b.unsqueeze(-1)).squeeze(-1)  # W b + c
                     w = w * g.unsqueeze(1)  # W g
                     affine = None
-                h = torch.baddbmm(c.unsqueeze(1), h, w.transpose(1, 2))
-            else:
-                h = mod(h)
-        return h.reshape(P, *lead, h.shape[-1])
+                out.append((w, c))
+        if not grad:
+            self._folded = (version, out)
+        return out
 
     def one(self, p: int) -> dict[str, torch.Tensor]:
         """Policy p's parameters (copies), as a plain state dict of the template network."""
@@ -229,12 +247,13 @@ class CMORL:
         self.last_metrics: dict = {}
         self._fresh_eval = False
         self._chosen: dict | None = None  # use_preference's policy, for marl eval
+        self._routes: dict = {}  # _routing's cache
         weights = np.asarray(cfg["stage1_preferences"] or stage1_preferences(self.K), np.float64)
         for w in weights:
             check_preference(w, self.K, spec.reward_names)
         ids = self.spec.n_agents if cfg["agent_id"] else 0
-        actors = [mlp(spec.obs_dim + ids, cfg["hidden"], cfg["layers"], spec.n_actions, 0.01) for _ in weights]
-        critics = [mlp(spec.state_dim + ids, cfg["hidden"], cfg["layers"], self.K, 1.0) for _ in weights]
+        actors = [self._template(spec.n_actions, spec.obs_dim + ids, 0.01) for _ in weights]
+        critics = [self._template(self.K, spec.state_dim + ids, 1.0) for _ in weights]
         self._install(actors, critics, weights, np.zeros((len(weights), self.K), bool),
                       np.zeros((len(weights), self.K)), [-1] * len(weights), None)
 
@@ -263,7 +282,7 @@ class CMORL:
 
     def _template(self, outputs: int, inputs: int, gain: float) -> nn.Module:
         """A network of the population's shape (for payloads and single-policy acting)."""
-        return mlp(inputs, self.cfg["hidden"], self.cfg["layers"], outputs, gain)
+        return mlp(inputs, self.cfg["hidden"], self.cfg["layers"], outputs, gain, self.cfg["input_norm"])
 
     def _payload(self, p: int) -> dict:
         """Policy p's weights and value statistics, as the archive keeps them."""
@@ -286,13 +305,23 @@ class CMORL:
         s = s.unsqueeze(-2).expand(*s.shape[:-1], self.spec.n_agents, s.shape[-1])
         return self._with_id(s)
 
+    def _routing(self, owner: np.ndarray, n_policies: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`route` as tensors, and each row's place in the padded [P * S] layout; cached (acting reuses it)."""
+        key = (owner.tobytes(), len(owner), n_policies)
+        if key not in self._routes:
+            index, valid = route(owner, n_policies)
+            place = np.empty(len(owner), np.int64)
+            place[index[valid]] = np.flatnonzero(valid.reshape(-1))
+            if len(self._routes) > 64:  # owners of final states vary; the slices' few do not
+                self._routes.clear()
+            self._routes[key] = (torch.as_tensor(index, device=self.device), torch.as_tensor(place, device=self.device))
+        return self._routes[key]
+
     def _per_policy(self, net: Stacked, x: torch.Tensor, owner: np.ndarray) -> torch.Tensor:
         """Rows x [n, ...] each through its owner's network, in one batched forward: [n, ...out]."""
-        index, valid = route(owner, net.size)
-        out = net(x[torch.as_tensor(index, device=self.device)])  # [P, S, ...]
-        rows = torch.empty((len(owner), *out.shape[2:]), dtype=out.dtype, device=self.device)
-        rows[torch.as_tensor(index[valid], device=self.device)] = out[torch.as_tensor(valid, device=self.device)]
-        return rows
+        index, place = self._routing(owner, net.size)
+        out = net(x[index])  # [P, S, ...]
+        return out.reshape(-1, *out.shape[2:])[place]
 
     def _values(self, state: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Denormalised values [n, A, K] of states [n, state_dim] by their owners' critics."""
