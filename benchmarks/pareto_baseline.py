@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     p.add_argument("--ref", default=None, help="HV reference point, e.g. 0,-25")
     p.add_argument("--runs-dir", default="runs/pareto_baseline")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     run(args.env, args.scenario, args.policies, args.seed, args.steps, args.episodes, args.gamma, args.ref,
         args.runs_dir, args.overrides)
 

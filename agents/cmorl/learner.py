@@ -40,6 +40,7 @@ with each policy's gradient norm clipped on its own. A branch starts with fresh 
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import torch
@@ -82,6 +83,11 @@ def default_select(n_objectives: int) -> int:
 
 def slices(n_envs: int, n_policies: int) -> np.ndarray:
     """owner int[E]: policy p owns the contiguous environments [p E // P, (p + 1) E // P)."""
+    return _slices(n_envs, n_policies).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _slices(n_envs: int, n_policies: int) -> np.ndarray:
     bounds = (np.arange(n_policies + 1) * n_envs) // n_policies
     return np.repeat(np.arange(n_policies), np.diff(bounds))
 
@@ -186,6 +192,62 @@ class Stacked(nn.Module):
             else:
                 h = mod(h)
         return h.reshape(P, *lead, h.shape[-1])
+
+    def shared_norm(self, s: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, ...]:
+        """The input LayerNorm of [s, one_hot(a)] for a < n_ids, from s alone: a one-hot adds the same sum (1) and
+        the same squared deviations to every agent's input, so the statistics are per s. Returns (s normalised,
+        mean, 1 / std), each [..., Ds] or [..., 1]; without an input LayerNorm, (s, None, None)."""
+        kind, _, norm = self._plan[0]
+        if kind != "norm":
+            return s, None, None
+        width = s.shape[-1] + n_ids
+        mean = (s.sum(-1, keepdim=True) + (1.0 if n_ids else 0.0)) / width
+        sq = ((s - mean) ** 2).sum(-1, keepdim=True)
+        if n_ids:
+            sq = sq + (1 - mean) ** 2 + (n_ids - 1) * mean ** 2  # the one-hot's entries: one 1, n_ids - 1 zeros
+        rstd = torch.rsqrt(sq / width + norm.eps)
+        return (s - mean) * rstd, mean, rstd
+
+    def forward_shared(self, s: torch.Tensor, n_agents: int, ids: bool, normed: tuple | None = None
+                       ) -> torch.Tensor:
+        """Each network p applied to [s[p], one_hot(a)] (ids) or to s[p] (no ids) for every agent a, without
+        making the per-agent inputs: s [P, ..., Ds] -> [P, ..., n_agents, out], equal to `forward` on them.
+
+        A centralised critic sees one state for all agents, so the first Linear's state part, the largest
+        product, is computed once per state and each agent adds its id column: W [s^, (e_a - m) r] + c =
+        W_s s^ + r (W_id[:, a] - m W_id 1) + c. normed: `shared_norm`(s) computed already.
+        """
+        P, lead = s.shape[0], s.shape[1:-1]
+        n_ids = n_agents if ids else 0
+        x, mean, rstd = normed if normed is not None else self.shared_norm(s, n_ids)
+        x = x.reshape(P, -1, x.shape[-1])
+        layers = self._layers()
+        w, c = layers[0]
+        width = x.shape[-1]
+        h = torch.baddbmm(c.unsqueeze(1), x, w[..., :width].transpose(1, 2))  # [P, R, H]: once per state
+        if n_ids:
+            w_id = w[..., width:].transpose(1, 2)  # [P, A, H]
+            if mean is None:
+                h = h.unsqueeze(2) + w_id.unsqueeze(1)
+            else:
+                mean, rstd = mean.reshape(P, -1, 1, 1), rstd.reshape(P, -1, 1, 1)
+                h = h.unsqueeze(2) + rstd * (w_id.unsqueeze(1) - mean * w_id.sum(1)[:, None, None, :])
+        else:
+            h = h.unsqueeze(2)  # every agent's input is the state: one output, shared below
+        rest = iter(layers[1:])
+        linears = 0
+        for kind, _, mod in self._plan:
+            if kind == "linear":
+                linears += 1
+                if linears == 1:
+                    h = h.reshape(P, -1, h.shape[-1])
+                    continue
+                w, c = next(rest)
+                h = torch.baddbmm(c.unsqueeze(1), h, w.transpose(1, 2))
+            elif kind == "elementwise" and linears:
+                h = mod(h)
+        h = h.reshape(P, *lead, max(n_ids, 1), h.shape[-1])
+        return h if n_ids else h.expand(P, *lead, n_agents, h.shape[-1])
 
     def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each Linear's (weight [P, out, in], bias [P, out]), the first with the input LayerNorm's affine folded
@@ -323,10 +385,17 @@ class CMORL:
         out = net(x[index])  # [P, S, ...]
         return out.reshape(-1, *out.shape[2:])[place]
 
+    def _critic_rows(self, state: np.ndarray, owner: np.ndarray) -> torch.Tensor:
+        """Critic outputs [n, A, K] of states [n, state_dim], each by its owner's critic (one batched forward)."""
+        index, place = self._routing(owner, self.critic.size)
+        out = self.critic.forward_shared(torch.as_tensor(state, device=self.device)[index], self.spec.n_agents,
+                                         self.cfg["agent_id"])  # [P, S, A, K]
+        return out.reshape(-1, *out.shape[2:])[place]
+
     def _values(self, state: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Denormalised values [n, A, K] of states [n, state_dim] by their owners' critics."""
         with torch.no_grad():
-            v = self._per_policy(self.critic, self._critic_in(state), owner)
+            v = self._critic_rows(state, owner)
             mean, std = self.value_norm.stats()
             o = torch.as_tensor(owner, device=self.device)
             v = v * std[o][:, None] + mean[o][:, None]
@@ -347,7 +416,7 @@ class CMORL:
             actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=self.generator)
             actions = actions.reshape(probs.shape[:-1])
             log_prob = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-            value = self._per_policy(self.critic, self._critic_in(step.state), owner)
+            value = self._critic_rows(step.state, owner)
         return actions.cpu().numpy(), {"log_prob": log_prob.cpu().numpy(), "value": value.cpu().numpy()}
 
     def act_alone(self, p: int, step: Step) -> np.ndarray:
@@ -414,7 +483,7 @@ class CMORL:
         old_values = per_policy(rollout.extras["value"], torch.float32)
         old_logp = per_policy(rollout.extras["log_prob"], torch.float32)
         actor_in = per_policy(self._actor_in(rollout.obs))  # [P, N, A, D]
-        critic_in = per_policy(self._critic_in(rollout.state))
+        state = per_policy(rollout.state)  # [P, N, state_dim]: the critic adds each agent's id itself
         avail = per_policy(rollout.avail)
         actions = per_policy(rollout.actions)
 
@@ -427,8 +496,10 @@ class CMORL:
         targets = (ret_t - mean[:, None, None, :]) / std[:, None, None, :]
         margin = self.last_returns - self.thresholds  # [P, K]: the last evaluated G_j - c_j
         # the input LayerNorms have no parameters left (Stacked folds their affine part into the first Linear)
-        # and the inputs need no gradient, so they are normalised once for all epochs
-        actor_x, critic_x = self.actor.normalize(actor_in), self.critic.normalize(critic_in)
+        # and the inputs need no gradient, so they are normalised once for all epochs (the critic's per state:
+        # it adds each agent's id after its first product, Stacked.forward_shared)
+        actor_x = self.actor.normalize(actor_in)
+        state_x = self.critic.shared_norm(state, A if cfg["agent_id"] else 0)
 
         stats = Stats()
         for _ in range(cfg["ppo_epochs"]):
@@ -453,7 +524,8 @@ class CMORL:
                 gn = _clip_per_policy(list(self.actor.parameters()), cfg["max_grad_norm"])
                 self.actor_opt.step()
 
-                v = self.critic(critic_x[:, idx], normalized=True)  # [P, b, A, K]
+                normed = tuple(x if x is None else x[:, idx] for x in state_x)
+                v = self.critic.forward_shared(state[:, idx], A, cfg["agent_id"], normed)  # [P, b, A, K]
                 v_loss = value_loss(v, old_values[:, idx], targets[:, idx], cfg["clip"], cfg["huber_delta"],
                                     cfg["value_clip"], m.unsqueeze(-1), batch_dims=1)
                 self.critic_opt.zero_grad()
