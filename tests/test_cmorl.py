@@ -397,3 +397,52 @@ def test_pareto_baseline_spreads_preferences_and_measures_the_union():
     assert out["size"] == 2 and out["hv"] == pytest.approx(804.5738, abs=1e-3)
     assert mod.reference(None, ("combat", "safety")).tolist() == [0, -20]
     assert mod.reference("0,-25", ("a", "b")).tolist() == [0, -25] and mod.reference(None, ("a", "b")) is None
+
+
+def _envs_of(rollout, envs):
+    """The sub-rollout of environments `envs` (time-limit cuts renumbered)."""
+    import dataclasses
+
+    keep = np.isin(rollout.final_e, envs)
+    where = {e: i for i, e in enumerate(envs)}
+    per_step = {f: getattr(rollout, f)[:, envs] for f in ("obs", "state", "avail", "alive", "actions", "reward", "done",
+                                                           "truncated")}
+    return dataclasses.replace(
+        rollout, **per_step, extras={k: v[:, envs] for k, v in rollout.extras.items()},
+        **{f: getattr(rollout, f)[envs] for f in ("next_obs", "next_state", "next_avail", "next_alive")},
+        final_t=rollout.final_t[keep], final_e=np.array([where[e] for e in rollout.final_e[keep]], np.int64),
+        final_obs=rollout.final_obs[keep], final_state=rollout.final_state[keep])
+
+
+def test_one_update_of_the_population_equals_each_policy_trained_alone_on_its_slice():
+    """Slices of 1, 2 and 2 environments (two groups of equal slices), two epochs: the batched update moves each
+    policy exactly as a population of one trained on its own environments would."""
+    from marl.registry import make_env
+    from marl.rollout import collect
+
+    prefs = [[1.0, 0.0], [0.5, 0.5], [0.2, 0.8]]
+    cfg = config_mod.load("smac", "3m", "cmorl", ["algo.eval_every=0", "algo.stage1_fraction=1", "algo.ppo_epochs=2",
+                                                  f"algo.stage1_preferences={prefs}"])
+    env = make_env("smac", "3m", 5, dict(cfg["env"]))
+    population = CMORL(env.spec, cfg["algo"], seed=3)
+    rollout, _, _ = collect(env, population, env.reset(seed=3), 30, {})
+    before = [population.actor.one(p) for p in range(3)]
+    alone = []
+    for p, w in enumerate(prefs):
+        one = CMORL(env.spec, {**cfg["algo"], "stage1_preferences": [w]}, seed=3)
+        one.actor.load_state_dict({k: v[p:p + 1].clone() for k, v in population.actor.state_dict().items()})
+        one.critic.load_state_dict({k: v[p:p + 1].clone() for k, v in population.critic.state_dict().items()})
+        for k in ("mean", "mean_sq", "debias"):
+            getattr(one.value_norm, k).copy_(getattr(population.value_norm, k)[p:p + 1])
+        alone.append(one)
+    population.update(rollout)
+    owner = slices(5, 3)
+    assert owner.tolist() == [0, 1, 1, 2, 2]
+    for p, one in enumerate(alone):
+        one.update(_envs_of(rollout, np.flatnonzero(owner == p)))
+        for net in ("actor", "critic"):
+            mine, theirs = getattr(population, net).one(p), getattr(one, net).one(0)
+            for k in mine:
+                assert torch.allclose(mine[k], theirs[k], atol=2e-5), (p, net, k)
+        assert torch.allclose(population.value_norm.mean[p], one.value_norm.mean[0])
+        assert not torch.allclose(population.actor.one(p)["1.weight"], before[p]["1.weight"])  # it did move

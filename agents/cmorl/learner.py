@@ -5,7 +5,8 @@ Read top to bottom, like a CleanRL file:
 1. **The population.** P policies, each a MAPPO pair (a shared actor over each agent's observation, a
    centralised critic over the global state with one output per objective). Their parameters are
    stacked ([P, ...] tensors, `torch.func.stack_module_state`) and the whole population acts and
-   learns in one batched forward (`torch.vmap` over `torch.func.functional_call`), never a loop.
+   learns in one batched forward (`Stacked`: one `torch.baddbmm` per layer), never a loop; the PPO losses
+   of all P policies are per-policy masked means over [P, ...] tensors (agents/ppo.py's `batch_dims`).
 2. **The environments are shared in contiguous slices.** With E environments and P policies,
    policy p owns environments [p E // P, (p + 1) E // P): slices differ in size by at most one, and
    every policy needs one, so train.envs >= P (the schema checks it for Stage 1; Stage 2 runs at most
@@ -178,11 +179,13 @@ class Stacked(nn.Module):
             return x
         return F.layer_norm(x, norm.normalized_shape, eps=norm.eps)
 
-    def forward(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        """x [P, ..., in] -> each network p applied to x[p]: [P, ..., out]. normalized: x is `normalize`d already."""
+    def forward(self, x: torch.Tensor, normalized: bool = False, members: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """x [P, ..., in] -> each network p applied to x[p]: [P, ..., out]. normalized: x is `normalize`d already;
+        members: the networks (indices) x is for, in order (default all)."""
         P, lead = x.shape[0], x.shape[1:-1]
         h = x.reshape(P, -1, x.shape[-1])
-        layers = iter(self._layers())
+        layers = iter(self._layers(members))
         for kind, _, mod in self._plan:
             if kind == "norm":
                 h = h if normalized else self.normalize(h)
@@ -208,20 +211,20 @@ class Stacked(nn.Module):
         rstd = torch.rsqrt(sq / width + norm.eps)
         return (s - mean) * rstd, mean, rstd
 
-    def forward_shared(self, s: torch.Tensor, n_agents: int, ids: bool, normed: tuple | None = None
-                       ) -> torch.Tensor:
+    def forward_shared(self, s: torch.Tensor, n_agents: int, ids: bool, normed: tuple | None = None,
+                       members: torch.Tensor | None = None) -> torch.Tensor:
         """Each network p applied to [s[p], one_hot(a)] (ids) or to s[p] (no ids) for every agent a, without
         making the per-agent inputs: s [P, ..., Ds] -> [P, ..., n_agents, out], equal to `forward` on them.
 
         A centralised critic sees one state for all agents, so the first Linear's state part, the largest
         product, is computed once per state and each agent adds its id column: W [s^, (e_a - m) r] + c =
-        W_s s^ + r (W_id[:, a] - m W_id 1) + c. normed: `shared_norm`(s) computed already.
+        W_s s^ + r (W_id[:, a] - m W_id 1) + c. normed: `shared_norm`(s) computed already; members as `forward`.
         """
         P, lead = s.shape[0], s.shape[1:-1]
         n_ids = n_agents if ids else 0
         x, mean, rstd = normed if normed is not None else self.shared_norm(s, n_ids)
         x = x.reshape(P, -1, x.shape[-1])
-        layers = self._layers()
+        layers = self._layers(members)
         w, c = layers[0]
         width = x.shape[-1]
         h = torch.baddbmm(c.unsqueeze(1), x, w[..., :width].transpose(1, 2))  # [P, R, H]: once per state
@@ -249,15 +252,26 @@ class Stacked(nn.Module):
         h = h.reshape(P, *lead, max(n_ids, 1), h.shape[-1])
         return h if n_ids else h.expand(P, *lead, n_agents, h.shape[-1])
 
-    def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each Linear's (weight [P, out, in], bias [P, out]), the first with the input LayerNorm's affine folded
-        in. Without gradients (acting) they are cached until an optimiser step or a load changes a parameter."""
+    def _layers(self, members: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each Linear's (weight [P, out, in], bias [P, out]) (of the members only, if given), the first with the
+        input LayerNorm's affine folded in. Without gradients (acting, all members) they are cached until an
+        optimiser step or a load changes a parameter."""
+        if members is not None:
+            t = {name: v[members] for name, v in self.tensors().items()}
+            return self._fold(t)
         grad = torch.is_grad_enabled()
         if not grad:
             version = tuple(p._version for p in self.params.values())
             if self._folded is not None and self._folded[0] == version:
                 return self._folded[1]
-        t, out, affine = self.tensors(), [], None
+        out = self._fold(self.tensors())
+        if not grad:
+            self._folded = (version, out)
+        return out
+
+    def _fold(self, t: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The Linears' (weight, bias) of stacked tensors t, the input LayerNorm's affine folded into the first."""
+        out, affine = [], None
         for kind, name, _ in self._plan:
             if kind == "norm":
                 affine = t[f"{name}.weight"], t[f"{name}.bias"]  # [P, in] each
@@ -269,8 +283,6 @@ class Stacked(nn.Module):
                     w = w * g.unsqueeze(1)  # W g
                     affine = None
                 out.append((w, c))
-        if not grad:
-            self._folded = (version, out)
         return out
 
     def one(self, p: int) -> dict[str, torch.Tensor]:
@@ -453,7 +465,7 @@ class CMORL:
     def _ppo(self, rollout: Rollout) -> dict:
         """PPO epochs of all P policies at once on their own slices (scalarised w . A, plus Stage 2's barrier)."""
         cfg, P, K = self.cfg, self.n_policies, self.K
-        T, E, A = rollout.steps, rollout.n_envs, self.spec.n_agents
+        E, A = rollout.n_envs, self.spec.n_agents
         owner = slices(E, P)
         mean, std = self.value_norm.stats()
         o = torch.as_tensor(owner, device=self.device)
@@ -464,80 +476,104 @@ class CMORL:
             np.zeros((0, A, K), np.float32)
         adv, returns = rollout_advantages(rollout, values, bootstrap, final, cfg["gamma"], cfg["gae_lambda"])
 
-        # [T, E, ...] -> [P, N = T * S, ...]: each policy's own environments, padded slices masked out
-        index, valid = route(owner, P)
-        S = index.shape[1]
-
-        where = torch.as_tensor(index, device=self.device)
-
-        def per_policy(x, dtype=None) -> torch.Tensor:
-            t = torch.as_tensor(x, device=self.device)[:, where]  # [T, P, S, ...]
-            t = t.transpose(0, 1).reshape(P, T * S, *t.shape[3:])
-            return t if dtype is None else t.to(dtype)
-
-        slot = torch.as_tensor(np.broadcast_to(valid[None, :, :, None], (T, P, S, A)).transpose(1, 0, 2, 3)
-                               .reshape(P, T * S, A).copy(), dtype=torch.float32, device=self.device)
-        mask = per_policy(rollout.alive, torch.float32) * slot  # [P, N, A]
-        adv_t = per_policy(adv, torch.float32)  # [P, N, A, K]
-        ret_t = per_policy(returns, torch.float32)
-        old_values = per_policy(rollout.extras["value"], torch.float32)
-        old_logp = per_policy(rollout.extras["log_prob"], torch.float32)
-        actor_in = per_policy(self._actor_in(rollout.obs))  # [P, N, A, D]
-        state = per_policy(rollout.state)  # [P, N, state_dim]: the critic adds each agent's id itself
-        avail = per_policy(rollout.avail)
-        actions = per_policy(rollout.actions)
-
-        scal = (adv_t * self.weights[:, None, None, :]).sum(-1)  # w . A per policy
-        norm_adv = normalize_advantages(scal, mask, batch_dims=1)  # over each policy's own living agents
-        n = T * S
-        flat = ret_t.permute(1, 2, 0, 3).reshape(n * A, P, K)  # the value statistics see each policy's living
-        self.value_norm.update(flat, mask.permute(1, 2, 0).reshape(n * A, P, 1))
-        mean, std = self.value_norm.stats()
-        targets = (ret_t - mean[:, None, None, :]) / std[:, None, None, :]
-        margin = self.last_returns - self.thresholds  # [P, K]: the last evaluated G_j - c_j
-        # the input LayerNorms have no parameters left (Stacked folds their affine part into the first Linear)
-        # and the inputs need no gradient, so they are normalised once for all epochs (the critic's per state:
-        # it adds each agent's id after its first product, Stacked.forward_shared)
-        actor_x = self.actor.normalize(actor_in)
-        state_x = self.critic.shared_norm(state, A if cfg["agent_id"] else 0)
-
+        # [T, E, ...] -> [G, N = S * T, ...] per group of the G policies whose slices have S environments: no
+        # padding (slices differ in size by at most one, so there are one or two groups)
+        sizes = np.bincount(owner, minlength=P)
+        actor_in = self._actor_in(rollout.obs)  # [T, E, A, D]
+        groups = [self._group(rollout, np.flatnonzero(sizes == size), owner, adv, returns, actor_in)
+                  for size in np.unique(sizes)]
+        if len(groups) == 1:
+            groups[0]["members"] = None  # every policy, in order: no parameter gather
         stats = Stats()
         for _ in range(cfg["ppo_epochs"]):
             if cfg["minibatches"] == 1:  # the whole batch: a mean over it needs no shuffling (nor its copy)
-                batches = [slice(None)]
+                batches = [[slice(None)] * len(groups)]
             else:
-                batches = torch.randperm(n, generator=self.generator).to(self.device).chunk(cfg["minibatches"])
-            for idx in batches:
-                m = mask[:, idx]
-                logits = masked_logits(self.actor(actor_x[:, idx], normalized=True), avail[:, idx])
-                logp_all = torch.log_softmax(logits, -1)
-                logp = logp_all.gather(-1, actions[:, idx].unsqueeze(-1)).squeeze(-1)  # [P, b, A]
-                old = old_logp[:, idx]
-                # every loss term is per policy ([P]): masked means over each policy's own rows, summed, as
-                # each policy's parameters get only its own term's gradient
-                p_loss, info = policy_loss(logp, old, norm_adv[:, idx], cfg["clip"], m, batch_dims=1)
-                entropy = masked_entropy(logp_all, m, batch_dims=1)
-                b_loss, clamped = barrier(torch.exp(logp - old), adv_t[:, idx], margin, self.constrained, m,
-                                          cfg["barrier_t"])
+                batches = zip(*[torch.randperm(g["n"], generator=self.generator).to(self.device)
+                                .chunk(cfg["minibatches"]) for g in groups])
+            for idxs in batches:
+                # every loss term is per policy: masked means over each policy's own rows, summed, as each
+                # policy's parameters get only its own term's gradient
+                parts = [self._actor_terms(g, idx) for g, idx in zip(groups, idxs)]
                 self.actor_opt.zero_grad()
-                (p_loss - cfg["entropy_coef"] * entropy + b_loss).sum().backward()
+                sum(part.pop("loss") for part in parts).backward()
                 gn = _clip_per_policy(list(self.actor.parameters()), cfg["max_grad_norm"])
                 self.actor_opt.step()
 
-                normed = tuple(x if x is None else x[:, idx] for x in state_x)
-                v = self.critic.forward_shared(state[:, idx], A, cfg["agent_id"], normed)  # [P, b, A, K]
-                v_loss = value_loss(v, old_values[:, idx], targets[:, idx], cfg["clip"], cfg["huber_delta"],
-                                    cfg["value_clip"], m.unsqueeze(-1), batch_dims=1)
+                v_loss = torch.cat([self._value_loss(g, idx) for g, idx in zip(groups, idxs)])
                 self.critic_opt.zero_grad()
                 (cfg["value_coef"] * v_loss.sum()).backward()
                 cgn = _clip_per_policy(list(self.critic.parameters()), cfg["max_grad_norm"])
                 self.critic_opt.step()
-                stats.add(policy_loss=p_loss.mean(), value_loss=v_loss.mean(), entropy=entropy.mean(),
-                          barrier=b_loss.mean(), barrier_clamped=clamped.sum(), approx_kl=info["approx_kl"].mean(),
-                          clip_frac=info["clip_frac"].mean(), grad_norm=gn.mean(), critic_grad_norm=cgn.mean())
+                per = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+                stats.add(policy_loss=per["policy_loss"].mean(), value_loss=v_loss.mean(),
+                          entropy=per["entropy"].mean(), barrier=per["barrier"].mean(),
+                          barrier_clamped=per["clamped"].sum(), approx_kl=per["approx_kl"].mean(),
+                          clip_frac=per["clip_frac"].mean(), grad_norm=gn.mean(), critic_grad_norm=cgn.mean())
         out = stats.means()
         out["barrier_clamped"] = out["barrier_clamped"] * cfg["ppo_epochs"] * cfg["minibatches"]  # a count
         return out
+
+    def _group(self, rollout: Rollout, members: np.ndarray, owner: np.ndarray, adv: np.ndarray,
+               returns: np.ndarray, actor_in: torch.Tensor) -> dict:
+        """The training tensors [G, N = S * T, ...] of policies `members` (all with S environments), their value
+        statistics updated, the inputs normalised once for all epochs, the advantages w . A normalised."""
+        cfg, P, K, T, A = self.cfg, self.n_policies, self.K, rollout.steps, self.spec.n_agents
+        envs = torch.as_tensor(np.stack([np.flatnonzero(owner == p) for p in members]), device=self.device)
+        G, n = len(members), envs.shape[1] * T
+
+        def gather(x, dtype=torch.float32) -> torch.Tensor:
+            t = torch.as_tensor(x, device=self.device).transpose(0, 1)[envs]  # [G, S, T, ...]
+            t = t.reshape(G, n, *t.shape[3:])
+            return t if dtype is None else t.to(dtype)
+
+        who = torch.as_tensor(members, device=self.device)
+        g = {"members": who, "n": n, "mask": gather(rollout.alive), "adv": gather(adv), "state": gather(rollout.state),
+             "old_values": gather(rollout.extras["value"]), "old_logp": gather(rollout.extras["log_prob"]),
+             "avail": gather(rollout.avail, None), "actions": gather(rollout.actions, None),
+             "margin": (self.last_returns - self.thresholds)[who],  # the last evaluated G_j - c_j
+             "constrained": self.constrained[who]}
+        ret = gather(returns)  # [G, N, A, K]
+        scal = (g["adv"] * self.weights[who][:, None, None, :]).sum(-1)  # w . A per policy
+        g["norm_adv"] = normalize_advantages(scal, g["mask"], batch_dims=1)  # over each policy's living agents
+        full = ret.new_zeros(n * A, P, K)  # the value statistics of the members see their own living agents
+        seen = ret.new_zeros(n * A, P, 1)
+        full[:, who] = ret.permute(1, 2, 0, 3).reshape(n * A, G, K)
+        seen[:, who] = g["mask"].permute(1, 2, 0).reshape(n * A, G, 1)
+        self.value_norm.update(full, seen)
+        mean, std = self.value_norm.stats()
+        g["targets"] = (ret - mean[who][:, None, None, :]) / std[who][:, None, None, :]
+        # the input LayerNorms have no parameters left (Stacked folds their affine part into the first Linear)
+        # and the inputs need no gradient, so they are normalised once for all epochs (the critic's per state:
+        # it adds each agent's id after its first product, Stacked.forward_shared)
+        g["actor_x"] = self.actor.normalize(gather(actor_in, None))
+        g["state_x"] = self.critic.shared_norm(g["state"], A if cfg["agent_id"] else 0)
+        return g
+
+    def _actor_terms(self, g: dict, idx) -> dict:
+        """A group's actor loss (summed over its policies) and its per-policy terms ([G] each, detached)."""
+        cfg, m = self.cfg, g["mask"][:, idx]
+        logits = masked_logits(self.actor(g["actor_x"][:, idx], normalized=True, members=g["members"]),
+                               g["avail"][:, idx])
+        logp_all = torch.log_softmax(logits, -1)
+        logp = logp_all.gather(-1, g["actions"][:, idx].unsqueeze(-1)).squeeze(-1)  # [G, b, A]
+        old = g["old_logp"][:, idx]
+        p_loss, info = policy_loss(logp, old, g["norm_adv"][:, idx], cfg["clip"], m, batch_dims=1)
+        entropy = masked_entropy(logp_all, m, batch_dims=1)
+        b_loss, clamped = barrier(torch.exp(logp - old), g["adv"][:, idx], g["margin"], g["constrained"], m,
+                                  cfg["barrier_t"])
+        loss = (p_loss - cfg["entropy_coef"] * entropy + b_loss).sum()
+        return {"loss": loss, "policy_loss": p_loss.detach(), "entropy": entropy.detach(), "barrier": b_loss.detach(),
+                "clamped": clamped, **info}
+
+    def _value_loss(self, g: dict, idx) -> torch.Tensor:
+        """A group's per-policy value losses [G]."""
+        cfg = self.cfg
+        normed = tuple(x if x is None else x[:, idx] for x in g["state_x"])
+        v = self.critic.forward_shared(g["state"][:, idx], self.spec.n_agents, cfg["agent_id"], normed,
+                                       g["members"])  # [G, b, A, K]
+        return value_loss(v, g["old_values"][:, idx], g["targets"][:, idx], cfg["clip"], cfg["huber_delta"],
+                          cfg["value_clip"], g["mask"][:, idx].unsqueeze(-1), batch_dims=1)
 
     # ------------------------------------------------------------------ evaluation, archive, Stage 2
     def attach_evaluator(self, evaluator: Evaluator) -> None:
