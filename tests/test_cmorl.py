@@ -372,7 +372,7 @@ def test_input_norm_off_keeps_grid_positions_apart():
 
 def test_the_deep_sea_treasure_preset():
     cm = config_mod.load("gym", "deep-sea-treasure-concave-v0", "cmorl")
-    assert cm["algo"]["input_norm"] is False and cm["algo"]["hv_ref"] == [0, -25]
+    assert cm["algo"]["input_norm"] is False and cm["algo"]["hv_ref"] == [0, -25] and cm["algo"]["eval_every"] == 2
     assert (cm["train"]["envs"], cm["train"]["rollout"], cm["train"]["steps"]) == (12, 100, 300000)
     assert cm["env"]["max_episode_steps"] == 100
     mp = config_mod.load("gym", "deep-sea-treasure-concave-v0", "mappo", ["algo.preference=1,0"])
