@@ -78,9 +78,14 @@ class ValueNorm(nn.Module):
         return x * std + mean
 
 
-def mlp(inputs: int, hidden: int, layers: int, outputs: int, out_gain: float) -> nn.Sequential:
-    """ReLU MLP with orthogonal initialisation (sqrt 2 hidden, out_gain on the head) and LayerNorm input."""
-    mods: list[nn.Module] = [nn.LayerNorm(inputs)]
+def mlp(inputs: int, hidden: int, layers: int, outputs: int, out_gain: float, input_norm: bool = True
+        ) -> nn.Sequential:
+    """ReLU MLP with orthogonal initialisation (sqrt 2 hidden, out_gain on the head) and LayerNorm input.
+
+    input_norm=False leaves the LayerNorm out: over a few raw features it maps inputs that differ by a shift
+    and a scale to one vector (a grid position (r, c) with an id 1: every (r, c) on a ray from (1, 1)).
+    """
+    mods: list[nn.Module] = [nn.LayerNorm(inputs)] if input_norm else []
     width = inputs
     for _ in range(layers):
         lin = nn.Linear(width, hidden)
@@ -197,8 +202,24 @@ def bootstrap_values(rollout: Rollout, values_of: ValuesOf) -> tuple[np.ndarray,
     return bootstrap, values_of(rollout.final_obs, rollout.final_state, np.ones(rollout.final_obs.shape[:2], bool))
 
 
-def normalize_advantages(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Advantages shifted and scaled by the mean and std of the living agents' (unchanged when fewer than 2)."""
+def _reduced(x: torch.Tensor, batch_dims: int) -> tuple[int, ...]:
+    """The axes a batched helper reduces: all but the `batch_dims` leading ones (each a separate learner)."""
+    return tuple(range(batch_dims, x.dim()))
+
+
+def normalize_advantages(adv: torch.Tensor, mask: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    """Advantages shifted and scaled by the mean and std of the living agents' (unchanged when fewer than 2).
+
+    With `batch_dims` > 0 the leading axes index separate learners (C-MORL's population [P, ...]): each is
+    normalised by its own living agents' mean and (unbiased) std.
+    """
+    if batch_dims:
+        live = (mask > 0).to(adv.dtype).expand_as(adv)
+        dims = _reduced(adv, batch_dims)
+        n = live.sum(dims, keepdim=True)
+        mean = (adv * live).sum(dims, keepdim=True) / n.clamp(min=1)
+        std = (((adv - mean) * live).pow(2).sum(dims, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+        return torch.where(n > 1, (adv - mean) / (std + 1e-5), adv)
     live = adv[mask > 0]
     return (adv - live.mean()) / (live.std() + 1e-5) if live.numel() > 1 else adv
 
@@ -240,14 +261,22 @@ def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float,
                       old_log_probs=torch.as_tensor(rollout.extras["log_prob"], device=device), mask=mask)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x over the entries where mask is 1 (0 when there are none)."""
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    """Mean of x over the entries where mask is 1 (0 when there are none).
+
+    With `batch_dims` > 0, one mean per index of the leading axes (shape x.shape[:batch_dims]); the mask
+    broadcasts to x.
+    """
+    if batch_dims:
+        dims = _reduced(x, batch_dims)
+        return (x * mask).sum(dims) / mask.expand_as(x).sum(dims).clamp(min=1)
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_entropy(log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean entropy of the policies [..., n_actions] given as log-probabilities, over the masked entries."""
-    return masked_mean(-(log_probs.exp() * log_probs).sum(-1), mask)
+def masked_entropy(log_probs: torch.Tensor, mask: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    """Mean entropy of the policies [..., n_actions] given as log-probabilities, over the masked entries
+    (one per index of the `batch_dims` leading axes)."""
+    return masked_mean(-(log_probs.exp() * log_probs).sum(-1), mask, batch_dims)
 
 
 class Stats:
@@ -267,10 +296,20 @@ class Stats:
 
 
 def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, clip: float,
-                mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Clipped surrogate loss over the masked entries, with approx-KL and clip fraction."""
+                mask: torch.Tensor, batch_dims: int = 0) -> tuple[torch.Tensor, dict]:
+    """Clipped surrogate loss over the masked entries, with approx-KL and clip fraction.
+
+    With `batch_dims` > 0 the loss, approx_kl and clip_frac are per index of the leading axes (detached
+    tensors for the last two, instead of floats).
+    """
     ratio = torch.exp(log_prob - old_log_prob)
     surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    if batch_dims:
+        loss = -masked_mean(surr, mask, batch_dims)
+        with torch.no_grad():
+            kl = masked_mean((ratio - 1) - (log_prob - old_log_prob), mask, batch_dims)
+            clip_frac = masked_mean(((ratio - 1).abs() > clip).float(), mask, batch_dims)
+        return loss, {"approx_kl": kl, "clip_frac": clip_frac}
     n = mask.sum().clamp(min=1)
     loss = -(surr * mask).sum() / n
     with torch.no_grad():
@@ -280,8 +319,9 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.T
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, targets: torch.Tensor, clip: float,
-               huber_delta: float, use_clip: bool, mask: torch.Tensor) -> torch.Tensor:
-    """Huber value loss, with PPO-style clipping around the old predictions, over the masked entries."""
+               huber_delta: float, use_clip: bool, mask: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    """Huber value loss, with PPO-style clipping around the old predictions, over the masked entries (one
+    per index of the `batch_dims` leading axes)."""
     def huber(err):
         a = err.abs()
         return torch.where(a <= huber_delta, 0.5 * err * err, huber_delta * (a - 0.5 * huber_delta))
@@ -290,4 +330,4 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, targets: torch.Te
     if use_clip:
         clipped = old_values + (values - old_values).clamp(-clip, clip)
         loss = torch.max(loss, huber(targets - clipped))
-    return masked_mean(loss, mask)
+    return masked_mean(loss, mask, batch_dims)

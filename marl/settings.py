@@ -295,6 +295,8 @@ class CMORLSettings(PPOSettings):
     hidden: int = setting("width of the actor and critic layers", ge=1)
     layers: int = setting("hidden layers of the actor and critic", ge=1)
     agent_id: bool = setting("append the agent's one-hot id to actor and critic inputs")
+    input_norm: bool = setting("LayerNorm over the network inputs (MAPPO's); false for a few raw features, such as "
+                               "deep-sea-treasure's grid position, which it would map to one vector along a ray")
     stage1_preferences: list[list[Annotated[float, Field(ge=0)]]] | None = setting(
         "Stage 1's preferences, one policy each; null: the authors' grid (6 for 2 or 3 objectives, the one-hot "
         "corners for 4 or more)", domain="null, or a list of K-weight lists, each >= 0 and not all 0")

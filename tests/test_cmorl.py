@@ -261,3 +261,188 @@ def test_settings_judged_against_the_environment(overrides, text):
     with pytest.raises(ConfigError) as err:
         config_mod.check_built(cfg, spec)
     assert str(err.value) == text
+
+
+# ---------------------------------------------------------------- the batched population (issue 15's speed work)
+def _nets(inputs, norm, n=3, seed=0):
+    from marl.agents.ppo import mlp
+
+    torch.manual_seed(seed)
+    nets = [mlp(inputs, 16, 2, 3, 1.0, norm) for _ in range(n)]
+    for net in nets:  # away from the initialisation (LayerNorm weight 1, bias 0), so the fold is exercised
+        for p in net.parameters():
+            p.data += 0.3 * torch.randn_like(p)
+    return nets
+
+
+@pytest.mark.parametrize("norm", [True, False])
+@pytest.mark.parametrize("ids", [True, False])
+def test_stacked_forward_and_its_gradients_equal_each_network_alone(norm, ids):
+    from marl.agents.cmorl.learner import Stacked
+
+    A, Ds = 4, 7
+    nets = _nets(Ds + (A if ids else 0), norm)
+    stacked = Stacked(nets)
+    s = torch.randn(3, 5, 2, Ds) * 2 + 0.5
+    x = s.unsqueeze(-2).expand(3, 5, 2, A, Ds)
+    if ids:
+        x = torch.cat([x, torch.eye(A).expand(3, 5, 2, A, A)], -1)
+    want = torch.stack([nets[p](x[p]) for p in range(3)])
+    got, shared = stacked(x), stacked.forward_shared(s, A, ids)
+    assert got.shape == shared.shape == (3, 5, 2, A, 3)
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(shared, want, atol=1e-5)
+    assert torch.allclose(stacked(stacked.normalize(x), normalized=True), want, atol=1e-5)
+    # the folded LayerNorm affine and the per-state first product give each network its own gradients
+    want.pow(2).sum().backward()
+    shared.pow(2).sum().backward()
+    for name, t in stacked.tensors().items():
+        alone = torch.stack([dict(nets[p].named_parameters())[name].grad for p in range(3)])
+        assert torch.allclose(t.grad, alone, rtol=1e-4, atol=1e-4), name
+    with torch.no_grad():  # acting caches the folded weights until a parameter changes
+        before = stacked(x)
+        next(iter(stacked.params.values())).add_(1.0)
+        assert not torch.allclose(stacked(x), before)
+
+
+def test_stacked_refuses_layers_it_cannot_batch():
+    from marl.agents.cmorl.learner import Stacked
+
+    with pytest.raises(TypeError, match="cannot batch a Dropout layer"):
+        Stacked([torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout())])
+
+
+def test_batched_ppo_helpers_equal_one_call_per_policy():
+    from marl.agents.ppo import masked_entropy, normalize_advantages, policy_loss, value_loss
+
+    g = torch.Generator().manual_seed(0)
+    P, n, A, K = 3, 40, 2, 2
+    mask = (torch.rand(P, n, A, generator=g) < 0.7).float()
+    mask[2] = 0
+    mask[2, 0, 0] = 1  # one living agent: normalisation leaves it alone
+    adv = torch.randn(P, n, A, generator=g) * 3 + 1
+    logp, old = -torch.rand(P, n, A, generator=g), -torch.rand(P, n, A, generator=g)
+    logits = torch.log_softmax(torch.randn(P, n, A, 5, generator=g), -1)
+    v, ov, tg = (torch.randn(P, n, A, K, generator=g) for _ in range(3))
+    norm = normalize_advantages(adv, mask, batch_dims=1)
+    loss, info = policy_loss(logp, old, adv, 0.2, mask, batch_dims=1)
+    ent = masked_entropy(logits, mask, batch_dims=1)
+    vl = value_loss(v, ov, tg, 0.2, 1.0, True, mask.unsqueeze(-1), batch_dims=1)
+    for p in range(P):
+        assert torch.allclose(norm[p], normalize_advantages(adv[p], mask[p]), atol=1e-5)
+        one, one_info = policy_loss(logp[p], old[p], adv[p], 0.2, mask[p])
+        assert torch.allclose(loss[p], one, atol=1e-6)
+        assert info["approx_kl"][p].item() == pytest.approx(one_info["approx_kl"], abs=1e-6)
+        assert info["clip_frac"][p].item() == pytest.approx(one_info["clip_frac"], abs=1e-6)
+        assert torch.allclose(ent[p], masked_entropy(logits[p], mask[p]), atol=1e-6)
+        one_v = value_loss(v[p], ov[p], tg[p], 0.2, 1.0, True, mask[p].unsqueeze(-1).expand_as(v[p]))
+        assert torch.allclose(vl[p], one_v, atol=1e-6)
+    assert torch.equal(norm[2], adv[2])
+
+
+def test_barrier_of_a_population_is_each_policys():
+    g = torch.Generator().manual_seed(1)
+    P, n, A, K = 4, 16, 2, 3
+    ratio = torch.exp(0.1 * torch.randn(P, n, A, generator=g))
+    adv = torch.randn(P, n, A, K, generator=g)
+    margin = torch.tensor([[0.5, 0.01, -1.0], [2.0, 2.0, 2.0], [0.0, 0.0, 0.0], [1.0, -3.0, 0.2]])
+    constrained = torch.tensor([[True, True, False], [False, False, False], [True, False, True], [True, True, True]])
+    mask = (torch.rand(P, n, A, generator=g) < 0.8).float()
+    loss, clamped = barrier(ratio, adv, margin, constrained, mask, t=20.0)
+    assert loss.shape == clamped.shape == (P,)
+    for p in range(P):
+        one, one_clamped = barrier(ratio[p], adv[p], margin[p], constrained[p], mask[p], t=20.0)
+        assert torch.allclose(loss[p], one, atol=1e-6) and clamped[p].item() == one_clamped.item()
+    assert loss[1].item() == 0 and clamped[1].item() == 0  # no constraint, no barrier
+    assert clamped[3].item() >= 1  # margin -3: below the floor, counted
+
+
+def test_input_norm_off_keeps_grid_positions_apart():
+    from marl.agents.ppo import mlp
+
+    torch.manual_seed(0)
+    positions = torch.tensor([[2.0, 2.0, 1.0], [5.0, 5.0, 1.0], [1.0, 2.0, 1.0], [1.0, 9.0, 1.0]])  # (row, col, id)
+    with_norm = mlp(3, 8, 1, 4, 1.0)(positions)
+    assert torch.allclose(with_norm[0], with_norm[1], atol=1e-5) and torch.allclose(with_norm[2], with_norm[3],
+                                                                                     atol=1e-5)
+    without = mlp(3, 8, 1, 4, 1.0, input_norm=False)
+    assert not isinstance(without[0], torch.nn.LayerNorm)
+    out = without(positions)
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[2], out[3])
+
+
+def test_the_deep_sea_treasure_preset():
+    cm = config_mod.load("gym", "deep-sea-treasure-concave-v0", "cmorl")
+    assert cm["algo"]["input_norm"] is False and cm["algo"]["hv_ref"] == [0, -25] and cm["algo"]["eval_every"] == 2
+    assert (cm["train"]["envs"], cm["train"]["rollout"], cm["train"]["steps"]) == (12, 100, 300000)
+    assert cm["env"]["max_episode_steps"] == 100
+    mp = config_mod.load("gym", "deep-sea-treasure-concave-v0", "mappo", ["algo.preference=1,0"])
+    assert mp["train"]["envs"] == 12 and mp["env"]["max_episode_steps"] == 100  # the baseline's budget and cap
+    assert config_mod.load("smac", "3m", "cmorl")["algo"]["input_norm"] is True
+
+
+def test_pareto_baseline_spreads_preferences_and_measures_the_union():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "pareto_baseline.py"
+    spec = importlib.util.spec_from_file_location("pareto_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.preferences(5, 2).tolist() == [[0, 1], [0.25, 0.75], [0.5, 0.5], [0.75, 0.25], [1, 0]]
+    with pytest.raises(SystemExit, match="defined for 2 objectives"):
+        mod.preferences(5, 3)
+    # the concave deep-sea-treasure's two linearly supported points (gamma 0.99), a duplicate and a dominated one
+    lo, hi = (1.0, -1.0), (124 * 0.99 ** 18, -(1 - 0.99 ** 19) / 0.01)
+    out = mod.front_metrics(np.array([lo, hi, hi, (0.5, -2.0)]), np.array([0.0, -25.0]))
+    assert out["size"] == 2 and out["hv"] == pytest.approx(804.5738, abs=1e-3)
+    assert mod.reference(None, ("combat", "safety")).tolist() == [0, -20]
+    assert mod.reference("0,-25", ("a", "b")).tolist() == [0, -25] and mod.reference(None, ("a", "b")) is None
+
+
+def _envs_of(rollout, envs):
+    """The sub-rollout of environments `envs` (time-limit cuts renumbered)."""
+    import dataclasses
+
+    keep = np.isin(rollout.final_e, envs)
+    where = {e: i for i, e in enumerate(envs)}
+    per_step = {f: getattr(rollout, f)[:, envs] for f in ("obs", "state", "avail", "alive", "actions", "reward", "done",
+                                                           "truncated")}
+    return dataclasses.replace(
+        rollout, **per_step, extras={k: v[:, envs] for k, v in rollout.extras.items()},
+        **{f: getattr(rollout, f)[envs] for f in ("next_obs", "next_state", "next_avail", "next_alive")},
+        final_t=rollout.final_t[keep], final_e=np.array([where[e] for e in rollout.final_e[keep]], np.int64),
+        final_obs=rollout.final_obs[keep], final_state=rollout.final_state[keep])
+
+
+def test_one_update_of_the_population_equals_each_policy_trained_alone_on_its_slice():
+    """Slices of 1, 2 and 2 environments (two groups of equal slices), two epochs: the batched update moves each
+    policy exactly as a population of one trained on its own environments would."""
+    from marl.registry import make_env
+    from marl.rollout import collect
+
+    prefs = [[1.0, 0.0], [0.5, 0.5], [0.2, 0.8]]
+    cfg = config_mod.load("smac", "3m", "cmorl", ["algo.eval_every=0", "algo.stage1_fraction=1", "algo.ppo_epochs=2",
+                                                  f"algo.stage1_preferences={prefs}"])
+    env = make_env("smac", "3m", 5, dict(cfg["env"]))
+    population = CMORL(env.spec, cfg["algo"], seed=3)
+    rollout, _, _ = collect(env, population, env.reset(seed=3), 30, {})
+    before = [population.actor.one(p) for p in range(3)]
+    alone = []
+    for p, w in enumerate(prefs):
+        one = CMORL(env.spec, {**cfg["algo"], "stage1_preferences": [w]}, seed=3)
+        one.actor.load_state_dict({k: v[p:p + 1].clone() for k, v in population.actor.state_dict().items()})
+        one.critic.load_state_dict({k: v[p:p + 1].clone() for k, v in population.critic.state_dict().items()})
+        for k in ("mean", "mean_sq", "debias"):
+            getattr(one.value_norm, k).copy_(getattr(population.value_norm, k)[p:p + 1])
+        alone.append(one)
+    population.update(rollout)
+    owner = slices(5, 3)
+    assert owner.tolist() == [0, 1, 1, 2, 2]
+    for p, one in enumerate(alone):
+        one.update(_envs_of(rollout, np.flatnonzero(owner == p)))
+        for net in ("actor", "critic"):
+            mine, theirs = getattr(population, net).one(p), getattr(one, net).one(0)
+            for k in mine:
+                assert torch.allclose(mine[k], theirs[k], atol=2e-5), (p, net, k)
+        assert torch.allclose(population.value_norm.mean[p], one.value_norm.mean[0])
+        assert not torch.allclose(population.actor.one(p)["1.weight"], before[p]["1.weight"])  # it did move

@@ -5,7 +5,8 @@ Read top to bottom, like a CleanRL file:
 1. **The population.** P policies, each a MAPPO pair (a shared actor over each agent's observation, a
    centralised critic over the global state with one output per objective). Their parameters are
    stacked ([P, ...] tensors, `torch.func.stack_module_state`) and the whole population acts and
-   learns in one batched forward (`torch.vmap` over `torch.func.functional_call`), never a loop.
+   learns in one batched forward (`Stacked`: one `torch.baddbmm` per layer), never a loop; the PPO losses
+   of all P policies are per-policy masked means over [P, ...] tensors (agents/ppo.py's `batch_dims`).
 2. **The environments are shared in contiguous slices.** With E environments and P policies,
    policy p owns environments [p E // P, (p + 1) E // P): slices differ in size by at most one, and
    every policy needs one, so train.envs >= P (the schema checks it for Stage 1; Stage 2 runs at most
@@ -40,11 +41,13 @@ with each policy's gradient norm clipped on its own. A branch starts with fresh 
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state
+from torch.func import stack_module_state
 
 from marl.pareto import ParetoArchive, check_preference, expected_utility, hypervolume, sparsity, weight_grid
 from marl.spec import EnvSpec, Evaluator, Rollout, Step
@@ -54,7 +57,6 @@ from ..ppo import (
     ValueNorm,
     masked_entropy,
     masked_logits,
-    masked_mean,
     mlp,
     normalize_advantages,
     policy_loss,
@@ -82,6 +84,11 @@ def default_select(n_objectives: int) -> int:
 
 def slices(n_envs: int, n_policies: int) -> np.ndarray:
     """owner int[E]: policy p owns the contiguous environments [p E // P, (p + 1) E // P)."""
+    return _slices(n_envs, n_policies).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _slices(n_envs: int, n_policies: int) -> np.ndarray:
     bounds = (np.arange(n_policies + 1) * n_envs) // n_policies
     return np.repeat(np.arange(n_policies), np.diff(bounds))
 
@@ -100,23 +107,33 @@ def route(owner: np.ndarray, n_policies: int) -> tuple[np.ndarray, np.ndarray]:
 
 def barrier(ratio: torch.Tensor, adv: torch.Tensor, margin: torch.Tensor, constrained: torch.Tensor,
             mask: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log-barrier loss of one policy and the number of its clamped (gradient-free) constraints.
+    """The log-barrier loss and the number of clamped (gradient-free) constraints, of one policy or of many.
 
-    ratio [n, A], adv [n, A, K] (per-objective advantages in return units), margin [K] (the last evaluated
-    G_j - c_j), constrained bool[K], mask [n, A]. R_j - c_j = margin_j + mean((ratio - 1) A_j).
+    ratio [..., n, A], adv [..., n, A, K] (per-objective advantages in return units), margin [..., K] (the
+    last evaluated G_j - c_j), constrained bool[..., K], mask [..., n, A]; the leading axes (a population's
+    P) give one loss and one count each. R_j - c_j = margin_j + mean((ratio - 1) A_j) over the masked entries.
     """
+    lead = ratio.shape[:-2]
     if not bool(constrained.any()):
-        return ratio.new_zeros(()), ratio.new_zeros(())
-    change = torch.stack([masked_mean((ratio - 1) * adv[..., j], mask) for j in range(adv.shape[-1])])
+        return ratio.new_zeros(lead), ratio.new_zeros(lead)
+    weight = (ratio - 1) * mask  # [..., n, A]
+    change = (weight.unsqueeze(-1) * adv).sum((-3, -2)) / mask.sum((-2, -1)).clamp(min=1).unsqueeze(-1)
     slack = margin + change
     clamped = constrained & (slack < BARRIER_FLOOR)
     logs = torch.log(torch.clamp(slack, min=BARRIER_FLOOR))  # clamp: no gradient below the floor
-    loss = -(logs * constrained).sum() / constrained.sum() / t
-    return loss, clamped.sum().float()
+    loss = -(logs * constrained).sum(-1) / constrained.sum(-1).clamp(min=1) / t
+    return loss, clamped.sum(-1).float()
 
 
 class Stacked(nn.Module):
-    """P copies of one network as stacked [P, ...] parameters, applied in one vmapped forward."""
+    """P copies of one network as stacked [P, ...] parameters, applied to [P, ...] inputs in one batched forward.
+
+    The template is an `mlp` (LayerNorm input, Linear and elementwise layers). The forward is explicit, not
+    `torch.vmap`: each Linear is one `torch.baddbmm` over the stacked weights, and the input LayerNorm's
+    affine part (per policy) is folded into the first Linear, W (g x + b) + c = (W g) x + (W b + c), so
+    the normalisation itself has no parameters, needs no gradient (the input needs none) and can be
+    computed once per update (`normalize`). The parameters, their names and the function are the template's.
+    """
 
     def __init__(self, modules: list[nn.Module]):
         super().__init__()
@@ -124,7 +141,27 @@ class Stacked(nn.Module):
         self.params = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.detach().clone())
                                         for k, v in params.items()})
         self._names = list(params)
-        self._base = [copy.deepcopy(modules[0]).to("meta")]  # a list: the template is no submodule
+        self._plan = self._compile(modules[0])
+        self._folded: tuple | None = None  # (parameter versions, _layers()) while acting
+
+    @staticmethod
+    def _compile(net: nn.Module) -> list[tuple[str, str, nn.Module | None]]:
+        """The template's layers as (kind, parameter prefix, module): "norm", "linear" or "elementwise"."""
+        plan = []
+        for name, mod in net.named_children():
+            if isinstance(mod, nn.LayerNorm):
+                if plan or len(mod.normalized_shape) != 1 or not mod.elementwise_affine:
+                    raise TypeError("Stacked folds one affine LayerNorm over the last axis, at the input only")
+                plan.append(("norm", name, copy.deepcopy(mod)))
+            elif isinstance(mod, nn.Linear):
+                plan.append(("linear", name, None))
+            elif isinstance(mod, (nn.ReLU, nn.Tanh, nn.ELU, nn.GELU, nn.Identity)):
+                plan.append(("elementwise", name, copy.deepcopy(mod)))
+            else:
+                raise TypeError(f"Stacked cannot batch a {type(mod).__name__} layer")
+        if plan and plan[0][0] == "norm" and (len(plan) < 2 or plan[1][0] != "linear"):
+            raise TypeError("Stacked folds the input LayerNorm into a Linear that must follow it")
+        return plan
 
     @property
     def size(self) -> int:
@@ -135,10 +172,118 @@ class Stacked(nn.Module):
         """name -> stacked tensor [P, ...], in the template's parameter names."""
         return {n: self.params[n.replace(".", "__")] for n in self._names}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [P, ...] -> each network p applied to x[p], stacked."""
-        base = self._base[0]
-        return torch.vmap(lambda params, inp: functional_call(base, params, (inp,)))(self.tensors(), x)
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The input LayerNorm without its affine part (which `forward` folds into the first Linear)."""
+        kind, _, norm = self._plan[0]
+        if kind != "norm":
+            return x
+        return F.layer_norm(x, norm.normalized_shape, eps=norm.eps)
+
+    def forward(self, x: torch.Tensor, normalized: bool = False, members: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """x [P, ..., in] -> each network p applied to x[p]: [P, ..., out]. normalized: x is `normalize`d already;
+        members: the networks (indices) x is for, in order (default all)."""
+        P, lead = x.shape[0], x.shape[1:-1]
+        h = x.reshape(P, -1, x.shape[-1])
+        layers = iter(self._layers(members))
+        for kind, _, mod in self._plan:
+            if kind == "norm":
+                h = h if normalized else self.normalize(h)
+            elif kind == "linear":
+                w, c = next(layers)
+                h = torch.baddbmm(c.unsqueeze(1), h, w.transpose(1, 2))
+            else:
+                h = mod(h)
+        return h.reshape(P, *lead, h.shape[-1])
+
+    def shared_norm(self, s: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, ...]:
+        """The input LayerNorm of [s, one_hot(a)] for a < n_ids, from s alone: a one-hot adds the same sum (1) and
+        the same squared deviations to every agent's input, so the statistics are per s. Returns (s normalised,
+        mean, 1 / std), each [..., Ds] or [..., 1]; without an input LayerNorm, (s, None, None)."""
+        kind, _, norm = self._plan[0]
+        if kind != "norm":
+            return s, None, None
+        width = s.shape[-1] + n_ids
+        mean = (s.sum(-1, keepdim=True) + (1.0 if n_ids else 0.0)) / width
+        sq = ((s - mean) ** 2).sum(-1, keepdim=True)
+        if n_ids:
+            sq = sq + (1 - mean) ** 2 + (n_ids - 1) * mean ** 2  # the one-hot's entries: one 1, n_ids - 1 zeros
+        rstd = torch.rsqrt(sq / width + norm.eps)
+        return (s - mean) * rstd, mean, rstd
+
+    def forward_shared(self, s: torch.Tensor, n_agents: int, ids: bool, normed: tuple | None = None,
+                       members: torch.Tensor | None = None) -> torch.Tensor:
+        """Each network p applied to [s[p], one_hot(a)] (ids) or to s[p] (no ids) for every agent a, without
+        making the per-agent inputs: s [P, ..., Ds] -> [P, ..., n_agents, out], equal to `forward` on them.
+
+        A centralised critic sees one state for all agents, so the first Linear's state part, the largest
+        product, is computed once per state and each agent adds its id column: W [s^, (e_a - m) r] + c =
+        W_s s^ + r (W_id[:, a] - m W_id 1) + c. normed: `shared_norm`(s) computed already; members as `forward`.
+        """
+        P, lead = s.shape[0], s.shape[1:-1]
+        n_ids = n_agents if ids else 0
+        x, mean, rstd = normed if normed is not None else self.shared_norm(s, n_ids)
+        x = x.reshape(P, -1, x.shape[-1])
+        layers = self._layers(members)
+        w, c = layers[0]
+        width = x.shape[-1]
+        h = torch.baddbmm(c.unsqueeze(1), x, w[..., :width].transpose(1, 2))  # [P, R, H]: once per state
+        if n_ids:
+            w_id = w[..., width:].transpose(1, 2)  # [P, A, H]
+            if mean is None:
+                h = h.unsqueeze(2) + w_id.unsqueeze(1)
+            else:
+                mean, rstd = mean.reshape(P, -1, 1, 1), rstd.reshape(P, -1, 1, 1)
+                h = h.unsqueeze(2) + rstd * (w_id.unsqueeze(1) - mean * w_id.sum(1)[:, None, None, :])
+        else:
+            h = h.unsqueeze(2)  # every agent's input is the state: one output, shared below
+        rest = iter(layers[1:])
+        linears = 0
+        for kind, _, mod in self._plan:
+            if kind == "linear":
+                linears += 1
+                if linears == 1:
+                    h = h.reshape(P, -1, h.shape[-1])
+                    continue
+                w, c = next(rest)
+                h = torch.baddbmm(c.unsqueeze(1), h, w.transpose(1, 2))
+            elif kind == "elementwise" and linears:
+                h = mod(h)
+        h = h.reshape(P, *lead, max(n_ids, 1), h.shape[-1])
+        return h if n_ids else h.expand(P, *lead, n_agents, h.shape[-1])
+
+    def _layers(self, members: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each Linear's (weight [P, out, in], bias [P, out]) (of the members only, if given), the first with the
+        input LayerNorm's affine folded in. Without gradients (acting, all members) they are cached until an
+        optimiser step or a load changes a parameter."""
+        if members is not None:
+            t = {name: v[members] for name, v in self.tensors().items()}
+            return self._fold(t)
+        grad = torch.is_grad_enabled()
+        if not grad:
+            version = tuple(p._version for p in self.params.values())
+            if self._folded is not None and self._folded[0] == version:
+                return self._folded[1]
+        out = self._fold(self.tensors())
+        if not grad:
+            self._folded = (version, out)
+        return out
+
+    def _fold(self, t: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The Linears' (weight, bias) of stacked tensors t, the input LayerNorm's affine folded into the first."""
+        out, affine = [], None
+        for kind, name, _ in self._plan:
+            if kind == "norm":
+                affine = t[f"{name}.weight"], t[f"{name}.bias"]  # [P, in] each
+            elif kind == "linear":
+                w, c = t[f"{name}.weight"], t[f"{name}.bias"]
+                if affine is not None:
+                    g, b = affine
+                    c = torch.baddbmm(c.unsqueeze(-1), w, b.unsqueeze(-1)).squeeze(-1)  # W b + c
+                    w = w * g.unsqueeze(1)  # W g
+                    affine = None
+                out.append((w, c))
+        return out
 
     def one(self, p: int) -> dict[str, torch.Tensor]:
         """Policy p's parameters (copies), as a plain state dict of the template network."""
@@ -176,12 +321,13 @@ class CMORL:
         self.last_metrics: dict = {}
         self._fresh_eval = False
         self._chosen: dict | None = None  # use_preference's policy, for marl eval
+        self._routes: dict = {}  # _routing's cache
         weights = np.asarray(cfg["stage1_preferences"] or stage1_preferences(self.K), np.float64)
         for w in weights:
             check_preference(w, self.K, spec.reward_names)
         ids = self.spec.n_agents if cfg["agent_id"] else 0
-        actors = [mlp(spec.obs_dim + ids, cfg["hidden"], cfg["layers"], spec.n_actions, 0.01) for _ in weights]
-        critics = [mlp(spec.state_dim + ids, cfg["hidden"], cfg["layers"], self.K, 1.0) for _ in weights]
+        actors = [self._template(spec.n_actions, spec.obs_dim + ids, 0.01) for _ in weights]
+        critics = [self._template(self.K, spec.state_dim + ids, 1.0) for _ in weights]
         self._install(actors, critics, weights, np.zeros((len(weights), self.K), bool),
                       np.zeros((len(weights), self.K)), [-1] * len(weights), None)
 
@@ -210,7 +356,7 @@ class CMORL:
 
     def _template(self, outputs: int, inputs: int, gain: float) -> nn.Module:
         """A network of the population's shape (for payloads and single-policy acting)."""
-        return mlp(inputs, self.cfg["hidden"], self.cfg["layers"], outputs, gain)
+        return mlp(inputs, self.cfg["hidden"], self.cfg["layers"], outputs, gain, self.cfg["input_norm"])
 
     def _payload(self, p: int) -> dict:
         """Policy p's weights and value statistics, as the archive keeps them."""
@@ -233,18 +379,35 @@ class CMORL:
         s = s.unsqueeze(-2).expand(*s.shape[:-1], self.spec.n_agents, s.shape[-1])
         return self._with_id(s)
 
+    def _routing(self, owner: np.ndarray, n_policies: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`route` as tensors, and each row's place in the padded [P * S] layout; cached (acting reuses it)."""
+        key = (owner.tobytes(), len(owner), n_policies)
+        if key not in self._routes:
+            index, valid = route(owner, n_policies)
+            place = np.empty(len(owner), np.int64)
+            place[index[valid]] = np.flatnonzero(valid.reshape(-1))
+            if len(self._routes) > 64:  # owners of final states vary; the slices' few do not
+                self._routes.clear()
+            self._routes[key] = (torch.as_tensor(index, device=self.device), torch.as_tensor(place, device=self.device))
+        return self._routes[key]
+
     def _per_policy(self, net: Stacked, x: torch.Tensor, owner: np.ndarray) -> torch.Tensor:
         """Rows x [n, ...] each through its owner's network, in one batched forward: [n, ...out]."""
-        index, valid = route(owner, net.size)
-        out = net(x[torch.as_tensor(index, device=self.device)])  # [P, S, ...]
-        rows = torch.empty((len(owner), *out.shape[2:]), dtype=out.dtype, device=self.device)
-        rows[torch.as_tensor(index[valid], device=self.device)] = out[torch.as_tensor(valid, device=self.device)]
-        return rows
+        index, place = self._routing(owner, net.size)
+        out = net(x[index])  # [P, S, ...]
+        return out.reshape(-1, *out.shape[2:])[place]
+
+    def _critic_rows(self, state: np.ndarray, owner: np.ndarray) -> torch.Tensor:
+        """Critic outputs [n, A, K] of states [n, state_dim], each by its owner's critic (one batched forward)."""
+        index, place = self._routing(owner, self.critic.size)
+        out = self.critic.forward_shared(torch.as_tensor(state, device=self.device)[index], self.spec.n_agents,
+                                         self.cfg["agent_id"])  # [P, S, A, K]
+        return out.reshape(-1, *out.shape[2:])[place]
 
     def _values(self, state: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Denormalised values [n, A, K] of states [n, state_dim] by their owners' critics."""
         with torch.no_grad():
-            v = self._per_policy(self.critic, self._critic_in(state), owner)
+            v = self._critic_rows(state, owner)
             mean, std = self.value_norm.stats()
             o = torch.as_tensor(owner, device=self.device)
             v = v * std[o][:, None] + mean[o][:, None]
@@ -265,7 +428,7 @@ class CMORL:
             actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=self.generator)
             actions = actions.reshape(probs.shape[:-1])
             log_prob = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-            value = self._per_policy(self.critic, self._critic_in(step.state), owner)
+            value = self._critic_rows(step.state, owner)
         return actions.cpu().numpy(), {"log_prob": log_prob.cpu().numpy(), "value": value.cpu().numpy()}
 
     def act_alone(self, p: int, step: Step) -> np.ndarray:
@@ -302,7 +465,7 @@ class CMORL:
     def _ppo(self, rollout: Rollout) -> dict:
         """PPO epochs of all P policies at once on their own slices (scalarised w . A, plus Stage 2's barrier)."""
         cfg, P, K = self.cfg, self.n_policies, self.K
-        T, E, A = rollout.steps, rollout.n_envs, self.spec.n_agents
+        E, A = rollout.n_envs, self.spec.n_agents
         owner = slices(E, P)
         mean, std = self.value_norm.stats()
         o = torch.as_tensor(owner, device=self.device)
@@ -313,81 +476,104 @@ class CMORL:
             np.zeros((0, A, K), np.float32)
         adv, returns = rollout_advantages(rollout, values, bootstrap, final, cfg["gamma"], cfg["gae_lambda"])
 
-        # [T, E, ...] -> [P, N = T * S, ...]: each policy's own environments, padded slices masked out
-        index, valid = route(owner, P)
-        S = index.shape[1]
-
-        where = torch.as_tensor(index, device=self.device)
-
-        def per_policy(x, dtype=None) -> torch.Tensor:
-            t = torch.as_tensor(x, device=self.device)[:, where]  # [T, P, S, ...]
-            t = t.transpose(0, 1).reshape(P, T * S, *t.shape[3:])
-            return t if dtype is None else t.to(dtype)
-
-        slot = torch.as_tensor(np.broadcast_to(valid[None, :, :, None], (T, P, S, A)).transpose(1, 0, 2, 3)
-                               .reshape(P, T * S, A).copy(), dtype=torch.float32, device=self.device)
-        mask = per_policy(rollout.alive, torch.float32) * slot  # [P, N, A]
-        adv_t = per_policy(adv, torch.float32)  # [P, N, A, K]
-        ret_t = per_policy(returns, torch.float32)
-        old_values = per_policy(rollout.extras["value"], torch.float32)
-        old_logp = per_policy(rollout.extras["log_prob"], torch.float32)
-        actor_in = per_policy(self._actor_in(rollout.obs))  # [P, N, A, D]
-        critic_in = per_policy(self._critic_in(rollout.state))
-        avail = per_policy(rollout.avail)
-        actions = per_policy(rollout.actions)
-
-        scal = (adv_t * self.weights[:, None, None, :]).sum(-1)  # w . A per policy
-        norm_adv = torch.stack([normalize_advantages(scal[p], mask[p]) for p in range(P)])
-        n = T * S
-        flat = ret_t.permute(1, 2, 0, 3).reshape(n * A, P, K)  # the value statistics see each policy's living
-        self.value_norm.update(flat, mask.permute(1, 2, 0).reshape(n * A, P, 1))
-        mean, std = self.value_norm.stats()
-        targets = (ret_t - mean[:, None, None, :]) / std[:, None, None, :]
-        margin = self.last_returns - self.thresholds  # [P, K]: the last evaluated G_j - c_j
-
+        # [T, E, ...] -> [G, N = S * T, ...] per group of the G policies whose slices have S environments: no
+        # padding (slices differ in size by at most one, so there are one or two groups)
+        sizes = np.bincount(owner, minlength=P)
+        actor_in = self._actor_in(rollout.obs)  # [T, E, A, D]
+        groups = [self._group(rollout, np.flatnonzero(sizes == size), owner, adv, returns, actor_in)
+                  for size in np.unique(sizes)]
+        if len(groups) == 1:
+            groups[0]["members"] = None  # every policy, in order: no parameter gather
         stats = Stats()
         for _ in range(cfg["ppo_epochs"]):
-            perm = torch.randperm(n, generator=self.generator).to(self.device)
-            for idx in perm.chunk(cfg["minibatches"]):
-                m = mask[:, idx]
-                logits = masked_logits(self.actor(actor_in[:, idx]), avail[:, idx])
-                logp_all = torch.log_softmax(logits, -1)
-                logp = logp_all.gather(-1, actions[:, idx].unsqueeze(-1)).squeeze(-1)  # [P, b, A]
-                total, clamped = 0.0, 0.0
-                p_losses, entropies, bar_losses, infos = [], [], [], []
-                for p in range(P):  # per-policy means of the shared PPO losses (the forward above is batched)
-                    p_loss, info = policy_loss(logp[p], old_logp[p, idx], norm_adv[p, idx], cfg["clip"], m[p])
-                    entropy = masked_entropy(logp_all[p], m[p])
-                    ratio = torch.exp(logp[p] - old_logp[p, idx])
-                    b_loss, b_clamped = barrier(ratio, adv_t[p, idx], margin[p], self.constrained[p], m[p],
-                                                cfg["barrier_t"])
-                    total = total + p_loss - cfg["entropy_coef"] * entropy + b_loss
-                    clamped = clamped + b_clamped
-                    p_losses.append(p_loss)
-                    entropies.append(entropy)
-                    bar_losses.append(b_loss)
-                    infos.append(info)
+            if cfg["minibatches"] == 1:  # the whole batch: a mean over it needs no shuffling (nor its copy)
+                batches = [[slice(None)] * len(groups)]
+            else:
+                batches = zip(*[torch.randperm(g["n"], generator=self.generator).to(self.device)
+                                .chunk(cfg["minibatches"]) for g in groups])
+            for idxs in batches:
+                # every loss term is per policy: masked means over each policy's own rows, summed, as each
+                # policy's parameters get only its own term's gradient
+                parts = [self._actor_terms(g, idx) for g, idx in zip(groups, idxs)]
                 self.actor_opt.zero_grad()
-                total.backward()
+                sum(part.pop("loss") for part in parts).backward()
                 gn = _clip_per_policy(list(self.actor.parameters()), cfg["max_grad_norm"])
                 self.actor_opt.step()
 
-                v = self.critic(critic_in[:, idx])  # [P, b, A, K]
-                vm = m[..., None].expand_as(v)
-                v_losses = [value_loss(v[p], old_values[p, idx], targets[p, idx], cfg["clip"], cfg["huber_delta"],
-                                       cfg["value_clip"], vm[p]) for p in range(P)]
+                v_loss = torch.cat([self._value_loss(g, idx) for g, idx in zip(groups, idxs)])
                 self.critic_opt.zero_grad()
-                (cfg["value_coef"] * sum(v_losses)).backward()
+                (cfg["value_coef"] * v_loss.sum()).backward()
                 cgn = _clip_per_policy(list(self.critic.parameters()), cfg["max_grad_norm"])
                 self.critic_opt.step()
-                stats.add(policy_loss=sum(p_losses) / P, value_loss=sum(v_losses) / P, entropy=sum(entropies) / P,
-                          barrier=sum(bar_losses) / P, barrier_clamped=clamped,
-                          approx_kl=float(np.mean([i["approx_kl"] for i in infos])),
-                          clip_frac=float(np.mean([i["clip_frac"] for i in infos])),
-                          grad_norm=gn.mean(), critic_grad_norm=cgn.mean())
+                per = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+                stats.add(policy_loss=per["policy_loss"].mean(), value_loss=v_loss.mean(),
+                          entropy=per["entropy"].mean(), barrier=per["barrier"].mean(),
+                          barrier_clamped=per["clamped"].sum(), approx_kl=per["approx_kl"].mean(),
+                          clip_frac=per["clip_frac"].mean(), grad_norm=gn.mean(), critic_grad_norm=cgn.mean())
         out = stats.means()
         out["barrier_clamped"] = out["barrier_clamped"] * cfg["ppo_epochs"] * cfg["minibatches"]  # a count
         return out
+
+    def _group(self, rollout: Rollout, members: np.ndarray, owner: np.ndarray, adv: np.ndarray,
+               returns: np.ndarray, actor_in: torch.Tensor) -> dict:
+        """The training tensors [G, N = S * T, ...] of policies `members` (all with S environments), their value
+        statistics updated, the inputs normalised once for all epochs, the advantages w . A normalised."""
+        cfg, P, K, T, A = self.cfg, self.n_policies, self.K, rollout.steps, self.spec.n_agents
+        envs = torch.as_tensor(np.stack([np.flatnonzero(owner == p) for p in members]), device=self.device)
+        G, n = len(members), envs.shape[1] * T
+
+        def gather(x, dtype=torch.float32) -> torch.Tensor:
+            t = torch.as_tensor(x, device=self.device).transpose(0, 1)[envs]  # [G, S, T, ...]
+            t = t.reshape(G, n, *t.shape[3:])
+            return t if dtype is None else t.to(dtype)
+
+        who = torch.as_tensor(members, device=self.device)
+        g = {"members": who, "n": n, "mask": gather(rollout.alive), "adv": gather(adv), "state": gather(rollout.state),
+             "old_values": gather(rollout.extras["value"]), "old_logp": gather(rollout.extras["log_prob"]),
+             "avail": gather(rollout.avail, None), "actions": gather(rollout.actions, None),
+             "margin": (self.last_returns - self.thresholds)[who],  # the last evaluated G_j - c_j
+             "constrained": self.constrained[who]}
+        ret = gather(returns)  # [G, N, A, K]
+        scal = (g["adv"] * self.weights[who][:, None, None, :]).sum(-1)  # w . A per policy
+        g["norm_adv"] = normalize_advantages(scal, g["mask"], batch_dims=1)  # over each policy's living agents
+        full = ret.new_zeros(n * A, P, K)  # the value statistics of the members see their own living agents
+        seen = ret.new_zeros(n * A, P, 1)
+        full[:, who] = ret.permute(1, 2, 0, 3).reshape(n * A, G, K)
+        seen[:, who] = g["mask"].permute(1, 2, 0).reshape(n * A, G, 1)
+        self.value_norm.update(full, seen)
+        mean, std = self.value_norm.stats()
+        g["targets"] = (ret - mean[who][:, None, None, :]) / std[who][:, None, None, :]
+        # the input LayerNorms have no parameters left (Stacked folds their affine part into the first Linear)
+        # and the inputs need no gradient, so they are normalised once for all epochs (the critic's per state:
+        # it adds each agent's id after its first product, Stacked.forward_shared)
+        g["actor_x"] = self.actor.normalize(gather(actor_in, None))
+        g["state_x"] = self.critic.shared_norm(g["state"], A if cfg["agent_id"] else 0)
+        return g
+
+    def _actor_terms(self, g: dict, idx) -> dict:
+        """A group's actor loss (summed over its policies) and its per-policy terms ([G] each, detached)."""
+        cfg, m = self.cfg, g["mask"][:, idx]
+        logits = masked_logits(self.actor(g["actor_x"][:, idx], normalized=True, members=g["members"]),
+                               g["avail"][:, idx])
+        logp_all = torch.log_softmax(logits, -1)
+        logp = logp_all.gather(-1, g["actions"][:, idx].unsqueeze(-1)).squeeze(-1)  # [G, b, A]
+        old = g["old_logp"][:, idx]
+        p_loss, info = policy_loss(logp, old, g["norm_adv"][:, idx], cfg["clip"], m, batch_dims=1)
+        entropy = masked_entropy(logp_all, m, batch_dims=1)
+        b_loss, clamped = barrier(torch.exp(logp - old), g["adv"][:, idx], g["margin"], g["constrained"], m,
+                                  cfg["barrier_t"])
+        loss = (p_loss - cfg["entropy_coef"] * entropy + b_loss).sum()
+        return {"loss": loss, "policy_loss": p_loss.detach(), "entropy": entropy.detach(), "barrier": b_loss.detach(),
+                "clamped": clamped, **info}
+
+    def _value_loss(self, g: dict, idx) -> torch.Tensor:
+        """A group's per-policy value losses [G]."""
+        cfg = self.cfg
+        normed = tuple(x if x is None else x[:, idx] for x in g["state_x"])
+        v = self.critic.forward_shared(g["state"][:, idx], self.spec.n_agents, cfg["agent_id"], normed,
+                                       g["members"])  # [G, b, A, K]
+        return value_loss(v, g["old_values"][:, idx], g["targets"][:, idx], cfg["clip"], cfg["huber_delta"],
+                          cfg["value_clip"], g["mask"][:, idx].unsqueeze(-1), batch_dims=1)
 
     # ------------------------------------------------------------------ evaluation, archive, Stage 2
     def attach_evaluator(self, evaluator: Evaluator) -> None:
