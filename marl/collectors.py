@@ -25,6 +25,15 @@ import numpy as np
 from marl.rollout import collect
 from marl.spec import ActingState, Learner, Resumable, Rollout, Step, VecEnv
 
+
+class CollectorError(ValueError):
+    """A collector that cannot start or go on (Ray missing, no cluster, too few CPUs); the message is one line."""
+
+
+class WorkersFailed(CollectorError):
+    """Rollout workers failed more often than train.ray_max_failures allows; the message names the node."""
+
+
 ACT, ENV = 0, 1  # purposes of a shard's seeds: its acting streams, its battles
 
 
