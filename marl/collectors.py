@@ -144,13 +144,12 @@ class Shard:
 
     def __init__(self, config: dict, index: int, offset: int, n_envs: int, total: int, incarnation: int = 0,
                  reseed: int = 0):
-        from marl.registry import make_learner
-        from marl.trainer import build_env
+        from marl.registry import make_env, make_learner  # not marl.trainer: a worker needs no logger or replays
 
-        t = config["train"]
+        t, r = config["train"], config["run"]
         self.index, self.offset, self.n_envs, self.total = index, offset, n_envs, total
         self.incarnation, self.reseed = incarnation, reseed
-        self.env = build_env(config, n_envs)
+        self.env = make_env(r["env"], r["scenario"], n_envs, dict(config["env"]))  # as marl.trainer.build_env
         self.spec = self.env.spec
         self.learner = make_learner(config["run"]["algo"], self.spec, config["algo"], seed=t["seed"], device="cpu")
         base = t["seed"] + reseed

@@ -162,6 +162,7 @@ class RayCollector(ShardedCollector):
         t = config["train"]
         self.cpus = float(t["ray_worker_cpus"])
         self.timeout = float(t["ray_worker_timeout"])
+        self.start_timeout = float(t["ray_start_timeout"])
         self.max_failures = int(t["ray_max_failures"])
         self.failures = 0
         self.events: list[str] = []  # what happened since the trainer last asked (replacements), for its messages
@@ -196,7 +197,7 @@ class RayCollector(ShardedCollector):
                                   self.reseed, threads)
 
     def _hello(self, index: int, worker) -> tuple:
-        node, pid, step, spec = self.ray.get(worker.hello.remote(), timeout=self.timeout)
+        node, pid, step, spec = self.ray.get(worker.hello.remote(), timeout=self.start_timeout)
         self.nodes[index], self.pids[index] = node, pid
         return step, spec
 
@@ -208,6 +209,8 @@ class RayCollector(ShardedCollector):
             steps.append(step)
             specs.append(spec)
         self._check_specs(specs)
+        self.events.append(f"ray: {self.n_shards} workers: " + ", ".join(
+            f"shard {k} on {node} (pid {pid})" for k, (node, pid) in enumerate(zip(self.nodes, self.pids))))
         return steps
 
     def _get_or_replace(self, k: int, fetch):
@@ -217,7 +220,7 @@ class RayCollector(ShardedCollector):
             try:
                 return fetch()
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as err:
-                self._replace(k, "did not answer within train.ray_worker_timeout"
+                self._replace(k, "did not answer in time (train.ray_start_timeout, ray_worker_timeout)"
                               if isinstance(err, ray.exceptions.GetTimeoutError) else "died")
             except ray.exceptions.RayTaskError as err:  # an error of marl's own inside the worker: say it as it is
                 raise _cause(err) from None

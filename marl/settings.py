@@ -93,6 +93,8 @@ class TrainSettings(Settings):
                                      gt=0)
     ray_worker_timeout: float = setting("seconds a worker may take for a rollout (and to start) before it counts as "
                                         "hung, is replaced and its shard collected again", gt=0)
+    ray_start_timeout: float = setting("seconds a new worker may take to start (import torch, build its battles) "
+                                       "before it counts as hung and is replaced", gt=0)
     ray_max_failures: int = setting("worker failures a run survives; one more checkpoints and stops it", ge=0)
     ray_connect_timeout: float = setting("seconds ray_address may take to answer", gt=0)
 

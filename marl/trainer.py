@@ -364,8 +364,10 @@ class Trainer:
         c = data["counters"]
         if self.collector.sharded:  # each shard's acting generators and battles; fresh shards if they do not fit
             saved = data.get("collector")
-            self.step, _ = self.collector.restore(None if saved is None else checkpoint.to_numpy(saved),
-                                                  self.config["train"]["seed"], 7919 * c["update"])
+            if saved is not None:  # the battles' arrays as numpy; generator states stay tensors
+                saved["shards"] = [None if sh is None else {**sh, "env": checkpoint.to_numpy(sh["env"])}
+                                   for sh in saved["shards"]]
+            self.step, _ = self.collector.restore(saved, self.config["train"]["seed"], 7919 * c["update"])
         elif data.get("env") is None or not isinstance(self.env, Resumable):
             # new episodes on a seed of their own, so a resumed run does not replay its first ones
             self.step = self.env.reset(seed=self.config["train"]["seed"] + 7919 * c["update"])
