@@ -81,6 +81,14 @@ def _answers(address: str, timeout: float) -> bool:
         return False
 
 
+def token_auth(address: str | None) -> None:
+    """Before Ray is imported (it reads RAY_AUTH_MODE then): to join a cluster with a token at hand and
+    RAY_AUTH_MODE unset, set it to `token`, without which the driver is refused (InvalidAuthToken)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address not in ("local", "auto") and "RAY_AUTH_MODE" not in os.environ and _token_at_hand():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def connect(address: str | None, *, object_store: int, timeout: float) -> bool:
     """Join the Ray cluster at `address` (or RAY_ADDRESS), or start a local one; True when this call started Ray
     (and so shuts it down). A Ray already initialised in this process is used as it is."""
@@ -93,9 +101,13 @@ def connect(address: str | None, *, object_store: int, timeout: float) -> bool:
             raise CollectorError(f"no Ray cluster answers at {address} within {timeout:g} s (train.ray_connect_timeout)"
                                  f"; start one with `ray start --head --port {address.rpartition(':')[2]}` on that "
                                  f"machine, or train without --address for a local Ray")
-        if "RAY_AUTH_MODE" not in os.environ and _token_at_hand():
-            os.environ["RAY_AUTH_MODE"] = "token"  # else the driver loops on InvalidAuthToken
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CollectorError(f"could not join the Ray cluster at {address}: {first}; a cluster that requires a "
+                                 f"token needs it here too (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+                                 ) from None
     else:
         ray.init(address="local", include_dashboard=False, object_store_memory=object_store, log_to_driver=False,
                  configure_logging=False)
@@ -168,6 +180,7 @@ class RayCollector(ShardedCollector):
         self.events: list[str] = []  # what happened since the trainer last asked (replacements), for its messages
         self.nodes: list[str] = [""] * n_shards
         self.pids: list[int] = [0] * n_shards
+        token_auth(t["ray_address"] or None)
         self.ray = import_ray()
         if warm is not None:
             warm()  # compile (or load) numba's kernels once here, so the workers find them in the cache

@@ -260,17 +260,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _group(pgid: int) -> list[int]:
-    """Processes of a process group (Ray's daemons and workers stay in the group `ray start` was given)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
+def _group(pgid: int, wait: float = 10.0) -> list[int]:
+    """Live processes (not zombies) of a process group, once it empties or `wait` seconds pass (Ray's daemons and
+    workers stay in the group `ray start` was given)."""
+    deadline = time.time() + wait
+    while True:
+        out = []
+        for d in os.listdir("/proc"):
             try:
-                if os.getpgid(int(d)) == pgid:
+                if d.isdigit() and os.getpgid(int(d)) == pgid and \
+                        Path(f"/proc/{d}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
                     out.append(int(d))
             except OSError:
                 pass
-    return out
+        if not out or time.time() > deadline:
+            return out
+        time.sleep(0.2)
 
 
 def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -315,17 +320,18 @@ def test_two_nodes_train_with_address_and_survive_losing_one(tmp_path):
         started.append(driver)
         placed = ""
         for line in driver.stderr:
+            placed += line
             if line.startswith("ray: 2 workers"):
-                placed = line
                 break
-        nodes = set(re.findall(r"on (\S+) \(pid", placed))
-        assert len(nodes) == 2 and "127.0.0.2" in nodes, placed
-        node_workers = _group(node.pid)
+        nodes = set(re.findall(r"on (\S+) \(pid", placed.splitlines()[-1]))
+        assert len(nodes) == 2 and "127.0.0.2" in nodes, placed[-3000:]
+        assert len(_group(node.pid, wait=0)) >= 2  # its raylet and the worker on it
         _kill(node)  # the second machine goes away mid-run, with its worker
-        assert not any(Path(f"/proc/{p}").exists() and _group(node.pid) for p in node_workers)
+        assert _group(node.pid) == []
         out, rest = driver.communicate(timeout=45)
         assert driver.returncode == 0, rest[-3000:]
-        assert re.search(r"ray: worker 1 on 127\.0\.0\.2 (died|did not answer within train\.ray_worker_timeout); "
+        lost = re.search(r"shard (\d) on 127\.0\.0\.2", placed).group(1)
+        assert re.search(rf"ray: worker {lost} on 127\.0\.0\.2 (died|did not answer within train\.ray_worker_timeout); "
                          r"replaced \(incarnation 1\), its shard collected again", rest), rest[-3000:]
         run_dir = Path(re.search(r"run directory: (\S+)", out).group(1))
         data = checkpoint.load(run_dir / "checkpoints" / LAST)
