@@ -1,0 +1,112 @@
+"""What Ray rollout workers cost per update, and the memory of Ray's daemons and workers (BENCHMARKS.md).
+
+    python benchmarks/ray_overhead.py --algos commformer mappo --envs 32 256 --workers 1 2 --rollout 20
+
+For each (learner, E, W): a 3s5z run with W Ray workers (one torch thread each, train.ray_worker_cpus 1),
+one warm-up update, then `--updates` measured updates. Per update: the broadcast (ray.put of the acting
+state), the wait (from submitting the collects to holding every result), the slowest shard's own
+collection time (measured inside its worker), the transfer (wait minus that), the join, and the update.
+Memory: resident set of each worker and of Ray's own processes (raylet, GCS, monitors, idle workers).
+Prints one JSON line per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set of a process in MB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (local Ray's daemons are the driver's children)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{d}/stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def measure(algo: str, envs: int, workers: int, rollout: int, updates: int, tmp: Path) -> dict:
+    """One configuration's per-update seconds and memory."""
+    import numpy as np
+
+    from marl import config as config_mod
+    from marl.trainer import Trainer
+
+    cfg = config_mod.load("smac", "3s5z", algo, [
+        f"train.envs={envs}", f"train.rollout={rollout}", "train.eval_interval=0", "train.record_replays=false",
+        "train.checkpoint_interval=0", "train.torch_threads=1", "train.update_threads=1",
+        f"train.ray_workers={workers}", "train.ray_worker_cpus=1", f"train.runs_dir={tmp}", "train.steps=100000000"])
+    tr = Trainer(cfg, tmp / f"{algo}-{envs}-{workers}", show_progress=False)
+    rows = []
+    try:
+        for k in range(updates + 1):
+            timing: dict = {}
+            start = time.perf_counter()
+            rollout_, tr.step, episodes = tr.collector.collect(tr.learner, tr.step, rollout, timing)
+            collected = time.perf_counter() - start
+            tr._update(rollout_, episodes, timing)
+            if k:  # the first update warms torch and the workers' caches
+                rows.append({"broadcast": timing["broadcast"], "wait": timing["wait"],
+                             "shard_collect": timing["shard_collect"],
+                             "transfer": timing["wait"] - timing["shard_collect"], "join": timing["join"],
+                             "collect": collected, "update": timing["update"]})
+        workers_mb = [rss_mb(p) for p in tr.collector.pids]
+        daemons = [p for p in descendants(os.getpid()) if p not in tr.collector.pids]
+        daemon_mb = sum(rss_mb(p) for p in daemons)
+        driver_mb = rss_mb(os.getpid())
+    finally:
+        tr.close()
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    steps = envs * rollout
+    total = mean["collect"] + mean["update"]
+    return {"algo": algo, "envs": envs, "workers": workers, "rollout": rollout, "updates": updates, **mean,
+            "overhead_fraction_of_update": (mean["broadcast"] + mean["transfer"] + mean["join"]) / mean["update"],
+            "env_steps_per_s": steps / total, "worker_rss_mb": workers_mb, "ray_daemons_rss_mb": daemon_mb,
+            "ray_daemon_processes": len(daemons), "driver_rss_mb": driver_mb,
+            "load_average": os.getloadavg()}
+
+
+def main() -> None:
+    """Run every configuration asked for; one JSON line each."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", nargs="+", default=["commformer", "mappo"])
+    parser.add_argument("--envs", nargs="+", type=int, default=[32, 256])
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--rollout", type=int, default=20)
+    parser.add_argument("--updates", type=int, default=2)
+    parser.add_argument("--out", default="/tmp/marl_ray_bench")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    for algo in args.algos:
+        for envs in args.envs:
+            for workers in args.workers:
+                print(json.dumps(measure(algo, envs, workers, args.rollout, args.updates, Path(args.out))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
