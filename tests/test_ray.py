@@ -134,6 +134,46 @@ def test_shards_join_to_the_whole_rollout_in_shard_order(tmp_path):
     assert np.array_equal(both.obs, np.concatenate([a.obs, b.obs])) and both.scenario is None and both.n_envs == 8
 
 
+# ------------------------------------------------------------------------------------------- ActingState (no Ray)
+SHARDED = {  # a small run of each learner whose acting state a shard's copy is made from
+    "mappo": lambda tmp: comm_config(tmp, "train.act_chunks=2"),
+    "commformer": lambda tmp: comm_config(tmp, "train.act_chunks=2", "algo.warmup=0", "algo.graph_estimator=score",
+                                          algo="commformer"),
+    "stepmix": lambda tmp: comm_config(tmp, "train.act_chunks=2", "algo.baseline=test_stepmix_deep:last_symbol",
+                                       "algo.vb_episodes=4", "algo.vb_envs=2", "algo.bound_epochs=1",
+                                       "algo.calibration_episodes=2", "env.episode_limit=4", algo="stepmix"),
+    "cmorl": lambda tmp: config_mod.load("smac", "3m", "cmorl", [
+        *[o for o in small(tmp, "train.act_chunks=2", "train.envs=6", "algo.eval_every=0") if not o.startswith(
+            ("env.", "train.envs=4"))]]),
+}
+
+
+@pytest.mark.parametrize("algo", list(SHARDED))
+def test_a_copy_loaded_with_a_shards_acting_state_acts_as_the_shard_does(tmp_path, algo):
+    """acting_state() holds all that acting reads: a fresh learner given it (and the shard's place) acts the same,
+    draw for draw; C-MORL's copy sees its battles' global policy slices."""
+    from marl.agents.cmorl.learner import slices
+    from marl.registry import make_learner
+
+    cfg = SHARDED[algo](tmp_path)
+    tr = Trainer(cfg, tmp_path / algo, show_progress=False)
+    tr.run(max_updates=1)
+    shard = tr.collector.shards[1]
+    fresh = make_learner(algo, shard.spec, cfg["algo"], seed=99, device="cpu")
+    fresh.set_shard(shard.offset, shard.total, 12345)
+    fresh.load_acting_state(shard.learner.acting_state())
+    for _ in range(3):
+        a, extras_a = shard.learner.act(shard.step)
+        b, extras_b = fresh.act(shard.step)
+        same(a, b, "actions")
+        same(extras_a, extras_b, "extras")
+        shard.step = shard.env.step(a)
+    if algo == "cmorl":
+        P = fresh.n_policies
+        assert P > 1 and np.array_equal(fresh._owners(3), slices(6, P)[3:]) and shard.offset == 3
+    tr.close()
+
+
 # ------------------------------------------------------------------------------------------- the same run
 def test_two_ray_workers_are_bit_identical_to_two_in_process_chunks_and_resume_exactly(tmp_path, cluster):
     """In-process 2 chunks, 2 updates == Ray 2 workers, 2 updates == another Ray run resumed after update 1."""
