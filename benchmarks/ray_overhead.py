@@ -89,6 +89,26 @@ def measure(algo: str, envs: int, workers: int, rollout: int, updates: int, tmp:
             "load_average": os.getloadavg()}
 
 
+def predict(rows: list[dict], envs: int, machines=(1, 2, 4, 8, 32)) -> list[dict]:
+    """Env-steps/s on W worker machines of this size, from measured rows of one learner: a shard's collection time
+    fitted as a + b * battles (its own measured times), the update and the per-update overheads at `envs` as
+    measured with the most workers, and the update on the driver waiting for the slowest shard."""
+    import numpy as np
+
+    n = np.array([r["envs"] / r["workers"] for r in rows])
+    t = np.array([r["shard_collect"] for r in rows])
+    b, a = np.polyfit(n, t, 1)
+    at = max((r for r in rows if r["envs"] == envs), key=lambda r: r["workers"])
+    fixed = at["update"] + at["broadcast"] + at["transfer"] + at["join"]
+    out = []
+    for w in machines:
+        shard = a + b * envs / w
+        out.append({"machines": w, "shard_collect": shard, "update_and_overheads": fixed,
+                    "env_steps_per_s": envs * at["rollout"] / (shard + fixed),
+                    "collect_share": shard / (shard + fixed)})
+    return out
+
+
 def main() -> None:
     """Run every configuration asked for; one JSON line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,7 +118,16 @@ def main() -> None:
     parser.add_argument("--rollout", type=int, default=20)
     parser.add_argument("--updates", type=int, default=2)
     parser.add_argument("--out", default="/tmp/marl_ray_bench")
+    parser.add_argument("--predict", metavar="JSONL", help="print the scaling on paper from a file of this script's "
+                        "lines instead of measuring")
     args = parser.parse_args()
+    if args.predict:
+        rows = [json.loads(line) for line in Path(args.predict).read_text().splitlines() if line.strip()]
+        for algo in dict.fromkeys(r["algo"] for r in rows):
+            for envs in args.envs:
+                for p in predict([r for r in rows if r["algo"] == algo], envs):
+                    print(json.dumps({"algo": algo, "envs": envs, **p}))
+        return
     import torch
 
     torch.set_num_threads(1)

@@ -219,6 +219,7 @@ class ShardedCollector:
         self.losses = {"episodes": 0, "steps": 0, "replaced": 0}  # a Ray worker's failures (none here)
         self.shards: list = []
         self.step: Step | None = None
+        self.events: list[str] = []  # what the trainer should say under its progress bar (replaced workers)
 
     # -------------------------------------------------------------- shards (overridden by RayCollector)
     def _make(self, index: int) -> Shard:
@@ -292,6 +293,8 @@ class ShardedCollector:
         same = len(shards) == self.n_shards and all(s is None or (s["offset"], s["n_envs"]) == self.bounds[k]
                                                     for k, s in enumerate(shards))
         if not same:
+            self.events.append(f"the checkpoint's shards ({len(shards)}) do not fit {self.n_shards} shards of "
+                               f"{self.total} battles: the battles start afresh")
             return self.start(seed, reseed), False
         # a shard whose worker was lost when the checkpoint was written starts afresh, on its next incarnation
         self.incarnations = [int(inc) + (s is None) for inc, s in zip(state["incarnations"], shards)]

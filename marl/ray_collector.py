@@ -114,6 +114,19 @@ def connect(address: str | None, *, object_store: int, timeout: float) -> bool:
     return True
 
 
+def _on_cpu(obj):
+    """A state with every tensor on the CPU: a GPU learner's weights unpickle on workers without a GPU."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def _cause(err) -> BaseException:
     """The exception a worker's own code raised (a one-line ValueError stays one line), not Ray's wrapper."""
     cause = getattr(err, "cause", None)
@@ -177,7 +190,6 @@ class RayCollector(ShardedCollector):
         self.start_timeout = float(t["ray_start_timeout"])
         self.max_failures = int(t["ray_max_failures"])
         self.failures = 0
-        self.events: list[str] = []  # what happened since the trainer last asked (replacements), for its messages
         self.nodes: list[str] = [""] * n_shards
         self.pids: list[int] = [0] * n_shards
         token_auth(t["ray_address"] or None)
@@ -264,7 +276,7 @@ class RayCollector(ShardedCollector):
     def _collect_all(self, policy, whole: bool, steps: int) -> list[tuple]:
         ray = self.ray
         start = time.perf_counter()
-        ref = ray.put(policy)  # one copy in the object store, read by every worker
+        ref = ray.put(_on_cpu(policy))  # one copy in the object store, read by every worker (CPU-only ones too)
         self.broadcast_seconds = time.perf_counter() - start
         refs = [w.collect.remote(ref, whole, steps) for w in self.shards]
         deadline = time.perf_counter() + self.timeout

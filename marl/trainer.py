@@ -455,8 +455,7 @@ class Trainer:
                 self._checkpoint()
                 for event in getattr(self.collector, "events", ()):  # a Ray worker replaced: say so under the bar
                     logger.message(event)
-                if getattr(self.collector, "events", None):
-                    self.collector.events.clear()
+                getattr(self.collector, "events", []).clear()
                 logger.progress(self.per_update, sps, self.last_eval)
             path = self.save()
             if stop.requested:
