@@ -3,7 +3,8 @@
     python benchmarks/ray_overhead.py --algos commformer mappo --envs 32 256 --workers 1 2 --rollout 20
 
 For each (learner, E, W): a 3s5z run with W Ray workers (one torch thread each, train.ray_worker_cpus 1),
-one warm-up update, then `--updates` measured updates. Per update: the broadcast (ray.put of the acting
+one warm-up update, then `--updates` measured updates, each phase's fastest kept (other jobs on a shared
+machine only ever slow a phase down). Per update: the broadcast (ray.put of the acting
 state), the wait (from submitting the collects to holding every result), the slowest shard's own
 collection time (measured inside its worker), the transfer (wait minus that), the join, and the update.
 Memory: resident set of each worker and of Ray's own processes (raylet, GCS, monitors, idle workers).
@@ -79,27 +80,46 @@ def measure(algo: str, envs: int, workers: int, rollout: int, updates: int, tmp:
         driver_mb = rss_mb(os.getpid())
     finally:
         tr.close()
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    best = {k: float(np.min([r[k] for r in rows])) for k in rows[0]}  # the fastest: least disturbed by other jobs
     steps = envs * rollout
-    total = mean["collect"] + mean["update"]
-    return {"algo": algo, "envs": envs, "workers": workers, "rollout": rollout, "updates": updates, **mean,
-            "overhead_fraction_of_update": (mean["broadcast"] + mean["transfer"] + mean["join"]) / mean["update"],
+    total = best["collect"] + best["update"]
+    return {"algo": algo, "envs": envs, "workers": workers, "rollout": rollout, "updates": updates, **best,
+            "overhead_fraction_of_update": (best["broadcast"] + best["transfer"] + best["join"]) / best["update"],
             "env_steps_per_s": steps / total, "worker_rss_mb": workers_mb, "ray_daemons_rss_mb": daemon_mb,
             "ray_daemon_processes": len(daemons), "driver_rss_mb": driver_mb,
             "load_average": os.getloadavg()}
 
 
+def measure_shards(algo: str, sizes: list[int], rollout: int, repeats: int, tmp: Path) -> list[dict]:
+    """A shard's own collection seconds (marl.collectors.Shard, in this process, one thread) for each size: the
+    fastest of `repeats` rollouts, which is the least disturbed by other jobs on a shared machine."""
+    from marl import config as config_mod
+    from marl.collectors import Shard
+
+    out = []
+    for n in sizes:
+        cfg = config_mod.load("smac", "3s5z", algo, [f"train.envs={n}", f"train.runs_dir={tmp}"])
+        shard = Shard(cfg, 0, 0, n, n)
+        shard.collect(None, False, rollout)  # warm-up
+        best = min(shard.collect(None, False, rollout)[3]["collect"] for _ in range(repeats))
+        shard.close()
+        out.append({"kind": "shard", "algo": algo, "battles": n, "rollout": rollout, "shard_collect": best})
+    return out
+
+
 def predict(rows: list[dict], envs: int, machines=(1, 2, 4, 8, 32)) -> list[dict]:
     """Env-steps/s on W worker machines of this size, from measured rows of one learner: a shard's collection time
-    fitted as a + b * battles (its own measured times), the update and the per-update overheads at `envs` as
-    measured with the most workers, and the update on the driver waiting for the slowest shard."""
+    as a + b * battles (fitted to the in-process shard rows, the fastest of several), the update (the fastest
+    measured at `envs`) and the per-update overheads at `envs` (broadcast, transfer and join with the most
+    workers), and the driver waiting for the slowest shard before it updates."""
     import numpy as np
 
-    n = np.array([r["envs"] / r["workers"] for r in rows])
-    t = np.array([r["shard_collect"] for r in rows])
-    b, a = np.polyfit(n, t, 1)
-    at = max((r for r in rows if r["envs"] == envs), key=lambda r: r["workers"])
-    fixed = at["update"] + at["broadcast"] + at["transfer"] + at["join"]
+    shards = [r for r in rows if r.get("kind") == "shard"]
+    runs = [r for r in rows if r.get("kind") != "shard"]
+    b, a = np.polyfit([r["battles"] for r in shards], [r["shard_collect"] for r in shards], 1)
+    at = max((r for r in runs if r["envs"] == envs), key=lambda r: r["workers"])
+    update = min(r["update"] for r in runs if r["envs"] == envs)
+    fixed = update + at["broadcast"] + at["transfer"] + at["join"]
     out = []
     for w in machines:
         shard = a + b * envs / w
@@ -116,8 +136,11 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", type=int, default=[32, 256])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--rollout", type=int, default=20)
-    parser.add_argument("--updates", type=int, default=2)
+    parser.add_argument("--updates", type=int, default=4)
     parser.add_argument("--out", default="/tmp/marl_ray_bench")
+    parser.add_argument("--shards", nargs="+", type=int, metavar="N",
+                        help="measure an in-process shard's collection at these sizes instead (for --predict)")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--predict", metavar="JSONL", help="print the scaling on paper from a file of this script's "
                         "lines instead of measuring")
     args = parser.parse_args()
@@ -125,12 +148,17 @@ def main() -> None:
         rows = [json.loads(line) for line in Path(args.predict).read_text().splitlines() if line.strip()]
         for algo in dict.fromkeys(r["algo"] for r in rows):
             for envs in args.envs:
-                for p in predict([r for r in rows if r["algo"] == algo], envs):
+                for p in predict([r for r in rows if r["algo"] == algo], envs):  # noqa: B007
                     print(json.dumps({"algo": algo, "envs": envs, **p}))
         return
     import torch
 
     torch.set_num_threads(1)
+    if args.shards:
+        for algo in args.algos:
+            for row in measure_shards(algo, args.shards, args.rollout, args.repeats, Path(args.out)):
+                print(json.dumps(row), flush=True)
+        return
     for algo in args.algos:
         for envs in args.envs:
             for workers in args.workers:
