@@ -243,9 +243,10 @@ def test_dead_and_hung_workers_are_replaced_counted_and_too_many_stop_the_run(tm
         assert checkpoint.load(tmp_path / "faults" / "checkpoints" / LAST)["counters"]["update"] == 3
         files = sorted((tmp_path / "faults" / "tb").glob("events*"))  # one per run() call
 
-        def logged(tag):  # the last run() logged nothing: it stopped before its update
+        def logged(tag):  # by env step (files of one second sort by name in any order); the last run() logged none
             accs = [EventAccumulator(str(f)).Reload() for f in files]
-            return [e.value for a in accs if tag in a.Tags()["scalars"] for e in a.Scalars(tag)]
+            return [v for _, v in sorted((e.step, e.value) for a in accs if tag in a.Tags()["scalars"]
+                                         for e in a.Scalars(tag))]
 
         assert logged("train/ray_replaced_workers") == [0, 1, 2]
         assert logged("train/ray_lost_steps") == [0, 10, 30]
