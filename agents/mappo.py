@@ -130,6 +130,27 @@ class MAPPO:
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.generator.set_state(state["generator"])
 
+    # ------------------------------------------------------------------ acting in shards (ActingState)
+    def acting_state(self) -> dict:
+        """The networks act() reads (the critic gives the stored values) and the sampling generator."""
+        return {"policy": {"actor": self.actor.state_dict(), "critic": self.critic.state_dict()},
+                "shard": {"generator": self.generator.get_state()}}
+
+    def load_acting_state(self, state: dict) -> None:
+        """Restore the parts of acting_state() given."""
+        if "policy" in state:
+            self.actor.load_state_dict(state["policy"]["actor"])
+            self.critic.load_state_dict(state["policy"]["critic"])
+        if "shard" in state:
+            self.generator.set_state(state["shard"]["generator"])
+
+    def set_shard(self, offset: int, total: int, seed: int) -> None:
+        """Sample from a stream of the shard's own; MAPPO keeps no per-battle state."""
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def prepare_acting(self, step: Step) -> None:
+        """Nothing to settle before acting."""
+
     def diagnostics(self) -> dict:
         """MAPPO has no graph or gates to show."""
         return {}

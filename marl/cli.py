@@ -85,6 +85,7 @@ def _train(args: argparse.Namespace) -> int:
         if not run_dir.is_dir():
             raise CLIError(f"no run directory at {run_dir}")
         config = config_mod.load_file(run_dir / "config.yaml")
+        _ray_flags(args, config)  # where the workers run may change between sessions (a new cluster)
         trainer = Trainer(config, run_dir, resume=True)
         print(f"resuming {run_dir} at {trainer.env_steps:,} env steps", file=sys.stderr)
     else:
@@ -98,11 +99,15 @@ def _train(args: argparse.Namespace) -> int:
             if getattr(args, flag) is not None:
                 overrides.append(f"{key}={getattr(args, flag)}")
         config = config_mod.load(args.env, scenario, args.algo, overrides)
+        _ray_flags(args, config)
         run_dir = Path(config["train"]["runs_dir"]) / run_dir_name(config)
         trainer = Trainer(config, run_dir)
         print(f"training {args.algo} on {args.env} {scenario or ''} -> {run_dir} (TensorBoard: tensorboard "
               f"--logdir {run_dir.parent})", file=sys.stderr)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    finally:
+        trainer.close()  # Ray workers, and a local Ray this run started
     ev = result["eval"]
     if ev:
         win = f"win rate {ev['win_rate']:.1%} over {ev['episodes']} episodes, " if "win_rate" in ev else \
@@ -114,6 +119,19 @@ def _train(args: argparse.Namespace) -> int:
                             for label, part in ev["scenarios"].items()))
     print(f"run directory: {run_dir}")
     return 130 if result["interrupted"] else 0
+
+
+def _ray_flags(args: argparse.Namespace, config: dict) -> None:
+    """--ray-workers and --address into a run's config (a resumed one's too: a new session may have a new cluster),
+    validated like any override; the address is taken as written, never read as YAML."""
+    from marl import config as config_mod
+
+    flags = [("train.ray_workers", args.ray_workers), ("train.ray_address", args.address)]
+    for key, value in flags:
+        if value is not None:
+            config_mod.apply(config, key, value)
+    if any(value is not None for _, value in flags):
+        config_mod.validate(config, where="--ray-workers/--address")
 
 
 def returns_text(mean_return, names) -> str:
@@ -372,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, help="random seed (train.seed)")
     tr.add_argument("--envs", type=int, help="parallel environments (train.envs)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    tr.add_argument("--ray-workers", type=int, metavar="N", help="collect rollouts on N Ray workers "
+                    "(train.ray_workers; needs pip install -e \".[ray]\")")
+    tr.add_argument("--address", metavar="HOST:PORT", help="join the Ray cluster whose head is at HOST:PORT "
+                    "(train.ray_address; default: RAY_ADDRESS, else a local Ray)")
     tr.set_defaults(func=_train)
     ev = sub.add_parser("eval", help="evaluate a run's last checkpoint deterministically")
     ev.add_argument("run_dir")

@@ -84,6 +84,21 @@ class TrainSettings(Settings):
     log_interval: int = setting("updates between TensorBoard scalar writes", ge=1)
     runs_dir: str = setting("folder that holds the run directories (made when missing)",
                             domain="a folder path (not an existing file)")
+    act_chunks: int = setting("0: the learner acts on all battles with its own generator (the streams runs always "
+                              "had); N: the battles act in N shards, each with a random stream of its own, "
+                              "bit-identical to ray_workers N", ge=0)
+    ray_workers: int = setting("Ray rollout workers, each collecting a shard of the battles (0: no Ray; needs the "
+                               "extra: pip install -e \".[ray]\")", ge=0)
+    ray_address: str = setting("Ray cluster to join (empty: RAY_ADDRESS, else a local Ray)",
+                               domain="HOST:PORT of a Ray head, or empty", pattern=r"^$|^\S+:\d+$")
+    ray_worker_cpus: float = setting("CPUs Ray reserves for each worker (its torch and numba threads: at least 1)",
+                                     gt=0)
+    ray_worker_timeout: float = setting("seconds a worker may take for a rollout (and to start) before it counts as "
+                                        "hung, is replaced and its shard collected again", gt=0)
+    ray_start_timeout: float = setting("seconds a new worker may take to start (import torch, build its battles) "
+                                       "before it counts as hung and is replaced", gt=0)
+    ray_max_failures: int = setting("worker failures a run survives; one more checkpoints and stops it", ge=0)
+    ray_connect_timeout: float = setting("seconds ray_address may take to answer", gt=0)
 
     @field_validator("device")
     @classmethod

@@ -176,6 +176,14 @@ class FrameSource(Protocol):
         """Unit index each action in int[E, A] attacks or heals, -1 for none."""
 
 
+# How a field of Rollout is joined from shards of the environments (marl.collectors.join_rollouts), in its
+# dataclass field's metadata "join": a field added later declares its own, so the join never lists fields.
+PER_STEP = {"join": "step"}  # [T, E, ...] (a dict: each of its arrays): along axis 1
+PER_ENV = {"join": "env"}  # [E, ...]: along axis 0
+EVENTS = {"join": "events"}  # [n, ...] events of the shards, one after the other
+EVENT_ENV = {"join": "event_env"}  # int[n] environment indices of events: shifted by each shard's offset
+
+
 @dataclass
 class Rollout:
     """T steps of E environments as contiguous arrays, plus what the learner stored when acting.
@@ -187,24 +195,25 @@ class Rollout:
     pre-reset observations of episodes cut by the time limit, whose values are bootstrapped too.
     """
 
-    obs: np.ndarray  # f32[T, E, A, obs_dim]
-    state: np.ndarray  # f32[T, E, state_dim]
-    avail: np.ndarray  # bool[T, E, A, n_actions]
-    alive: np.ndarray  # bool[T, E, A]
-    actions: np.ndarray  # int64[T, E, A]
-    reward: np.ndarray  # f32[T, E] or f32[T, E, K]
-    done: np.ndarray  # bool[T, E]
-    truncated: np.ndarray  # bool[T, E]
-    extras: dict
-    next_obs: np.ndarray
-    next_state: np.ndarray
-    next_avail: np.ndarray
-    next_alive: np.ndarray
-    final_t: np.ndarray  # int64[n]
-    final_e: np.ndarray  # int64[n]
-    final_obs: np.ndarray  # f32[n, A, obs_dim]
-    final_state: np.ndarray  # f32[n, state_dim]
-    scenario: np.ndarray | None = None  # int[T, E]: Step.scenario at each step, for a VecEnv of several scenarios
+    obs: np.ndarray = field(metadata=PER_STEP)  # f32[T, E, A, obs_dim]
+    state: np.ndarray = field(metadata=PER_STEP)  # f32[T, E, state_dim]
+    avail: np.ndarray = field(metadata=PER_STEP)  # bool[T, E, A, n_actions]
+    alive: np.ndarray = field(metadata=PER_STEP)  # bool[T, E, A]
+    actions: np.ndarray = field(metadata=PER_STEP)  # int64[T, E, A]
+    reward: np.ndarray = field(metadata=PER_STEP)  # f32[T, E] or f32[T, E, K]
+    done: np.ndarray = field(metadata=PER_STEP)  # bool[T, E]
+    truncated: np.ndarray = field(metadata=PER_STEP)  # bool[T, E]
+    extras: dict = field(metadata=PER_STEP)  # every array [T, E, ...]
+    next_obs: np.ndarray = field(metadata=PER_ENV)
+    next_state: np.ndarray = field(metadata=PER_ENV)
+    next_avail: np.ndarray = field(metadata=PER_ENV)
+    next_alive: np.ndarray = field(metadata=PER_ENV)
+    final_t: np.ndarray = field(metadata=EVENTS)  # int64[n]
+    final_e: np.ndarray = field(metadata=EVENT_ENV)  # int64[n]
+    final_obs: np.ndarray = field(metadata=EVENTS)  # f32[n, A, obs_dim]
+    final_state: np.ndarray = field(metadata=EVENTS)  # f32[n, state_dim]
+    # int[T, E]: Step.scenario at each step, for a VecEnv of several scenarios (indices into EnvSpec.scenarios)
+    scenario: np.ndarray | None = field(default=None, metadata=PER_STEP)
 
     @property
     def steps(self) -> int:
@@ -235,6 +244,32 @@ class Learner(Protocol):
 
     def diagnostics(self) -> dict:
         """Extra things for the logger (images, histograms); empty when there are none."""
+
+
+@runtime_checkable
+class ActingState(Protocol):
+    """Optional Learner capability: copies of it act on shards of the battles (marl.collectors, marl.ray_collector).
+
+    acting_state() holds only what acting needs, never an optimiser: under "policy" what every shard
+    shares (weights, the schedules act() reads), which the driver sends once per update; under "shard"
+    what belongs to one copy (its acting random generators, per-battle state such as a coin or a latent
+    mode), which a checkpoint keeps per shard. A learner without this capability is copied whole with
+    state_dict() (its copies then share the driver's random stream and keep no per-battle state).
+    """
+
+    def acting_state(self) -> dict:
+        """{"policy": what all shards share, "shard": this copy's acting generators and per-battle state}."""
+
+    def load_acting_state(self, state: dict) -> None:
+        """Restore the parts of acting_state() that `state` holds ("policy", "shard" or both)."""
+
+    def set_shard(self, offset: int, total: int, seed: int) -> None:
+        """From now on act() sees battles offset .. offset + E - 1 of `total` (per-battle state by global index)
+        and draws its acting randomness from streams seeded by `seed`."""
+
+    def prepare_acting(self, step: Step) -> None:
+        """On the driver, with the Step of all battles, before acting_state() is sent: settle what acting needs
+        from the whole run (StepMix's first decision); most learners have nothing to do."""
 
 
 @runtime_checkable

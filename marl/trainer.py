@@ -24,10 +24,11 @@ import torch
 from marl import checkpoint
 from marl import config as config_mod
 from marl import replay as replay_mod
+from marl.collectors import CollectorError, InProcessCollector, ShardedCollector, WorkersFailed
 from marl.logging import RunLogger
 from marl.padding import pad_env, padded_spec
 from marl.registry import make_env, make_learner
-from marl.rollout import collect, play_episodes
+from marl.rollout import play_episodes
 from marl.spec import (
     BudgetAware,
     EnvSpec,
@@ -198,6 +199,31 @@ def build(config: dict, n_envs: int | None = None) -> tuple[VecEnv, Learner]:
     return env, learner
 
 
+def warm_env(config: dict) -> None:
+    """Build one battle and take one step, so compiled kernels (numba's cache) exist before shards start."""
+    env = build_env(config, 1)
+    try:
+        step = env.reset(seed=config["train"]["seed"])
+        env.step(step.avail.argmax(-1).astype(np.int64))  # the first available action of each agent
+    finally:
+        env.close()
+
+
+def make_collector(config: dict, env: VecEnv):
+    """The collector train.ray_workers and train.act_chunks ask for: Ray workers, in-process shards, or the default."""
+    t = config["train"]
+    if t["ray_workers"] and t["act_chunks"] and t["ray_workers"] != t["act_chunks"]:
+        raise CollectorError(f"train.ray_workers {t['ray_workers']} and train.act_chunks {t['act_chunks']} disagree; "
+                             f"give one (Ray workers act in as many chunks as there are workers)")
+    if t["ray_workers"]:
+        from marl.ray_collector import RayCollector
+
+        return RayCollector(config, t["ray_workers"], env.spec, warm=lambda: warm_env(config))
+    if t["act_chunks"]:
+        return ShardedCollector(config, t["act_chunks"], env.spec)
+    return InProcessCollector(env)
+
+
 class StopSignals:
     """Within the block, a first SIGINT (Ctrl-C) or SIGTERM sets `requested`; a second raises KeyboardInterrupt.
 
@@ -335,6 +361,7 @@ class Trainer:
         torch.set_num_threads(self._act_threads)
         self.env, self.learner = build(config)
         self.spec = self.env.spec
+        self.collector = make_collector(config, self.env)  # where rollouts come from (marl.collectors)
         self.per_update = t["rollout"] * self.env.n_envs  # env steps one update collects
         self.update_index, self.env_steps, self.episodes = 0, 0, 0
         self.last_eval: dict | None = None
@@ -351,13 +378,14 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_mod.dump(config, self.run_dir / "config.yaml")
             torch.manual_seed(t["seed"])
-            self.step = self.env.reset(seed=t["seed"])
+            self.step = self.collector.start(seed=t["seed"])
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> dict:
         # environments that cannot save their episodes (PettingZoo, Gymnasium) start new ones on resume
-        env_state = self.env.get_state() if isinstance(self.env, Resumable) else None
-        return {"learner": self.learner.state_dict(), "env": checkpoint.to_tensors(env_state),
+        env_state = self.env.get_state() if isinstance(self.env, Resumable) and not self.collector.sharded else None
+        shards = checkpoint.to_tensors(self.collector.state()) if self.collector.sharded else None
+        return {"learner": self.learner.state_dict(), "env": checkpoint.to_tensors(env_state), "collector": shards,
                 "torch_rng": torch.get_rng_state(),
                 "counters": {"update": self.update_index, "env_steps": self.env_steps, "episodes": self.episodes,
                              "eval_env_steps": self.eval_env_steps},
@@ -391,7 +419,13 @@ class Trainer:
         data = checkpoint.load(path)
         checkpoint.restore(self.learner, data["learner"], path)
         c = data["counters"]
-        if data.get("env") is None or not isinstance(self.env, Resumable):
+        if self.collector.sharded:  # each shard's acting generators and battles; fresh shards if they do not fit
+            saved = data.get("collector")
+            if saved is not None:  # the battles' arrays as numpy; generator states stay tensors
+                saved["shards"] = [None if sh is None else {**sh, "env": checkpoint.to_numpy(sh["env"])}
+                                   for sh in saved["shards"]]
+            self.step, _ = self.collector.restore(saved, self.config["train"]["seed"], 7919 * c["update"])
+        elif data.get("env") is None or not isinstance(self.env, Resumable):
             # new episodes on a seed of their own, so a resumed run does not replay its first ones
             self.step = self.env.reset(seed=self.config["train"]["seed"] + 7919 * c["update"])
         else:
@@ -467,7 +501,12 @@ class Trainer:
                 if self.env_steps >= t["steps"] or stop.requested:
                     break
                 start = time.perf_counter()
-                rollout, episodes, timing = self._collect()
+                try:
+                    rollout, episodes, timing = self._collect()
+                except WorkersFailed as err:  # the last update's state is whole: keep it, then stop in one line
+                    path = self.save()
+                    raise WorkersFailed(f"{err}; checkpoint saved at {path}; continue with: marl train --resume "
+                                        f"{self.run_dir}") from None
                 metrics = self._update(rollout, episodes, timing)
                 if t.get("log_episodes"):
                     self.log_episodes(episodes)
@@ -475,6 +514,9 @@ class Trainer:
                 self._log(logger, metrics, episodes, timing, sps)
                 self._evaluate(logger)
                 self._checkpoint()
+                for event in getattr(self.collector, "events", ()):  # a Ray worker replaced: say so under the bar
+                    logger.message(event)
+                getattr(self.collector, "events", []).clear()
                 logger.progress(self.per_update, sps, self.last_eval)
             path = self.save()
             if stop.requested:
@@ -486,9 +528,13 @@ class Trainer:
     def _collect(self) -> tuple[Rollout, list[dict], dict[str, float]]:
         """One rollout from where the environments stand: (rollout, finished episodes, seconds by phase)."""
         timing: dict[str, float] = {}
-        rollout, self.step, episodes = collect(self.env, self.learner, self.step, self.config["train"]["rollout"],
-                                               timing)
+        rollout, self.step, episodes = self.collector.collect(self.learner, self.step,
+                                                              self.config["train"]["rollout"], timing)
         return rollout, episodes, timing
+
+    def close(self) -> None:
+        """Release what the run holds outside this process: Ray workers (and a local Ray it started), shards."""
+        self.collector.close()
 
     def _update(self, rollout: Rollout, episodes: list[dict], timing: dict[str, float]) -> dict:
         """The learner's update on the rollout (its time into timing["update"]), then the counters advance."""
@@ -511,6 +557,13 @@ class Trainer:
             logger.update(self.env_steps, metrics, timing, sps, episodes, self.step.info.get("lost_episodes"),
                           self.eval_env_steps if self._policy_evaluator is not None else None)
             logger.diagnostics(self.learner.diagnostics(), self.env_steps)
+            if self.config["train"]["ray_workers"]:  # what worker failures cost (marl.ray_collector)
+                lost = self.collector.losses
+                logger.scalars({"train/ray_lost_episodes": lost["episodes"], "train/ray_lost_steps": lost["steps"],
+                                "train/ray_replaced_workers": lost["replaced"],
+                                **{f"perf/seconds_{k}": timing[k] for k in ("broadcast", "wait", "join")
+                                   if k in timing}},
+                               self.env_steps)
 
     def _evaluate(self, logger: RunLogger) -> None:
         """Every eval_interval updates: a deterministic evaluation, logged, and a recorded battle when asked."""

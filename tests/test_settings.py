@@ -377,6 +377,8 @@ def _inside(key: str, field) -> st.SearchStrategy:
         strategy = st.just("cpu")
     elif key == "train.runs_dir":
         strategy = WORDS.map(lambda w: f"runs_{w}")
+    elif key == "train.ray_address":  # HOST:PORT or empty
+        strategy = st.one_of(st.just(""), st.tuples(WORDS, st.integers(1, 65535)).map(lambda hp: f"{hp[0]}:{hp[1]}"))
     elif get_origin(base) is Literal:
         strategy = st.sampled_from(get_args(base))
     elif base is bool:

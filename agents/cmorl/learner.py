@@ -322,6 +322,7 @@ class CMORL:
         self._fresh_eval = False
         self._chosen: dict | None = None  # use_preference's policy, for marl eval
         self._routes: dict = {}  # _routing's cache
+        self._shard: tuple[int, int] | None = None  # (offset, total) of the battles a shard's copy acts on
         weights = np.asarray(cfg["stage1_preferences"] or stage1_preferences(self.K), np.float64)
         for w in weights:
             check_preference(w, self.K, spec.reward_names)
@@ -418,7 +419,7 @@ class CMORL:
         """Every policy acts on its slice of the E environments, all in one batched forward."""
         if self._chosen is not None:
             return self._act_chosen(step), {}
-        owner = slices(step.n_envs, self.n_policies)
+        owner = self._owners(step.n_envs)
         with torch.no_grad():
             avail = torch.as_tensor(step.avail, device=self.device)
             logits = masked_logits(self._per_policy(self.actor, self._actor_in(step.obs), owner), avail)
@@ -430,6 +431,13 @@ class CMORL:
             log_prob = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
             value = self._critic_rows(step.state, owner)
         return actions.cpu().numpy(), {"log_prob": log_prob.cpu().numpy(), "value": value.cpu().numpy()}
+
+    def _owners(self, n_envs: int) -> np.ndarray:
+        """Which policy acts on each battle of a Step: its slice of all the run's battles (global indices)."""
+        if self._shard is None:
+            return slices(n_envs, self.n_policies)
+        offset, total = self._shard
+        return slices(total, self.n_policies)[offset: offset + n_envs]
 
     def act_alone(self, p: int, step: Step) -> np.ndarray:
         """Policy p's deterministic actions on every environment of a Step, through its own unstacked network."""
@@ -711,6 +719,39 @@ class CMORL:
         self.stage2_round, self.fraction = int(state["stage2_round"]), float(state["fraction"])
         self.generator.set_state(state["generator"])
         self.archive.load_state_dict(state["archive"])
+
+    # ------------------------------------------------------------------ acting in shards (ActingState)
+    def acting_state(self) -> dict:
+        """The population's networks and preferences (their number, Stage 2's) and the sampling generator."""
+        return {"policy": {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                           "weights": self.weights.clone(), "value_norm": self.value_norm.state_dict()},
+                "shard": {"generator": self.generator.get_state()}}
+
+    def load_acting_state(self, state: dict) -> None:
+        """Restore the parts of acting_state() given; a population of another size is rebuilt to fit."""
+        if "policy" in state:
+            p = state["policy"]
+            P = p["weights"].shape[0]
+            if P != self.n_policies:
+                ids = self.spec.n_agents if self.cfg["agent_id"] else 0
+                actors = [self._template(self.spec.n_actions, self.spec.obs_dim + ids, 0.01) for _ in range(P)]
+                critics = [self._template(self.K, self.spec.state_dim + ids, 1.0) for _ in range(P)]
+                self._install([a.to(self.device) for a in actors], [c.to(self.device) for c in critics],
+                              p["weights"].cpu().numpy(), np.zeros((P, self.K), bool), np.zeros((P, self.K)),
+                              [-1] * P, p["value_norm"])
+            self.actor.load_state_dict(p["actor"])
+            self.critic.load_state_dict(p["critic"])
+            self.weights = p["weights"].to(self.device)
+        if "shard" in state:
+            self.generator.set_state(state["shard"]["generator"])
+
+    def set_shard(self, offset: int, total: int, seed: int) -> None:
+        """Act on battles offset.. of `total` (each policy keeps its slice of all battles) from a stream of its own."""
+        self._shard = (int(offset), int(total))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def prepare_acting(self, step: Step) -> None:
+        """Nothing to settle before acting."""
 
     def diagnostics(self) -> dict:
         """After an evaluation: HV, EU, SP as scalars and the front as a picture; else nothing."""

@@ -350,6 +350,34 @@ class CommFormer:
                 "generator": self.generator.get_state(), "updates": self.updates, "frozen": self.graph.frozen,
                 "last_mask": torch.as_tensor(self._last_mask)}
 
+    def acting_state(self) -> dict:
+        """What act() reads: the network, graph and gates, the counters and fraction its schedules follow
+        (warm-up, exploration, Gumbel temperature), and the sampling generator."""
+        return {"policy": {"net": self.net.state_dict(), "graph": self.graph.state_dict(),
+                           "gates": self.gates.state_dict() if self.gates else {}, "updates": self.updates,
+                           "frozen": self.graph.frozen, "budget_fraction": self.budget_fraction},
+                "shard": {"generator": self.generator.get_state()}}
+
+    def load_acting_state(self, state: dict) -> None:
+        """Restore the parts of acting_state() given."""
+        if "policy" in state:
+            p = state["policy"]
+            self.net.load_state_dict(p["net"])
+            self.graph.load_state_dict(p["graph"])
+            if self.gates:
+                self.gates.load_state_dict(p["gates"])
+            self.updates, self.graph.frozen = int(p["updates"]), bool(p["frozen"])
+            self.budget_fraction = float(p["budget_fraction"])
+        if "shard" in state:
+            self.generator.set_state(state["shard"]["generator"])
+
+    def set_shard(self, offset: int, total: int, seed: int) -> None:
+        """Sample gates, graphs and actions from a stream of the shard's own; no per-battle state."""
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def prepare_acting(self, step: Step) -> None:
+        """Nothing to settle before acting."""
+
     def load_state_dict(self, state: dict) -> None:
         """Restore from state_dict()."""
         self.net.load_state_dict(state["net"])

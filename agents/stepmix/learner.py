@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from marl.spec import EnvSpec, Evaluator, Rollout, Step
+from marl.spec import ActingState, EnvSpec, Evaluator, Rollout, Step
 
 from ..mappo import MAPPO
 from ..ppo import bootstrap_values, gae, masked_logits, mlp, next_values_of, team_reward, value_loss
@@ -174,6 +174,7 @@ class StepMix:
                             "last_value": float("nan"), "last_mc_se": float("nan")}
         self.window = {"returns": 0.0, "episodes": 0, "learner_steps": 0, "steps": 0}
         self.running: np.ndarray | None = None  # each battle's return so far (float64)
+        self._shard: tuple[int, int, int] | None = None  # a shard's copy: (offset, total, seed of its streams)
 
     # ------------------------------------------------------------------ capability
     def attach_evaluator(self, evaluator: Evaluator) -> None:
@@ -262,6 +263,8 @@ class StepMix:
             return self.mappo.act(step, deterministic=True)
         if not self.ready:
             self._start(step)
+        if self.switch is None:  # a shard's copy, ready from the driver's decision: its battles start here
+            self.switch = np.zeros(step.n_envs, np.int64)
         self._draw(step.t == 0)
         learner = step.t < self.switch
         actions, extras = self.mappo.act(step)
@@ -414,6 +417,54 @@ class StepMix:
         if state["baseline"] is not None:
             self.baseline = Baseline(self.cfg["baseline"], self.spec, self.seed, str(self.device), state["baseline"])
             self._baseline_error = None
+
+    # ------------------------------------------------------------------ acting in shards (ActingState)
+    def acting_state(self) -> dict:
+        """What act() reads: MAPPO's acting networks, the baseline, the decision (ready, mixing); per shard the
+        generators (MAPPO's, the coins, a run baseline's) and each battle's switch step."""
+        base = self.baseline
+        policy = {"mappo": self.mappo.acting_state()["policy"], "ready": self.ready, "mixing": self.mixing,
+                  "baseline": None if base is None else base.state_dict()}
+        shard = {"mappo": self.mappo.acting_state()["shard"], "coins": self.coins.get_state(),
+                 "switch": None if self.switch is None else torch.as_tensor(self.switch),
+                 "baseline": (base.policy.acting_state()["shard"]
+                              if base is not None and isinstance(base.policy, ActingState) else None)}
+        return {"policy": policy, "shard": shard}
+
+    def load_acting_state(self, state: dict) -> None:
+        """Restore the parts of acting_state() given; a baseline missing here is rebuilt from the copy sent."""
+        if "policy" in state:
+            p = state["policy"]
+            self.mappo.load_acting_state({"policy": p["mappo"]})
+            self.ready, self.mixing = bool(p["ready"]), float(p["mixing"])
+            if self.baseline is None and p["baseline"] is not None:
+                self.baseline = Baseline(self.cfg["baseline"], self.spec, self.seed, str(self.device), p["baseline"])
+                self._baseline_error = None
+                self._shard_baseline()
+        if "shard" in state:
+            sh = state["shard"]
+            self.mappo.load_acting_state({"shard": sh["mappo"]})
+            self.coins.set_state(sh["coins"])
+            self.switch = None if sh["switch"] is None else sh["switch"].numpy().copy()
+            if sh["baseline"] is not None and self.baseline is not None:
+                self.baseline.policy.load_acting_state({"shard": sh["baseline"]})
+
+    def _shard_baseline(self) -> None:
+        if self._shard is not None and self.baseline is not None and isinstance(self.baseline.policy, ActingState):
+            offset, total, seed = self._shard
+            self.baseline.policy.set_shard(offset, total, seed + 2)
+
+    def set_shard(self, offset: int, total: int, seed: int) -> None:
+        """Coins, switches and samples from streams of the shard's own; each battle's switch is the shard's."""
+        self._shard = (int(offset), int(total), int(seed))
+        self.mappo.set_shard(offset, total, seed)
+        self.coins = torch.Generator().manual_seed(seed + 1)
+        self._shard_baseline()
+
+    def prepare_acting(self, step: Step) -> None:
+        """Before the first rollout: V_b's episodes and the first decision, on the driver (which has the Evaluator)."""
+        if not self.ready:
+            self._start(step)
 
     def diagnostics(self) -> dict:
         """stepmix/* scalars: the mixing parameter, V_b and its interval, the threshold, the lower bound,
