@@ -165,6 +165,18 @@ def embed(inputs: int, d: int) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(inputs), linear(inputs, d), nn.ReLU())
 
 
+def self_attention_mask(present: torch.Tensor) -> torch.Tensor:
+    """bool[B, 1, N, N]: query i may attend to key j when j is present or j is i."""
+    N = present.shape[-1]
+    return present[:, None, None, :] | torch.eye(N, dtype=torch.bool, device=present.device)
+
+
+def presence(allies: torch.Tensor, enemies: torch.Tensor) -> torch.Tensor:
+    """bool[B, 1 + n_a + n_e]: which of an agent's tokens are present (its own always; a row of zeros is absent)."""
+    own = torch.ones(allies.shape[0], 1, dtype=torch.bool, device=allies.device)
+    return torch.cat([own, allies.abs().sum(-1) > 0, enemies.abs().sum(-1) > 0], 1)
+
+
 class Block(nn.Module):
     """A pre-norm transformer block: masked multi-head self-attention over tokens, then a feed-forward layer."""
 
@@ -175,11 +187,14 @@ class Block(nn.Module):
         self.qkv, self.out = linear(d, 3 * d, 1.0), linear(d, d, 1.0)
         self.ff = nn.Sequential(linear(d, d), nn.ReLU(), linear(d, d, 1.0))
 
-    def forward(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """x [B, N, d]; present bool[B, N]: absent tokens are never attended to (each token still sees itself)."""
+    def forward(self, x: torch.Tensor, present: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, d]; present bool[B, N]: absent tokens are never attended to (each token still sees itself).
+
+        mask: self_attention_mask(present), when the caller has it already (several blocks share it)."""
         B, N, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).reshape(B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        mask = present[:, None, None, :] | torch.eye(N, dtype=torch.bool, device=x.device)
+        if mask is None:
+            mask = self_attention_mask(present)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.out(y.transpose(1, 2).reshape(B, N, d))
         return x + self.ff(self.ln2(x))
@@ -205,19 +220,19 @@ class Actor(nn.Module):
         # bilinear scores f_k . (W x_j): one matrix per kind, applied to each enemy (ally) token once, not per mode
         self.attack_k, self.heal_k = linear(d, d, 0.01), linear(d, d, 0.01)
 
-    def forward(self, own: torch.Tensor, allies: torch.Tensor, enemies: torch.Tensor, heal_rows: torch.Tensor,
-                medivac: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, own: torch.Tensor, allies: torch.Tensor, enemies: torch.Tensor, present: torch.Tensor,
+                heal_rows: torch.Tensor | None = None, medivac: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Logits of every mode [B, K, n_actions] (before masking), the own token [B, d] and relations [B, K, d/4].
 
-        heal_rows int[B, n_slots] (heal_index of each agent), medivac bool[B]: whose slots heal.
+        present bool[B, 1 + n_a + n_e] (presence() of the tokens); heal_rows int[B, n_slots] (heal_index of each
+        agent) and medivac bool[B] say whose slots heal; without them (no Medivac in the game) every slot attacks.
         """
         B = own.shape[0]
         n_a, n_e = allies.shape[1], enemies.shape[1]
         x = torch.cat([self.own(own).unsqueeze(1), self.ally(allies), self.enemy(enemies)], 1)
-        present = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=own.device), allies.abs().sum(-1) > 0,
-                             enemies.abs().sum(-1) > 0], 1)
+        mask = self_attention_mask(present) if len(self.blocks) else None  # once for all the blocks
         for block in self.blocks:
-            x = block(x, present)
+            x = block(x, present, mask)
         x_own = x[:, 0]
         K, d, dm = self.K, self.d, self.dm
         q = self.mq(x_own).reshape(B, K, 1, dm)
@@ -226,11 +241,12 @@ class Actor(nn.Module):
         rel = F.scaled_dot_product_attention(q, k, v, attn_mask=present[:, None, None, :]).squeeze(2)  # [B, K, dm]
         f = torch.relu(self.feat_own(x_own).unsqueeze(1) + self.feat_rel(rel) + self.mode_emb)  # [B, K, d]
         scale = 1.0 / math.sqrt(d)
-        attack = f @ self.attack_k(x[:, 1 + n_a:]).transpose(1, 2) * scale  # [B, K, n_e]
-        heal = f @ self.heal_k(x[:, 1:1 + n_a]).transpose(1, 2) * scale  # [B, K, A-1]
-        heal = torch.cat([heal, heal.new_zeros(B, K, 1)], -1)  # row -1 reads this zero column
-        heal_slots = heal.gather(-1, heal_rows.clamp(min=-1).remainder(n_a + 1).unsqueeze(1).expand(B, K, n_e))
-        slots = torch.where(medivac[:, None, None], heal_slots, attack)
+        slots = f @ self.attack_k(x[:, 1 + n_a:]).transpose(1, 2) * scale  # [B, K, n_e]
+        if medivac is not None:  # a game without Medivacs skips the heal scores: every slot would take the attack
+            heal = f @ self.heal_k(x[:, 1:1 + n_a]).transpose(1, 2) * scale  # [B, K, A-1]
+            heal = torch.cat([heal, heal.new_zeros(B, K, 1)], -1)  # row -1 reads this zero column
+            heal_slots = heal.gather(-1, heal_rows.clamp(min=-1).remainder(n_a + 1).unsqueeze(1).expand(B, K, n_e))
+            slots = torch.where(medivac[:, None, None], heal_slots, slots)
         return {"logits": torch.cat([self.basic(f), slots], -1), "own": x_own, "relation": rel}
 
 
@@ -329,6 +345,7 @@ class MRA:
             for a, unit in enumerate(g.unit_types):
                 medivac[s, a] = "medivac" in unit
         self.medivac = medivac.to(self.device)
+        self.any_medivac = bool(medivac.any())  # no Medivac in any game: the actor skips the heal scores
         self.heal_rows = heal_index(spec.n_agents, self.tokens.n_enemies).to(self.device)
         # prior logits set by `marl adapt` for a team size: sizes int[M, 2] -> logits [M, K]
         self.override_sizes = torch.zeros(0, 2, dtype=torch.long)
@@ -376,14 +393,23 @@ class MRA:
         return z
 
     # ------------------------------------------------------------------ forward passes
+    def actor_inputs(self, obs: torch.Tensor, agent: torch.Tensor, games: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The actor's parameter-free inputs for B agent rows: observations [B, obs_dim] of agents int[B] in battles
+        playing games int[B] -> tokens, their presence, and (when the run has Medivacs) heal rows and Medivac flags.
+
+        Computed once per update (they do not change between epochs); an agent's row never reads another's."""
+        own, allies, enemies = self.tokens.actor(obs)
+        inputs = {"own": own, "allies": allies, "enemies": enemies, "present": presence(allies, enemies)}
+        if self.any_medivac:
+            inputs.update(heal_rows=self.heal_rows[agent], medivac=self.medivac[games, agent])
+        return inputs
+
     def policy(self, obs: torch.Tensor, games: torch.Tensor) -> dict[str, torch.Tensor]:
         """The actor on observations [n, A, obs_dim] of battles playing games int[n]: every mode's logits
         [n, A, K, n_actions] (unmasked), own tokens [n, A, d], relations [n, A, K, d/4]."""
         n, A = obs.shape[:2]
-        own, allies, enemies = self.tokens.actor(obs.reshape(n * A, -1))
-        heal_rows = self.heal_rows.unsqueeze(0).expand(n, -1, -1).reshape(n * A, -1)
-        medivac = self.medivac[games].reshape(n * A)
-        out = self.actor(own, allies, enemies, heal_rows, medivac)
+        agent = torch.arange(A, device=obs.device).repeat(n)
+        out = self.actor(**self.actor_inputs(obs.reshape(n * A, -1), agent, games.repeat_interleave(A)))
         return {k: v.reshape(n, A, *v.shape[1:]) for k, v in out.items()}
 
     def _values(self, state: torch.Tensor) -> torch.Tensor:
@@ -399,14 +425,22 @@ class MRA:
 
     # ------------------------------------------------------------------ acting
     def act(self, step: Step, deterministic: bool = False) -> tuple[np.ndarray, dict]:
-        """Actions under each agent's held mode: sampled (stored with log-prob, value and z), or the argmax."""
+        """Actions under each agent's held mode: sampled (stored with log-prob, value and z), or the argmax.
+
+        The actor runs on the living agents only: a dead (or padded) agent's only available action is the no-op,
+        which it takes with probability 1 (log-prob 0) whatever its logits, so its logits are left at zero."""
         with torch.no_grad():
             z = self._latents(step, deterministic)
-            E = step.n_envs
+            E, A = step.alive.shape
+            n_act = self.spec.n_actions
             games = self._games(step.scenario).expand(E) if step.scenario is None else self._games(step.scenario)
-            out = self.policy(torch.as_tensor(step.obs, device=self.device), games)
-            logits = out["logits"].gather(2, z[..., None, None].expand(-1, -1, 1, out["logits"].shape[-1]))
-            logits = masked_logits(logits.squeeze(2), torch.as_tensor(step.avail, device=self.device))
+            rows = torch.as_tensor(step.alive, device=self.device).reshape(-1).nonzero().squeeze(1)
+            logits = torch.zeros(E * A, n_act, device=self.device)
+            if len(rows):
+                obs = torch.as_tensor(step.obs, device=self.device).reshape(E * A, -1)[rows]
+                out = self.actor(**self.actor_inputs(obs, rows % A, games[rows // A]))
+                logits[rows] = out["logits"].gather(1, z.reshape(-1)[rows, None, None].expand(-1, 1, n_act)).squeeze(1)
+            logits = masked_logits(logits.reshape(E, A, n_act), torch.as_tensor(step.avail, device=self.device))
             if deterministic:
                 return logits.argmax(-1).cpu().numpy(), {}
             probs = torch.softmax(logits, -1)
@@ -418,42 +452,53 @@ class MRA:
                                        "z": z.cpu().numpy()}
 
     # ------------------------------------------------------------------ learning
-    def losses(self, obs, avail, actions, z, games, alive, old_log_probs, advantages) -> tuple[torch.Tensor, dict]:
-        """The actor's loss on a minibatch of n battle-steps ([n, A, ...] tensors, games int[n]), and its parts:
-        clipped policy loss - entropy_coef * entropy - mi_coef * MI + game_id_coef * game-ID cross-entropy."""
+    def losses(self, inputs: dict[str, torch.Tensor], rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """The actor's loss on a minibatch of R living agent rows, and its parts: clipped policy loss -
+        entropy_coef * entropy - mi_coef * MI + game_id_coef * game-ID cross-entropy, each a mean over the rows.
+
+        inputs: actor_inputs() of the rows; rows: avail bool[R, n_actions], actions, z, games int[R],
+        old_log_probs, advantages f32[R]. Only living agents enter PPO's masked means, so this equals the
+        masked loss over the minibatch's [n, A] battle-steps; a dead or padded agent is never computed."""
         cfg = self.cfg
-        out = self.policy(obs, games)
-        prior_log = torch.log_softmax(self.prior_logits(self.sizes[games]), -1).unsqueeze(1)  # [n, 1, K]
+        out = self.actor(**inputs)
+        avail, actions, z, games = rows["avail"], rows["actions"], rows["z"], rows["games"]
+        ones = torch.ones(len(actions), device=actions.device)
+        # the prior of each game once, then per row: the same values as the prior of each row's sizes
+        prior_log = torch.log_softmax(self.prior_logits(self.sizes), -1)[games]  # [R, K]
         p = prior_log.exp()
         # the stored z forward, the prior's probabilities backward (straight-through), so the prior learns
         z_st = F.one_hot(z, self.K).float() + p - p.detach()
-        logits = masked_logits((z_st.unsqueeze(-1) * out["logits"]).sum(2), avail)
+        logits = masked_logits((z_st.unsqueeze(-1) * out["logits"]).sum(1), avail)
         logp_all = torch.log_softmax(logits, -1)
         logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        entropy = masked_entropy(logp_all, alive)
-        p_loss, info = policy_loss(logp, old_log_probs, advantages, cfg["clip"], alive)
+        entropy = masked_entropy(logp_all, ones)
+        p_loss, info = policy_loss(logp, rows["old_log_probs"], rows["advantages"], cfg["clip"], ones)
         loss = p_loss - cfg["entropy_coef"] * entropy
         parts = {"policy_loss": p_loss, "entropy": entropy, **info}
         if cfg["mi_coef"] > 0 or cfg["game_id_coef"] > 0:
-            rel = (z_st.unsqueeze(-1) * out["relation"]).sum(2)  # the relation of the mode played
-        if cfg["mi_coef"] > 0:
-            modes = torch.log_softmax(masked_logits(out["logits"], avail.unsqueeze(2)), -1)
-            logp_modes = modes.gather(-1, actions[:, :, None, None].expand(-1, -1, self.K, 1)).squeeze(-1)
+            rel = (z_st.unsqueeze(-1) * out["relation"]).sum(1)  # the relation of the mode played
+        if cfg["mi_coef"] > 0:  # the one place every mode's logits are needed
+            modes = torch.log_softmax(masked_logits(out["logits"], avail.unsqueeze(1)), -1)
+            logp_modes = modes.gather(-1, actions[:, None, None].expand(-1, self.K, 1)).squeeze(-1)
             # the MI term shapes the policy's modes; the prior learns from the policy and game-ID losses only
-            mi = mi_estimate(logp_modes, F.one_hot(z, self.K).float(), prior_log.detach(), alive)
+            mi = mi_estimate(logp_modes, F.one_hot(z, self.K).float(), prior_log.detach(), ones)
             loss = loss - cfg["mi_coef"] * mi
             parts["mi"] = mi
         if cfg["game_id_coef"] > 0 and len(self.sizes) > 1:  # one game: nothing to tell apart
             g_logits = self.game_head(out["own"], rel, z_st, self.sizes)
-            g_loss = game_id_loss(g_logits, games.unsqueeze(1).expand_as(alive), alive)
+            g_loss = game_id_loss(g_logits, games, ones)
             loss = loss + cfg["game_id_coef"] * g_loss
             with torch.no_grad():
-                acc = masked_mean((g_logits.argmax(-1) == games.unsqueeze(1)).float(), alive)
+                acc = masked_mean((g_logits.argmax(-1) == games).float(), ones)
             parts.update(game_id_loss=g_loss, game_id_acc=acc)
         return loss, parts
 
     def update(self, rollout: Rollout) -> dict:
-        """PPO epochs over the rollout's battle-steps; returns the losses, MI, game-ID accuracy, KL, grad norms."""
+        """PPO epochs over the rollout's battle-steps; returns the losses, MI, game-ID accuracy, KL, grad norms.
+
+        The tokens, masks and per-row data of the living agents are built once; each minibatch (a set of
+        battle-steps, as before) takes its living agents' rows. One minibatch takes them all, unpermuted: the
+        permutation is still drawn, so the generator's stream is that of any number of minibatches."""
         cfg = self.cfg
         value_norm = self.value_norm if cfg["value_norm"] else None
         T, E, A = rollout.alive.shape
@@ -461,30 +506,44 @@ class MRA:
                             value_norm, self.device, cfg.get("preference")).reshape(T * E, A)
         n = T * E
         dev = self.device
-        obs = torch.as_tensor(rollout.obs, device=dev).reshape(n, A, -1)
-        state = torch.as_tensor(rollout.state, device=dev).reshape(n, -1)
-        avail = torch.as_tensor(rollout.avail, device=dev).reshape(n, A, -1)
-        actions = torch.as_tensor(rollout.actions, device=dev).reshape(n, A)
-        z = torch.as_tensor(rollout.extras["z"], device=dev).reshape(n, A)
         games = (torch.zeros(n, dtype=torch.long, device=dev) if rollout.scenario is None
                  else torch.as_tensor(rollout.scenario, device=dev).reshape(n))
+        flat = batch.mask.reshape(-1) > 0
+        row = flat.nonzero().squeeze(1)  # the living agents' rows of the [n * A] battle-step agents
+        step_of, agent = row // A, row % A
+        obs = torch.as_tensor(rollout.obs, device=dev).reshape(n * A, -1)[row]
+        inputs = self.actor_inputs(obs, agent, games[step_of])
+        rows = {"avail": torch.as_tensor(rollout.avail, device=dev).reshape(n * A, -1)[row],
+                "actions": torch.as_tensor(rollout.actions, device=dev).reshape(-1)[row],
+                "z": torch.as_tensor(rollout.extras["z"], device=dev).reshape(-1)[row], "games": games[step_of],
+                "old_log_probs": batch.old_log_probs.reshape(-1)[row], "advantages": batch.advantages.reshape(-1)[row]}
+        critic_inputs = self.tokens.critic(torch.as_tensor(rollout.state, device=dev).reshape(n, -1))
+        value_parts = (batch.old_values, batch.targets, batch.mask)
         actor_params = [p for g in self.actor_opt.param_groups for p in g["params"]]
 
         stats = Stats()
         for _ in range(cfg["ppo_epochs"]):
             perm = torch.randperm(n, generator=self.generator).to(dev)
-            for idx in perm.chunk(cfg["minibatches"]):
-                m = batch.mask[idx]
-                loss, parts = self.losses(obs[idx], avail[idx], actions[idx], z[idx], games[idx], m,
-                                          batch.old_log_probs[idx], batch.advantages[idx])
+            for idx in perm.chunk(cfg["minibatches"]) if cfg["minibatches"] > 1 else [None]:
+                if idx is None:
+                    mb_in, mb_rows, c_in, v_parts = inputs, rows, critic_inputs, value_parts
+                else:
+                    chosen = torch.zeros(n, dtype=torch.bool, device=dev)
+                    chosen[idx] = True
+                    r = chosen[step_of].nonzero().squeeze(1)
+                    mb_in = {k: v[r] for k, v in inputs.items()}
+                    mb_rows = {k: v[r] for k, v in rows.items()}
+                    c_in = tuple(t[idx] for t in critic_inputs)
+                    v_parts = tuple(t[idx] for t in value_parts)
+                loss, parts = self.losses(mb_in, mb_rows)
                 self.actor_opt.zero_grad()
                 loss.backward()
                 gn = nn.utils.clip_grad_norm_(actor_params, cfg["max_grad_norm"])
                 self.actor_opt.step()
 
-                v = self._values(state[idx])
-                v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
-                                    cfg["value_clip"], m)
+                v = self.critic(*c_in)
+                v_loss = value_loss(v, v_parts[0], v_parts[1], cfg["clip"], cfg["huber_delta"], cfg["value_clip"],
+                                    v_parts[2])
                 self.critic_opt.zero_grad()
                 (cfg["value_coef"] * v_loss).backward()
                 cgn = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg["max_grad_norm"])
