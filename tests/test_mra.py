@@ -323,7 +323,7 @@ def test_adapt_moves_only_the_prior_and_writes_an_adapted_run(tmp_path, capsys):
     for part in ("actor", "prior", "game_head", "critic"):
         for k in old[part]:
             assert torch.equal(old[part][k], new["learner"][part][k]), (part, k)  # the network is frozen
-    assert new["learner"]["override_sizes"].tolist() == [[8, 8]]
+    assert new["learner"]["adapted_priors"]["sizes"].tolist() == [[8, 8]]
     assert new["config"]["run"]["scenario"] == "8m" and new["env"] is None
     assert config_mod.load_file(out / "config.yaml")["run"]["scenario"] == "8m"
     assert main(["adapt", str(run), "--scenario", "8m", "--out", str(out)]) == 2  # never overwrites

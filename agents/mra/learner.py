@@ -350,8 +350,9 @@ class MRA:
         # prior logits set by `marl adapt` for a team size: sizes int[M, 2] -> logits [M, K]
         self.override_sizes = torch.zeros(0, 2, dtype=torch.long)
         self.override_logits = torch.zeros(0, K)
-        self.latents: dict[str, torch.Tensor] = {"train": torch.zeros(0, 0, dtype=torch.long),
-                                                 "eval": torch.zeros(0, 0, dtype=torch.long)}
+        # held z int[E, A] of training's ("train") and evaluation's ("eval") battles, once they have acted: battle
+        # state, not model shape, so a fresh learner holds none (marl eval --scenario compares model shapes only)
+        self.latents: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ the prior and the latents
     def prior_logits(self, sizes: torch.Tensor) -> torch.Tensor:
@@ -382,8 +383,8 @@ class MRA:
         games = self._games(step.scenario).expand(E) if step.scenario is None else self._games(step.scenario)
         mode = deterministic and self.cfg["eval_latent"] == "mode"
         gen = self.eval_generator if deterministic else self.generator
-        z = self.latents[key]
-        if z.shape != (E, A):
+        z = self.latents.get(key)
+        if z is None or z.shape != (E, A):
             z = self._draw(games, A, gen, mode)
         else:
             new = torch.as_tensor(step.t == 0)
@@ -574,23 +575,28 @@ class MRA:
 
     def held_latents(self, deterministic: bool = True) -> np.ndarray:
         """The z int[E, A] each battle's agents hold now (those of evaluation, or of training)."""
-        return self.latents["eval" if deterministic else "train"].cpu().numpy().copy()
+        z = self.latents.get("eval" if deterministic else "train")
+        return np.zeros((0, 0), np.int64) if z is None else z.cpu().numpy().copy()
 
     def reseed_latents(self, seed: int) -> None:
         """Restart evaluation's latent draws from a seed and forget its held z (for comparable evaluations)."""
         self.eval_generator.manual_seed(seed)
-        self.latents["eval"] = torch.zeros(0, 0, dtype=torch.long)
+        self.latents.pop("eval", None)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Networks, optimisers, value normalisation, generators, the held latents and adapted priors."""
+        """Networks, optimisers, value normalisation, generators, the held latents and adapted priors.
+
+        The held latents and the adapted priors are empty dicts when there are none, so a fresh learner's state has
+        no arrays whose shapes depend on the battles it plays or the games it was adapted to."""
         return {"actor": self.actor.state_dict(), "prior": self.prior.state_dict(),
                 "game_head": self.game_head.state_dict(), "critic": self.critic.state_dict(),
                 "value_norm": self.value_norm.state_dict(), "actor_opt": self.actor_opt.state_dict(),
                 "critic_opt": self.critic_opt.state_dict(), "generator": self.generator.get_state(),
                 "eval_generator": self.eval_generator.get_state(),
                 "latents": {k: v.cpu().clone() for k, v in self.latents.items()},
-                "override_sizes": self.override_sizes.clone(), "override_logits": self.override_logits.clone()}
+                "adapted_priors": ({"sizes": self.override_sizes.clone(), "logits": self.override_logits.clone()}
+                                   if len(self.override_sizes) else {})}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from state_dict() (of a run on any team size: no parameter depends on it)."""
@@ -605,14 +611,20 @@ class MRA:
         self.eval_generator.set_state(state["eval_generator"])
         # held z of other battles (another map, another number of envs) are redrawn at the next act
         self.latents = {k: torch.as_tensor(v, dtype=torch.long, device=self.device).clone()
-                        for k, v in state["latents"].items()}
-        self.override_sizes = torch.as_tensor(state["override_sizes"], dtype=torch.long).clone()
-        self.override_logits = torch.as_tensor(state["override_logits"], dtype=torch.float32).clone()
+                        for k, v in state["latents"].items() if torch.as_tensor(v).numel()}
+        adapted = state.get("adapted_priors")
+        if adapted is None:  # a checkpoint written before adapted_priors
+            adapted = {"sizes": state["override_sizes"], "logits": state["override_logits"]}
+        if adapted and len(adapted["sizes"]):
+            self.override_sizes = torch.as_tensor(adapted["sizes"], dtype=torch.long).clone()
+            self.override_logits = torch.as_tensor(adapted["logits"], dtype=torch.float32).clone()
+        else:
+            self.override_sizes, self.override_logits = torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, self.K)
         if self.override_logits.shape[-1] != self.K:
             raise ValueError(f"adapted prior logits of {self.override_logits.shape[-1]} modes for a learner of "
                              f"{self.K}")
 
     def diagnostics(self) -> dict:
         """A histogram of the modes the training battles' agents hold."""
-        z = self.latents["train"]
-        return {"histograms": {"mra/latent_z": z.flatten().numpy()}} if z.numel() else {}
+        z = self.latents.get("train")
+        return {"histograms": {"mra/latent_z": z.flatten().numpy()}} if z is not None and z.numel() else {}
