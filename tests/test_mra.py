@@ -472,3 +472,62 @@ def test_mra_on_a_mixture_resumes_exactly_evaluates_unseen_teams_and_adapts(tmp_
     capsys.readouterr()
     assert main(["eval", str(out), "--scenario", "4m", "--episodes", "1"]) == 0  # an adapted run evaluates too
     assert capsys.readouterr().out.startswith("smac 4m mra after 96 env steps")
+
+
+# ------------------------------------------------------------------------------------ benchmarks/mra_transfer.py
+def _transfer():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("mra_transfer",
+                                                  Path(__file__).parents[1] / "benchmarks" / "mra_transfer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_transfer_table_compares_mra_with_entity_ppo_and_per_map_mappo(tmp_path):
+    mt = _transfer()
+    maps = ("4m", "6m", "7m", "10m", "12m")
+    runs = {  # win rates per test map, as the eval stage writes them
+        "mra-s1": [0.50, 0.75, 0.25, 0.5, 0.0], "mra-s2": [0.75, 0.5, 0.25, 0.25, 0.25],
+        "mra-s3": [1.0, 0.5, 0.5, 0.0, 0.0],
+        "entity-ppo-s1": [0.25, 0.0, 0.25, 0.0, 0.0], "entity-ppo-s2": [0.5, 0.5, 0.0, 0.0, 0.0],
+    }
+    mappo = {"4m": 1.0, "6m": 0.8, "7m": 0.0, "10m": 0.5, "12m": 0.25}
+    results = tmp_path / "results"
+    for name, wr in runs.items():
+        mt.write_json(results / f"eval-{name}.json", {
+            "env_steps": 10, "scenarios": {m: {"win_rate": w, "win_rate_low": 0, "win_rate_high": 1,
+                                               "episode_return": 0} for m, w in zip(maps, wr)}})
+    for m, w in mappo.items():
+        mt.write_json(results / f"eval-mappo-{m}-s1.json", {"env_steps": 10, "scenarios": {m: {
+            "win_rate": w, "win_rate_low": 0, "win_rate_high": 1, "episode_return": 0}}})
+    for seed, (before, after) in {1: (0.0, 0.25), 2: (0.5, 0.5), 3: (0.25, 0.75)}.items():
+        mt.write_json(results / f"adapt-mra-s{seed}-10m.json", {"run": f"/x/train/mra-s{seed}", "scenario": "10m",
+                                                                "before": before, "after": after})
+    s = mt.summarise(mt.load_results(tmp_path))
+    mra, ppo = s["variants"]["mra"], s["variants"]["entity-ppo"]
+    assert mra["seeds"] == 3 and ppo["seeds"] == 2
+    assert mra["maps"]["4m"] == pytest.approx((0.75, 0.5, 1.0))
+    # unseen means per seed: mra 0.4, 0.4, 0.4; entity-ppo 0.1, 0.2
+    assert mra["unseen_mean"] == pytest.approx((0.4, 0.4, 0.4))
+    assert ppo["unseen_mean"] == pytest.approx((0.15, 0.1, 0.2))
+    assert s["mra_above_entity_ppo"] is True
+    assert s["fraction"]["4m"] == pytest.approx(0.75) and s["fraction"]["6m"] == pytest.approx(0.5833333 / 0.8)
+    assert s["fraction"]["7m"] is None  # MAPPO never won 7m: no fraction
+    assert s["mappo"]["10m"] == pytest.approx((0.5, 0.5, 0.5))
+    assert s["adapt"]["10m"]["seeds"] == 3 and s["adapt"]["12m"]["seeds"] == 0
+    assert s["adapt"]["10m"]["before"] == pytest.approx((0.25, 0.0, 0.5))
+    assert s["adapt"]["10m"]["after"] == pytest.approx((0.5, 0.25, 0.75))
+    text = mt.table(s).splitlines()
+    assert text[2] == "| mra | 3 | 75.0% (50%-100%) | 58.3% (50%-75%) | 33.3% (25%-50%) | 25.0% (0%-50%) | " \
+                      "8.3% (0%-25%) | 40.0% |"
+    assert text[4] == "| mappo (per map) | 1 | 100.0% | 80.0% | 0.0% | 50.0% | 25.0% | 51.0% |"
+    assert "(MRA's lowest seed above entity-PPO's highest): yes" in text[6]
+    assert text[7] == "MRA as a fraction of the per-map MAPPO (goal >= 0.80): 4m 0.75, 6m 0.73, 7m -"
+    assert text[-2:] == ["| 10m | 3 | 25.0% (0%-50%) | 50.0% (25%-75%) |", "| 12m | 0 | - | - |"]
+    # entity-PPO's best seed reaching MRA's worst: not beyond the range
+    mt.write_json(results / "eval-entity-ppo-s3.json", {"env_steps": 10, "scenarios": {
+        m: {"win_rate": 0.4, "win_rate_low": 0, "win_rate_high": 1, "episode_return": 0} for m in maps}})
+    assert mt.summarise(mt.load_results(tmp_path))["mra_above_entity_ppo"] is False
