@@ -199,6 +199,18 @@ class Block(nn.Module):
         x = x + self.out(y.transpose(1, 2).reshape(B, N, d))
         return x + self.ff(self.ln2(x))
 
+    def packed(self, x: torch.Tensor, tokens: torch.Tensor, B: int, N: int, mask: torch.Tensor) -> torch.Tensor:
+        """The block on the present tokens only: x [P, d] are the tokens at flat positions tokens int[P] of a
+        [B, N] grid (sorted); absent positions enter the attention as zero rows that no query may attend to
+        (mask: self_attention_mask), so every present token's output equals forward()'s."""
+        d = x.shape[1]
+        qkv = self.qkv(self.ln1(x))
+        dense = qkv.new_zeros(B * N, 3 * d).index_copy(0, tokens, qkv)
+        q, k, v = dense.reshape(B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.out(y.transpose(1, 2).reshape(B * N, d).index_select(0, tokens))
+        return x + self.ff(self.ln2(x))
+
 
 class Actor(nn.Module):
     """The relational encoder with K mode heads and the per-entity action heads (no size-dependent parameter)."""
@@ -229,21 +241,39 @@ class Actor(nn.Module):
         """
         B = own.shape[0]
         n_a, n_e = allies.shape[1], enemies.shape[1]
-        x = torch.cat([self.own(own).unsqueeze(1), self.ally(allies), self.enemy(enemies)], 1)
-        mask = self_attention_mask(present) if len(self.blocks) else None  # once for all the blocks
-        for block in self.blocks:
-            x = block(x, present, mask)
-        x_own = x[:, 0]
-        K, d, dm = self.K, self.d, self.dm
+        N, K, d, dm = 1 + n_a + n_e, self.K, self.d, self.dm
+        # only the present tokens go through the token-wise layers (embeddings, the blocks' projections and
+        # feed-forward, the mode heads' keys and values); the attentions see them on the dense [B, N] grid, where
+        # an absent token is a zero row nobody attends to. Packed in the grid's row-major order, so each kind's
+        # present rows (boolean-mask order) land in place.
+        tokens = present.reshape(-1).nonzero().squeeze(1)
+        slot = tokens % N
+        at_own, at_ally, at_enemy = (slot == 0).nonzero().squeeze(1), ((slot >= 1) & (slot <= n_a)).nonzero().squeeze(
+            1), (slot > n_a).nonzero().squeeze(1)
+        ally_present, enemy_present = present[:, 1:1 + n_a], present[:, 1 + n_a:]
+        x = own.new_zeros(len(tokens), d).index_put((at_own,), self.own(own))
+        x = x.index_put((at_ally,), self.ally(allies[ally_present])).index_put((at_enemy,),
+                                                                              self.enemy(enemies[enemy_present]))
+        if len(self.blocks):
+            mask = self_attention_mask(present)  # once for all the blocks
+            for block in self.blocks:
+                x = block.packed(x, tokens, B, N, mask)
+        x_own = x[at_own]  # the own token is always present: one per row, in row order
         q = self.mq(x_own).reshape(B, K, 1, dm)
-        k = self.mk(x).reshape(B, -1, K, dm).transpose(1, 2)
-        v = self.mv(x).reshape(B, -1, K, dm).transpose(1, 2)
-        rel = F.scaled_dot_product_attention(q, k, v, attn_mask=present[:, None, None, :]).squeeze(2)  # [B, K, dm]
+        kv = torch.cat([self.mk(x), self.mv(x)], 1)
+        kv = kv.new_zeros(B * N, 2 * K * dm).index_copy(0, tokens, kv).reshape(B, N, 2, K, dm).permute(2, 0, 3, 1, 4)
+        rel = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=present[:, None, None, :]).squeeze(2)
         f = torch.relu(self.feat_own(x_own).unsqueeze(1) + self.feat_rel(rel) + self.mode_emb)  # [B, K, d]
         scale = 1.0 / math.sqrt(d)
-        slots = f @ self.attack_k(x[:, 1 + n_a:]).transpose(1, 2) * scale  # [B, K, n_e]
+        # bilinear scores against each present enemy (ally) token; an absent one scores 0, and is never available
+        # (SMAC makes an attack or a heal available only on a unit in sight, whose row is not zeros)
+        enemy_keys = x.new_zeros(B * n_e, d).index_copy(0, enemy_present.reshape(-1).nonzero().squeeze(1),
+                                                        self.attack_k(x[at_enemy]))
+        slots = f @ enemy_keys.reshape(B, n_e, d).transpose(1, 2) * scale  # [B, K, n_e]
         if medivac is not None:  # a game without Medivacs skips the heal scores: every slot would take the attack
-            heal = f @ self.heal_k(x[:, 1:1 + n_a]).transpose(1, 2) * scale  # [B, K, A-1]
+            ally_keys = x.new_zeros(B * n_a, d).index_copy(0, ally_present.reshape(-1).nonzero().squeeze(1),
+                                                           self.heal_k(x[at_ally]))
+            heal = f @ ally_keys.reshape(B, n_a, d).transpose(1, 2) * scale  # [B, K, A-1]
             heal = torch.cat([heal, heal.new_zeros(B, K, 1)], -1)  # row -1 reads this zero column
             heal_slots = heal.gather(-1, heal_rows.clamp(min=-1).remainder(n_a + 1).unsqueeze(1).expand(B, K, n_e))
             slots = torch.where(medivac[:, None, None], heal_slots, slots)
