@@ -374,8 +374,8 @@ def test_the_loss_on_living_rows_equals_the_masked_loss_over_every_agent():
     loss, parts = lr.losses(lr.actor_inputs(obs.reshape(n * A, -1)[row], row % A, games[row // A]), rows)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
-    assert float(parts["mi"]) == pytest.approx(float(mi), rel=1e-5, abs=1e-6)
-    assert float(parts["game_id_loss"]) == pytest.approx(float(g_loss), rel=1e-5)
+    assert parts["mi"].item() == pytest.approx(mi.item(), rel=1e-5, abs=1e-6)
+    assert parts["game_id_loss"].item() == pytest.approx(g_loss.item(), rel=1e-5)
     for a, b in zip(grads, ref_grads):
         assert (a is None) == (b is None or not b.any())
         if a is not None:
