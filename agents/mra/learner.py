@@ -206,7 +206,7 @@ class Block(nn.Module):
         d = x.shape[1]
         qkv = self.qkv(self.ln1(x))
         dense = qkv.new_zeros(B * N, 3 * d).index_copy(0, tokens, qkv)
-        q, k, v = dense.reshape(B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = dense.reshape(B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.out(y.transpose(1, 2).reshape(B * N, d).index_select(0, tokens))
         return x + self.ff(self.ln2(x))
@@ -261,8 +261,10 @@ class Actor(nn.Module):
         x_own = x[at_own]  # the own token is always present: one per row, in row order
         q = self.mq(x_own).reshape(B, K, 1, dm)
         kv = torch.cat([self.mk(x), self.mv(x)], 1)
-        kv = kv.new_zeros(B * N, 2 * K * dm).index_copy(0, tokens, kv).reshape(B, N, 2, K, dm).permute(2, 0, 3, 1, 4)
-        rel = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=present[:, None, None, :]).squeeze(2)
+        # unbind, not kv[0] and kv[1]: a select's backward fills a zero tensor of the whole grid for each
+        k, v = kv.new_zeros(B * N, 2 * K * dm).index_copy(0, tokens, kv).reshape(B, N, 2, K, dm).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        rel = F.scaled_dot_product_attention(q, k, v, attn_mask=present[:, None, None, :]).squeeze(2)
         f = torch.relu(self.feat_own(x_own).unsqueeze(1) + self.feat_rel(rel) + self.mode_emb)  # [B, K, d]
         scale = 1.0 / math.sqrt(d)
         # bilinear scores against each present enemy (ally) token; an absent one scores 0, and is never available
