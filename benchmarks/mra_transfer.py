@@ -176,8 +176,8 @@ def run_all(args, overrides: list[str]) -> None:
                 continue
             for m in args.adapt_maps:
                 path = results / f"adapt-{run_dir.name}-{m}.json"
-                if path.exists():
-                    continue
+                if path.exists() and json.loads(path.read_text()).get("env_steps") == env_steps_done(run_dir):
+                    continue  # adapted from this checkpoint already (a longer run is adapted again)
                 out = root / "adapted" / f"{run_dir.name}-{m}"
                 if out.exists():  # a previous attempt stopped before writing its result
                     import shutil
@@ -187,7 +187,8 @@ def run_all(args, overrides: list[str]) -> None:
                             eval_episodes=args.episodes, out=out)
                 write_json(path, {"run": res["run"], "scenario": m, "seed": seed, "before": res["before"]["win_rate"],
                                   "after": res["after"]["win_rate"], "episodes": res["episodes"],
-                                  "steps": res["steps"], "eval_episodes": args.episodes})
+                                  "steps": res["steps"], "eval_episodes": args.episodes,
+                                  "env_steps": env_steps_done(run_dir)})
                 print(f"{run_dir.name} adapted to {m}: {res['before']['win_rate']:.1%} -> "
                       f"{res['after']['win_rate']:.1%}")
 
