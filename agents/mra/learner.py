@@ -25,6 +25,10 @@ Training is PPO on the shared engine (agents/ppo.py). The authors trained MRA wi
 learner (their code: a replay buffer and separate Adam optimisers, lr 3e-4); this is our on-policy
 reading of it, so it runs on marl's collect/update loop and is comparable with MAPPO.
 
+What is computed: only the living agents' rows go through the actor (a dead or padded agent's only action
+is the no-op), and within a row only the present tokens through its token-wise layers (the attentions
+see them on the dense padded grid); all K modes' logits are computed, as the MI term needs them.
+
 `algo.latent_modes=1 algo.mi_coef=0 algo.game_id_coef=0` is the entity-PPO ablation: the same encoder
 and heads with one mode and no extra terms.
 
