@@ -323,8 +323,211 @@ def test_adapt_moves_only_the_prior_and_writes_an_adapted_run(tmp_path, capsys):
     for part in ("actor", "prior", "game_head", "critic"):
         for k in old[part]:
             assert torch.equal(old[part][k], new["learner"][part][k]), (part, k)  # the network is frozen
-    assert new["learner"]["override_sizes"].tolist() == [[8, 8]]
+    assert new["learner"]["adapted_priors"]["sizes"].tolist() == [[8, 8]]
     assert new["config"]["run"]["scenario"] == "8m" and new["env"] is None
     assert config_mod.load_file(out / "config.yaml")["run"]["scenario"] == "8m"
     assert main(["adapt", str(run), "--scenario", "8m", "--out", str(out)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ cheaper, the same function
+def test_the_loss_on_living_rows_equals_the_masked_loss_over_every_agent():
+    """update() runs the actor on the living agents' rows only; its loss and gradients are those of PPO's masked
+    means over every agent of the battle-steps (dead and padded agents computed, then masked out)."""
+    spec, ro = mixture_rollout()
+    lr = learner(spec, mi_coef=0.3, game_id_coef=0.5)
+    T, E, A = ro.alive.shape
+    n = T * E
+    obs = torch.as_tensor(ro.obs).reshape(n, A, -1)
+    avail = torch.as_tensor(ro.avail).reshape(n, A, -1)
+    actions = torch.as_tensor(ro.actions).reshape(n, A)
+    z = torch.as_tensor(ro.extras["z"]).reshape(n, A)
+    games = torch.as_tensor(ro.scenario).reshape(n)
+    mask = torch.as_tensor(ro.alive).reshape(n, A).float()
+    old = torch.full((n, A), -1.5)
+    adv = torch.as_tensor(np.random.default_rng(2).normal(size=(n, A)), dtype=torch.float32)
+    assert 0 < mask.mean() < 1  # dead agents and the 3m battles' padded ones
+    F = torch.nn.functional
+    params = [*lr.actor.parameters(), *lr.prior.parameters(), *lr.game_head.parameters()]
+
+    out = lr.policy(obs, games)  # the reference, written out: every agent, masked means
+    prior_log = torch.log_softmax(lr.prior_logits(lr.sizes[games]), -1).unsqueeze(1)
+    p = prior_log.exp()
+    z_st = F.one_hot(z, lr.K).float() + p - p.detach()
+    logp_all = torch.log_softmax(((z_st.unsqueeze(-1) * out["logits"]).sum(2)).masked_fill(~avail, -1e10), -1)
+    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    mean = lambda x: (x * mask).sum() / mask.sum()  # noqa: E731
+    entropy = mean(-(logp_all.exp() * logp_all).sum(-1))
+    ratio = torch.exp(logp - old)
+    surrogate = -mean(torch.min(ratio * adv, ratio.clamp(1 - CFG["clip"], 1 + CFG["clip"]) * adv))
+    modes = torch.log_softmax(out["logits"].masked_fill(~avail.unsqueeze(2), -1e10), -1)
+    lp_modes = modes.gather(-1, actions[:, :, None, None].expand(-1, -1, lr.K, 1)).squeeze(-1)
+    mi = mean((F.one_hot(z, lr.K) * lp_modes).sum(-1) - torch.logsumexp(lp_modes + prior_log.detach(), -1))
+    g = lr.game_head(out["own"], (z_st.unsqueeze(-1) * out["relation"]).sum(2), z_st, lr.sizes)
+    g_loss = mean(-torch.log_softmax(g, -1).gather(-1, games[:, None, None].expand(-1, A, 1)).squeeze(-1))
+    ref = surrogate - CFG["entropy_coef"] * entropy - 0.3 * mi + 0.5 * g_loss
+    ref_grads = torch.autograd.grad(ref, params, allow_unused=True)
+
+    row = mask.reshape(-1).nonzero().squeeze(1)
+    rows = {"avail": avail.reshape(n * A, -1)[row], "actions": actions.reshape(-1)[row], "z": z.reshape(-1)[row],
+            "games": games[row // A], "old_log_probs": old.reshape(-1)[row], "advantages": adv.reshape(-1)[row]}
+    loss, parts = lr.losses(lr.actor_inputs(obs.reshape(n * A, -1)[row], row % A, games[row // A]), rows)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    assert parts["mi"].item() == pytest.approx(mi.item(), rel=1e-5, abs=1e-6)
+    assert parts["game_id_loss"].item() == pytest.approx(g_loss.item(), rel=1e-5)
+    for a, b in zip(grads, ref_grads):
+        assert (a is None) == (b is None or not b.any())
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_acting_computes_the_living_agents_only_and_dead_ones_take_the_no_op():
+    A, M, E = 5, 4, 6
+    lr = learner(marine_spec(A, M))
+    obs, state, avail, alive = pad(team(A, M, E), A, M, A, M)
+    alive[2, 1] = False
+    avail[~alive] = False
+    avail[~alive, 0] = True  # as SMAC gives a dead unit: the no-op only
+    step = Step(obs=obs, state=state, avail=avail, reward=np.zeros(E, np.float32), done=np.zeros(E, bool),
+                truncated=np.zeros(E, bool), alive=alive, t=np.zeros(E, np.int64),
+                episode_return=np.zeros(E, np.float32), episode_length=np.zeros(E, np.int64), won=np.zeros(E, bool))
+    actions, extras = lr.act(step)
+    assert (actions[~alive] == 0).all() and (extras["log_prob"][~alive] == 0).all()
+    with torch.no_grad():
+        every = lr.policy(torch.as_tensor(obs), torch.zeros(E, dtype=torch.long))["logits"]  # all agents, densely
+
+    def log_probs(z: np.ndarray) -> torch.Tensor:  # of each agent's held mode, masked
+        held = every.gather(2, torch.as_tensor(z)[..., None, None].expand(-1, -1, 1, every.shape[-1])).squeeze(2)
+        return torch.log_softmax(held.masked_fill(~torch.as_tensor(avail), -1e10), -1)
+
+    expect = log_probs(extras["z"]).gather(-1, torch.as_tensor(actions)[..., None]).squeeze(-1).numpy()
+    np.testing.assert_allclose(extras["log_prob"][alive], expect[alive], rtol=1e-5, atol=1e-6)
+    greedy = lr.act(step, deterministic=True)[0]  # evaluation: its own held modes, the argmax
+    np.testing.assert_array_equal(greedy, log_probs(lr.held_latents(deterministic=True)).argmax(-1).numpy())
+    assert (greedy[~alive] == 0).all()
+
+
+def test_without_medivacs_the_heal_scores_are_skipped_and_every_slot_attacks():
+    A, M = 3, 4
+    lr = learner(marine_spec(A, M))
+    assert not lr.any_medivac
+    obs = torch.as_tensor(pad(team(A, M), A, M, A, M)[0]).reshape(2 * A, -1)
+    agent, games = torch.arange(A).repeat(2), torch.zeros(2 * A, dtype=torch.long)
+    inputs = lr.actor_inputs(obs, agent, games)
+    assert set(inputs) == {"own", "allies", "enemies", "present"}
+    with torch.no_grad():
+        skipped = lr.actor(**inputs)["logits"]
+        no_medivac = lr.actor(**inputs, heal_rows=lr.heal_rows[agent], medivac=torch.zeros(2 * A, dtype=torch.bool))
+    torch.testing.assert_close(skipped, no_medivac["logits"], rtol=0, atol=0)
+
+
+def test_a_fresh_learners_state_holds_no_battle_shaped_arrays():
+    lr = learner(marine_spec(3, 3))
+    state = lr.state_dict()
+    assert state["latents"] == {} and state["adapted_priors"] == {}
+    lr.set_game_prior_logits((4, 4), np.arange(CFG["latent_modes"], dtype=np.float32))
+    again = learner(marine_spec(8, 8), like=lr)
+    np.testing.assert_array_equal(again.game_prior_logits((4, 4)), np.arange(CFG["latent_modes"]))
+    assert again.state_dict()["adapted_priors"]["sizes"].tolist() == [[4, 4]]
+
+
+# ------------------------------------------------------------------------------------ the mixture, end to end
+def test_mra_on_a_mixture_resumes_exactly_evaluates_unseen_teams_and_adapts(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from marl import checkpoint
+
+    cfg = config_mod.load("smac", "3m,5m", "mra", [
+        "train.envs=3", "train.rollout=16", "algo.ppo_epochs=1", "train.eval_interval=2", "train.eval_episodes=1",
+        "train.checkpoint_interval=1", "train.log_interval=1", f"train.runs_dir={tmp_path}", "train.steps=100000",
+        "train.record_replays=false", "train.torch_threads=1", "train.update_threads=1"])
+    whole, resumed = whole_and_resumed(cfg, tmp_path, 1)
+    assert whole.learner.sizes.tolist() == [[3, 3], [5, 5]]  # the game-ID head's classes: the training scenarios
+    a, b = whole.learner.state_dict(), resumed.learner.state_dict()
+    for part in ("actor", "prior", "game_head", "critic"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert a["latents"]["train"].shape == (3, 5) and torch.equal(a["latents"]["train"], b["latents"]["train"])
+    assert torch.equal(a["generator"], b["generator"])
+    for k in ("obs", "alive", "scenario"):
+        np.testing.assert_array_equal(getattr(whole.step, k), getattr(resumed.step, k))
+    assert whole.env.get_state()["battles"] == [2, 1]
+    acc = EventAccumulator(str(tmp_path / "whole" / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"eval/3m/win_rate", "eval/5m/win_rate"} <= tags
+    assert any(t.endswith("game_id_acc") for t in tags)
+
+    run = tmp_path / "whole"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--scenario", "4m,6m", "--episodes", "1"]) == 0  # zero-shot, 6m larger
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "smac 4m,6m mra after 96 env steps, 1 episodes per scenario:"
+    assert [row.split()[:2] for row in lines[2:]] == [["4m", "1"], ["6m", "1"], ["all", "2"]]
+    out = tmp_path / "adapted"
+    assert main(["adapt", str(run), "--scenario", "6m", "--episodes", "2", "--steps", "1", "--eval-episodes", "2",
+                 "--out", str(out)]) == 0
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["learner"]["adapted_priors"]["sizes"].tolist() == [[6, 6]]
+    capsys.readouterr()
+    assert main(["eval", str(out), "--scenario", "4m", "--episodes", "1"]) == 0  # an adapted run evaluates too
+    assert capsys.readouterr().out.startswith("smac 4m mra after 96 env steps")
+
+
+# ------------------------------------------------------------------------------------ benchmarks/mra_transfer.py
+def _transfer():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("mra_transfer",
+                                                  Path(__file__).parents[1] / "benchmarks" / "mra_transfer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_transfer_table_compares_mra_with_entity_ppo_and_per_map_mappo(tmp_path):
+    mt = _transfer()
+    maps = ("4m", "6m", "7m", "10m", "12m")
+    runs = {  # win rates per test map, as the eval stage writes them
+        "mra-s1": [0.50, 0.75, 0.25, 0.5, 0.0], "mra-s2": [0.75, 0.5, 0.25, 0.25, 0.25],
+        "mra-s3": [1.0, 0.5, 0.5, 0.0, 0.0],
+        "entity-ppo-s1": [0.25, 0.0, 0.25, 0.0, 0.0], "entity-ppo-s2": [0.5, 0.5, 0.0, 0.0, 0.0],
+    }
+    mappo = {"4m": 1.0, "6m": 0.8, "7m": 0.0, "10m": 0.5, "12m": 0.25}
+    results = tmp_path / "results"
+    for name, wr in runs.items():
+        mt.write_json(results / f"eval-{name}.json", {
+            "env_steps": 10, "scenarios": {m: {"win_rate": w, "win_rate_low": 0, "win_rate_high": 1,
+                                               "episode_return": 0} for m, w in zip(maps, wr)}})
+    for m, w in mappo.items():
+        mt.write_json(results / f"eval-mappo-{m}-s1.json", {"env_steps": 10, "scenarios": {m: {
+            "win_rate": w, "win_rate_low": 0, "win_rate_high": 1, "episode_return": 0}}})
+    for seed, (before, after) in {1: (0.0, 0.25), 2: (0.5, 0.5), 3: (0.25, 0.75)}.items():
+        mt.write_json(results / f"adapt-mra-s{seed}-10m.json", {"run": f"/x/train/mra-s{seed}", "scenario": "10m",
+                                                                "before": before, "after": after})
+    s = mt.summarise(mt.load_results(tmp_path))
+    mra, ppo = s["variants"]["mra"], s["variants"]["entity-ppo"]
+    assert mra["seeds"] == 3 and ppo["seeds"] == 2
+    assert mra["maps"]["4m"] == pytest.approx((0.75, 0.5, 1.0))
+    # unseen means per seed: mra 0.4, 0.4, 0.4; entity-ppo 0.1, 0.2
+    assert mra["unseen_mean"] == pytest.approx((0.4, 0.4, 0.4))
+    assert ppo["unseen_mean"] == pytest.approx((0.15, 0.1, 0.2))
+    assert s["mra_above_entity_ppo"] is True
+    assert s["fraction"]["4m"] == pytest.approx(0.75) and s["fraction"]["6m"] == pytest.approx(0.5833333 / 0.8)
+    assert s["fraction"]["7m"] is None  # MAPPO never won 7m: no fraction
+    assert s["mappo"]["10m"] == pytest.approx((0.5, 0.5, 0.5))
+    assert s["adapt"]["10m"]["seeds"] == 3 and s["adapt"]["12m"]["seeds"] == 0
+    assert s["adapt"]["10m"]["before"] == pytest.approx((0.25, 0.0, 0.5))
+    assert s["adapt"]["10m"]["after"] == pytest.approx((0.5, 0.25, 0.75))
+    text = mt.table(s).splitlines()
+    assert text[2] == "| mra | 3 | 75.0% (50%-100%) | 58.3% (50%-75%) | 33.3% (25%-50%) | 25.0% (0%-50%) | " \
+                      "8.3% (0%-25%) | 40.0% |"
+    assert text[4] == "| mappo (per map) | 1 | 100.0% | 80.0% | 0.0% | 50.0% | 25.0% | 51.0% |"
+    assert "(MRA's lowest seed above entity-PPO's highest): yes" in text[6]
+    assert text[7] == "MRA as a fraction of the per-map MAPPO (goal >= 0.80): 4m 0.75, 6m 0.73, 7m -"
+    assert text[-2:] == ["| 10m | 3 | 25.0% (0%-50%) | 50.0% (25%-75%) |", "| 12m | 0 | - | - |"]
+    # entity-PPO's best seed reaching MRA's worst: not beyond the range
+    mt.write_json(results / "eval-entity-ppo-s3.json", {"env_steps": 10, "scenarios": {
+        m: {"win_rate": 0.4, "win_rate_low": 0, "win_rate_high": 1, "episode_return": 0} for m in maps}})
+    assert mt.summarise(mt.load_results(tmp_path))["mra_above_entity_ppo"] is False

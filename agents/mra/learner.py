@@ -25,6 +25,10 @@ Training is PPO on the shared engine (agents/ppo.py). The authors trained MRA wi
 learner (their code: a replay buffer and separate Adam optimisers, lr 3e-4); this is our on-policy
 reading of it, so it runs on marl's collect/update loop and is comparable with MAPPO.
 
+What is computed: only the living agents' rows go through the actor (a dead or padded agent's only action
+is the no-op), and within a row only the present tokens through its token-wise layers (the attentions
+see them on the dense padded grid); all K modes' logits are computed, as the MI term needs them.
+
 `algo.latent_modes=1 algo.mi_coef=0 algo.game_id_coef=0` is the entity-PPO ablation: the same encoder
 and heads with one mode and no extra terms.
 
@@ -165,6 +169,18 @@ def embed(inputs: int, d: int) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(inputs), linear(inputs, d), nn.ReLU())
 
 
+def self_attention_mask(present: torch.Tensor) -> torch.Tensor:
+    """bool[B, 1, N, N]: query i may attend to key j when j is present or j is i."""
+    N = present.shape[-1]
+    return present[:, None, None, :] | torch.eye(N, dtype=torch.bool, device=present.device)
+
+
+def presence(allies: torch.Tensor, enemies: torch.Tensor) -> torch.Tensor:
+    """bool[B, 1 + n_a + n_e]: which of an agent's tokens are present (its own always; a row of zeros is absent)."""
+    own = torch.ones(allies.shape[0], 1, dtype=torch.bool, device=allies.device)
+    return torch.cat([own, allies.abs().sum(-1) > 0, enemies.abs().sum(-1) > 0], 1)
+
+
 class Block(nn.Module):
     """A pre-norm transformer block: masked multi-head self-attention over tokens, then a feed-forward layer."""
 
@@ -175,13 +191,28 @@ class Block(nn.Module):
         self.qkv, self.out = linear(d, 3 * d, 1.0), linear(d, d, 1.0)
         self.ff = nn.Sequential(linear(d, d), nn.ReLU(), linear(d, d, 1.0))
 
-    def forward(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """x [B, N, d]; present bool[B, N]: absent tokens are never attended to (each token still sees itself)."""
+    def forward(self, x: torch.Tensor, present: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, d]; present bool[B, N]: absent tokens are never attended to (each token still sees itself).
+
+        mask: self_attention_mask(present), when the caller has it already (several blocks share it)."""
         B, N, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).reshape(B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        mask = present[:, None, None, :] | torch.eye(N, dtype=torch.bool, device=x.device)
+        if mask is None:
+            mask = self_attention_mask(present)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.out(y.transpose(1, 2).reshape(B, N, d))
+        return x + self.ff(self.ln2(x))
+
+    def packed(self, x: torch.Tensor, tokens: torch.Tensor, B: int, N: int, mask: torch.Tensor) -> torch.Tensor:
+        """The block on the present tokens only: x [P, d] are the tokens at flat positions tokens int[P] of a
+        [B, N] grid (sorted); absent positions enter the attention as zero rows that no query may attend to
+        (mask: self_attention_mask), so every present token's output equals forward()'s."""
+        d = x.shape[1]
+        qkv = self.qkv(self.ln1(x))
+        dense = qkv.new_zeros(B * N, 3 * d).index_copy(0, tokens, qkv)
+        q, k, v = dense.reshape(B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.out(y.transpose(1, 2).reshape(B * N, d).index_select(0, tokens))
         return x + self.ff(self.ln2(x))
 
 
@@ -205,32 +236,53 @@ class Actor(nn.Module):
         # bilinear scores f_k . (W x_j): one matrix per kind, applied to each enemy (ally) token once, not per mode
         self.attack_k, self.heal_k = linear(d, d, 0.01), linear(d, d, 0.01)
 
-    def forward(self, own: torch.Tensor, allies: torch.Tensor, enemies: torch.Tensor, heal_rows: torch.Tensor,
-                medivac: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, own: torch.Tensor, allies: torch.Tensor, enemies: torch.Tensor, present: torch.Tensor,
+                heal_rows: torch.Tensor | None = None, medivac: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Logits of every mode [B, K, n_actions] (before masking), the own token [B, d] and relations [B, K, d/4].
 
-        heal_rows int[B, n_slots] (heal_index of each agent), medivac bool[B]: whose slots heal.
+        present bool[B, 1 + n_a + n_e] (presence() of the tokens); heal_rows int[B, n_slots] (heal_index of each
+        agent) and medivac bool[B] say whose slots heal; without them (no Medivac in the game) every slot attacks.
         """
         B = own.shape[0]
         n_a, n_e = allies.shape[1], enemies.shape[1]
-        x = torch.cat([self.own(own).unsqueeze(1), self.ally(allies), self.enemy(enemies)], 1)
-        present = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=own.device), allies.abs().sum(-1) > 0,
-                             enemies.abs().sum(-1) > 0], 1)
-        for block in self.blocks:
-            x = block(x, present)
-        x_own = x[:, 0]
-        K, d, dm = self.K, self.d, self.dm
+        N, K, d, dm = 1 + n_a + n_e, self.K, self.d, self.dm
+        # only the present tokens go through the token-wise layers (embeddings, the blocks' projections and
+        # feed-forward, the mode heads' keys and values); the attentions see them on the dense [B, N] grid, where
+        # an absent token is a zero row nobody attends to. Packed in the grid's row-major order, so each kind's
+        # present rows (boolean-mask order) land in place.
+        tokens = present.reshape(-1).nonzero().squeeze(1)
+        slot = tokens % N
+        at_own, at_ally, at_enemy = (slot == 0).nonzero().squeeze(1), ((slot >= 1) & (slot <= n_a)).nonzero().squeeze(
+            1), (slot > n_a).nonzero().squeeze(1)
+        ally_present, enemy_present = present[:, 1:1 + n_a], present[:, 1 + n_a:]
+        x = own.new_zeros(len(tokens), d).index_put((at_own,), self.own(own))
+        x = x.index_put((at_ally,), self.ally(allies[ally_present])).index_put((at_enemy,),
+                                                                              self.enemy(enemies[enemy_present]))
+        if len(self.blocks):
+            mask = self_attention_mask(present)  # once for all the blocks
+            for block in self.blocks:
+                x = block.packed(x, tokens, B, N, mask)
+        x_own = x[at_own]  # the own token is always present: one per row, in row order
         q = self.mq(x_own).reshape(B, K, 1, dm)
-        k = self.mk(x).reshape(B, -1, K, dm).transpose(1, 2)
-        v = self.mv(x).reshape(B, -1, K, dm).transpose(1, 2)
-        rel = F.scaled_dot_product_attention(q, k, v, attn_mask=present[:, None, None, :]).squeeze(2)  # [B, K, dm]
+        kv = torch.cat([self.mk(x), self.mv(x)], 1)
+        # unbind, not kv[0] and kv[1]: a select's backward fills a zero tensor of the whole grid for each
+        k, v = kv.new_zeros(B * N, 2 * K * dm).index_copy(0, tokens, kv).reshape(B, N, 2, K, dm).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        rel = F.scaled_dot_product_attention(q, k, v, attn_mask=present[:, None, None, :]).squeeze(2)
         f = torch.relu(self.feat_own(x_own).unsqueeze(1) + self.feat_rel(rel) + self.mode_emb)  # [B, K, d]
         scale = 1.0 / math.sqrt(d)
-        attack = f @ self.attack_k(x[:, 1 + n_a:]).transpose(1, 2) * scale  # [B, K, n_e]
-        heal = f @ self.heal_k(x[:, 1:1 + n_a]).transpose(1, 2) * scale  # [B, K, A-1]
-        heal = torch.cat([heal, heal.new_zeros(B, K, 1)], -1)  # row -1 reads this zero column
-        heal_slots = heal.gather(-1, heal_rows.clamp(min=-1).remainder(n_a + 1).unsqueeze(1).expand(B, K, n_e))
-        slots = torch.where(medivac[:, None, None], heal_slots, attack)
+        # bilinear scores against each present enemy (ally) token; an absent one scores 0, and is never available
+        # (SMAC makes an attack or a heal available only on a unit in sight, whose row is not zeros)
+        enemy_keys = x.new_zeros(B * n_e, d).index_copy(0, enemy_present.reshape(-1).nonzero().squeeze(1),
+                                                        self.attack_k(x[at_enemy]))
+        slots = f @ enemy_keys.reshape(B, n_e, d).transpose(1, 2) * scale  # [B, K, n_e]
+        if medivac is not None:  # a game without Medivacs skips the heal scores: every slot would take the attack
+            ally_keys = x.new_zeros(B * n_a, d).index_copy(0, ally_present.reshape(-1).nonzero().squeeze(1),
+                                                           self.heal_k(x[at_ally]))
+            heal = f @ ally_keys.reshape(B, n_a, d).transpose(1, 2) * scale  # [B, K, A-1]
+            heal = torch.cat([heal, heal.new_zeros(B, K, 1)], -1)  # row -1 reads this zero column
+            heal_slots = heal.gather(-1, heal_rows.clamp(min=-1).remainder(n_a + 1).unsqueeze(1).expand(B, K, n_e))
+            slots = torch.where(medivac[:, None, None], heal_slots, slots)
         return {"logits": torch.cat([self.basic(f), slots], -1), "own": x_own, "relation": rel}
 
 
@@ -329,12 +381,14 @@ class MRA:
             for a, unit in enumerate(g.unit_types):
                 medivac[s, a] = "medivac" in unit
         self.medivac = medivac.to(self.device)
+        self.any_medivac = bool(medivac.any())  # no Medivac in any game: the actor skips the heal scores
         self.heal_rows = heal_index(spec.n_agents, self.tokens.n_enemies).to(self.device)
         # prior logits set by `marl adapt` for a team size: sizes int[M, 2] -> logits [M, K]
         self.override_sizes = torch.zeros(0, 2, dtype=torch.long)
         self.override_logits = torch.zeros(0, K)
-        self.latents: dict[str, torch.Tensor] = {"train": torch.zeros(0, 0, dtype=torch.long),
-                                                 "eval": torch.zeros(0, 0, dtype=torch.long)}
+        # held z int[E, A] of training's ("train") and evaluation's ("eval") battles, once they have acted: battle
+        # state, not model shape, so a fresh learner holds none (marl eval --scenario compares model shapes only)
+        self.latents: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ the prior and the latents
     def prior_logits(self, sizes: torch.Tensor) -> torch.Tensor:
@@ -365,8 +419,8 @@ class MRA:
         games = self._games(step.scenario).expand(E) if step.scenario is None else self._games(step.scenario)
         mode = deterministic and self.cfg["eval_latent"] == "mode"
         gen = self.eval_generator if deterministic else self.generator
-        z = self.latents[key]
-        if z.shape != (E, A):
+        z = self.latents.get(key)
+        if z is None or z.shape != (E, A):
             z = self._draw(games, A, gen, mode)
         else:
             new = torch.as_tensor(step.t == 0)
@@ -376,14 +430,23 @@ class MRA:
         return z
 
     # ------------------------------------------------------------------ forward passes
+    def actor_inputs(self, obs: torch.Tensor, agent: torch.Tensor, games: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The actor's parameter-free inputs for B agent rows: observations [B, obs_dim] of agents int[B] in battles
+        playing games int[B] -> tokens, their presence, and (when the run has Medivacs) heal rows and Medivac flags.
+
+        Computed once per update (they do not change between epochs); an agent's row never reads another's."""
+        own, allies, enemies = self.tokens.actor(obs)
+        inputs = {"own": own, "allies": allies, "enemies": enemies, "present": presence(allies, enemies)}
+        if self.any_medivac:
+            inputs.update(heal_rows=self.heal_rows[agent], medivac=self.medivac[games, agent])
+        return inputs
+
     def policy(self, obs: torch.Tensor, games: torch.Tensor) -> dict[str, torch.Tensor]:
         """The actor on observations [n, A, obs_dim] of battles playing games int[n]: every mode's logits
         [n, A, K, n_actions] (unmasked), own tokens [n, A, d], relations [n, A, K, d/4]."""
         n, A = obs.shape[:2]
-        own, allies, enemies = self.tokens.actor(obs.reshape(n * A, -1))
-        heal_rows = self.heal_rows.unsqueeze(0).expand(n, -1, -1).reshape(n * A, -1)
-        medivac = self.medivac[games].reshape(n * A)
-        out = self.actor(own, allies, enemies, heal_rows, medivac)
+        agent = torch.arange(A, device=obs.device).repeat(n)
+        out = self.actor(**self.actor_inputs(obs.reshape(n * A, -1), agent, games.repeat_interleave(A)))
         return {k: v.reshape(n, A, *v.shape[1:]) for k, v in out.items()}
 
     def _values(self, state: torch.Tensor) -> torch.Tensor:
@@ -399,14 +462,22 @@ class MRA:
 
     # ------------------------------------------------------------------ acting
     def act(self, step: Step, deterministic: bool = False) -> tuple[np.ndarray, dict]:
-        """Actions under each agent's held mode: sampled (stored with log-prob, value and z), or the argmax."""
+        """Actions under each agent's held mode: sampled (stored with log-prob, value and z), or the argmax.
+
+        The actor runs on the living agents only: a dead (or padded) agent's only available action is the no-op,
+        which it takes with probability 1 (log-prob 0) whatever its logits, so its logits are left at zero."""
         with torch.no_grad():
             z = self._latents(step, deterministic)
-            E = step.n_envs
+            E, A = step.alive.shape
+            n_act = self.spec.n_actions
             games = self._games(step.scenario).expand(E) if step.scenario is None else self._games(step.scenario)
-            out = self.policy(torch.as_tensor(step.obs, device=self.device), games)
-            logits = out["logits"].gather(2, z[..., None, None].expand(-1, -1, 1, out["logits"].shape[-1]))
-            logits = masked_logits(logits.squeeze(2), torch.as_tensor(step.avail, device=self.device))
+            rows = torch.as_tensor(step.alive, device=self.device).reshape(-1).nonzero().squeeze(1)
+            logits = torch.zeros(E * A, n_act, device=self.device)
+            if len(rows):
+                obs = torch.as_tensor(step.obs, device=self.device).reshape(E * A, -1)[rows]
+                out = self.actor(**self.actor_inputs(obs, rows % A, games[rows // A]))
+                logits[rows] = out["logits"].gather(1, z.reshape(-1)[rows, None, None].expand(-1, 1, n_act)).squeeze(1)
+            logits = masked_logits(logits.reshape(E, A, n_act), torch.as_tensor(step.avail, device=self.device))
             if deterministic:
                 return logits.argmax(-1).cpu().numpy(), {}
             probs = torch.softmax(logits, -1)
@@ -418,42 +489,53 @@ class MRA:
                                        "z": z.cpu().numpy()}
 
     # ------------------------------------------------------------------ learning
-    def losses(self, obs, avail, actions, z, games, alive, old_log_probs, advantages) -> tuple[torch.Tensor, dict]:
-        """The actor's loss on a minibatch of n battle-steps ([n, A, ...] tensors, games int[n]), and its parts:
-        clipped policy loss - entropy_coef * entropy - mi_coef * MI + game_id_coef * game-ID cross-entropy."""
+    def losses(self, inputs: dict[str, torch.Tensor], rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """The actor's loss on a minibatch of R living agent rows, and its parts: clipped policy loss -
+        entropy_coef * entropy - mi_coef * MI + game_id_coef * game-ID cross-entropy, each a mean over the rows.
+
+        inputs: actor_inputs() of the rows; rows: avail bool[R, n_actions], actions, z, games int[R],
+        old_log_probs, advantages f32[R]. Only living agents enter PPO's masked means, so this equals the
+        masked loss over the minibatch's [n, A] battle-steps; a dead or padded agent is never computed."""
         cfg = self.cfg
-        out = self.policy(obs, games)
-        prior_log = torch.log_softmax(self.prior_logits(self.sizes[games]), -1).unsqueeze(1)  # [n, 1, K]
+        out = self.actor(**inputs)
+        avail, actions, z, games = rows["avail"], rows["actions"], rows["z"], rows["games"]
+        ones = torch.ones(len(actions), device=actions.device)
+        # the prior of each game once, then per row: the same values as the prior of each row's sizes
+        prior_log = torch.log_softmax(self.prior_logits(self.sizes), -1)[games]  # [R, K]
         p = prior_log.exp()
         # the stored z forward, the prior's probabilities backward (straight-through), so the prior learns
         z_st = F.one_hot(z, self.K).float() + p - p.detach()
-        logits = masked_logits((z_st.unsqueeze(-1) * out["logits"]).sum(2), avail)
+        logits = masked_logits((z_st.unsqueeze(-1) * out["logits"]).sum(1), avail)
         logp_all = torch.log_softmax(logits, -1)
         logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        entropy = masked_entropy(logp_all, alive)
-        p_loss, info = policy_loss(logp, old_log_probs, advantages, cfg["clip"], alive)
+        entropy = masked_entropy(logp_all, ones)
+        p_loss, info = policy_loss(logp, rows["old_log_probs"], rows["advantages"], cfg["clip"], ones)
         loss = p_loss - cfg["entropy_coef"] * entropy
         parts = {"policy_loss": p_loss, "entropy": entropy, **info}
         if cfg["mi_coef"] > 0 or cfg["game_id_coef"] > 0:
-            rel = (z_st.unsqueeze(-1) * out["relation"]).sum(2)  # the relation of the mode played
-        if cfg["mi_coef"] > 0:
-            modes = torch.log_softmax(masked_logits(out["logits"], avail.unsqueeze(2)), -1)
-            logp_modes = modes.gather(-1, actions[:, :, None, None].expand(-1, -1, self.K, 1)).squeeze(-1)
+            rel = (z_st.unsqueeze(-1) * out["relation"]).sum(1)  # the relation of the mode played
+        if cfg["mi_coef"] > 0:  # the one place every mode's logits are needed
+            modes = torch.log_softmax(masked_logits(out["logits"], avail.unsqueeze(1)), -1)
+            logp_modes = modes.gather(-1, actions[:, None, None].expand(-1, self.K, 1)).squeeze(-1)
             # the MI term shapes the policy's modes; the prior learns from the policy and game-ID losses only
-            mi = mi_estimate(logp_modes, F.one_hot(z, self.K).float(), prior_log.detach(), alive)
+            mi = mi_estimate(logp_modes, F.one_hot(z, self.K).float(), prior_log.detach(), ones)
             loss = loss - cfg["mi_coef"] * mi
             parts["mi"] = mi
         if cfg["game_id_coef"] > 0 and len(self.sizes) > 1:  # one game: nothing to tell apart
             g_logits = self.game_head(out["own"], rel, z_st, self.sizes)
-            g_loss = game_id_loss(g_logits, games.unsqueeze(1).expand_as(alive), alive)
+            g_loss = game_id_loss(g_logits, games, ones)
             loss = loss + cfg["game_id_coef"] * g_loss
             with torch.no_grad():
-                acc = masked_mean((g_logits.argmax(-1) == games.unsqueeze(1)).float(), alive)
+                acc = masked_mean((g_logits.argmax(-1) == games).float(), ones)
             parts.update(game_id_loss=g_loss, game_id_acc=acc)
         return loss, parts
 
     def update(self, rollout: Rollout) -> dict:
-        """PPO epochs over the rollout's battle-steps; returns the losses, MI, game-ID accuracy, KL, grad norms."""
+        """PPO epochs over the rollout's battle-steps; returns the losses, MI, game-ID accuracy, KL, grad norms.
+
+        The tokens, masks and per-row data of the living agents are built once; each minibatch (a set of
+        battle-steps, as before) takes its living agents' rows. One minibatch takes them all, unpermuted: the
+        permutation is still drawn, so the generator's stream is that of any number of minibatches."""
         cfg = self.cfg
         value_norm = self.value_norm if cfg["value_norm"] else None
         T, E, A = rollout.alive.shape
@@ -461,30 +543,44 @@ class MRA:
                             value_norm, self.device, cfg.get("preference")).reshape(T * E, A)
         n = T * E
         dev = self.device
-        obs = torch.as_tensor(rollout.obs, device=dev).reshape(n, A, -1)
-        state = torch.as_tensor(rollout.state, device=dev).reshape(n, -1)
-        avail = torch.as_tensor(rollout.avail, device=dev).reshape(n, A, -1)
-        actions = torch.as_tensor(rollout.actions, device=dev).reshape(n, A)
-        z = torch.as_tensor(rollout.extras["z"], device=dev).reshape(n, A)
         games = (torch.zeros(n, dtype=torch.long, device=dev) if rollout.scenario is None
                  else torch.as_tensor(rollout.scenario, device=dev).reshape(n))
+        flat = batch.mask.reshape(-1) > 0
+        row = flat.nonzero().squeeze(1)  # the living agents' rows of the [n * A] battle-step agents
+        step_of, agent = row // A, row % A
+        obs = torch.as_tensor(rollout.obs, device=dev).reshape(n * A, -1)[row]
+        inputs = self.actor_inputs(obs, agent, games[step_of])
+        rows = {"avail": torch.as_tensor(rollout.avail, device=dev).reshape(n * A, -1)[row],
+                "actions": torch.as_tensor(rollout.actions, device=dev).reshape(-1)[row],
+                "z": torch.as_tensor(rollout.extras["z"], device=dev).reshape(-1)[row], "games": games[step_of],
+                "old_log_probs": batch.old_log_probs.reshape(-1)[row], "advantages": batch.advantages.reshape(-1)[row]}
+        critic_inputs = self.tokens.critic(torch.as_tensor(rollout.state, device=dev).reshape(n, -1))
+        value_parts = (batch.old_values, batch.targets, batch.mask)
         actor_params = [p for g in self.actor_opt.param_groups for p in g["params"]]
 
         stats = Stats()
         for _ in range(cfg["ppo_epochs"]):
             perm = torch.randperm(n, generator=self.generator).to(dev)
-            for idx in perm.chunk(cfg["minibatches"]):
-                m = batch.mask[idx]
-                loss, parts = self.losses(obs[idx], avail[idx], actions[idx], z[idx], games[idx], m,
-                                          batch.old_log_probs[idx], batch.advantages[idx])
+            for idx in perm.chunk(cfg["minibatches"]) if cfg["minibatches"] > 1 else [None]:
+                if idx is None:
+                    mb_in, mb_rows, c_in, v_parts = inputs, rows, critic_inputs, value_parts
+                else:
+                    chosen = torch.zeros(n, dtype=torch.bool, device=dev)
+                    chosen[idx] = True
+                    r = chosen[step_of].nonzero().squeeze(1)
+                    mb_in = {k: v[r] for k, v in inputs.items()}
+                    mb_rows = {k: v[r] for k, v in rows.items()}
+                    c_in = tuple(t[idx] for t in critic_inputs)
+                    v_parts = tuple(t[idx] for t in value_parts)
+                loss, parts = self.losses(mb_in, mb_rows)
                 self.actor_opt.zero_grad()
                 loss.backward()
                 gn = nn.utils.clip_grad_norm_(actor_params, cfg["max_grad_norm"])
                 self.actor_opt.step()
 
-                v = self._values(state[idx])
-                v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
-                                    cfg["value_clip"], m)
+                v = self.critic(*c_in)
+                v_loss = value_loss(v, v_parts[0], v_parts[1], cfg["clip"], cfg["huber_delta"], cfg["value_clip"],
+                                    v_parts[2])
                 self.critic_opt.zero_grad()
                 (cfg["value_coef"] * v_loss).backward()
                 cgn = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg["max_grad_norm"])
@@ -515,23 +611,28 @@ class MRA:
 
     def held_latents(self, deterministic: bool = True) -> np.ndarray:
         """The z int[E, A] each battle's agents hold now (those of evaluation, or of training)."""
-        return self.latents["eval" if deterministic else "train"].cpu().numpy().copy()
+        z = self.latents.get("eval" if deterministic else "train")
+        return np.zeros((0, 0), np.int64) if z is None else z.cpu().numpy().copy()
 
     def reseed_latents(self, seed: int) -> None:
         """Restart evaluation's latent draws from a seed and forget its held z (for comparable evaluations)."""
         self.eval_generator.manual_seed(seed)
-        self.latents["eval"] = torch.zeros(0, 0, dtype=torch.long)
+        self.latents.pop("eval", None)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Networks, optimisers, value normalisation, generators, the held latents and adapted priors."""
+        """Networks, optimisers, value normalisation, generators, the held latents and adapted priors.
+
+        The held latents and the adapted priors are empty dicts when there are none, so a fresh learner's state has
+        no arrays whose shapes depend on the battles it plays or the games it was adapted to."""
         return {"actor": self.actor.state_dict(), "prior": self.prior.state_dict(),
                 "game_head": self.game_head.state_dict(), "critic": self.critic.state_dict(),
                 "value_norm": self.value_norm.state_dict(), "actor_opt": self.actor_opt.state_dict(),
                 "critic_opt": self.critic_opt.state_dict(), "generator": self.generator.get_state(),
                 "eval_generator": self.eval_generator.get_state(),
                 "latents": {k: v.cpu().clone() for k, v in self.latents.items()},
-                "override_sizes": self.override_sizes.clone(), "override_logits": self.override_logits.clone()}
+                "adapted_priors": ({"sizes": self.override_sizes.clone(), "logits": self.override_logits.clone()}
+                                   if len(self.override_sizes) else {})}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from state_dict() (of a run on any team size: no parameter depends on it)."""
@@ -546,14 +647,20 @@ class MRA:
         self.eval_generator.set_state(state["eval_generator"])
         # held z of other battles (another map, another number of envs) are redrawn at the next act
         self.latents = {k: torch.as_tensor(v, dtype=torch.long, device=self.device).clone()
-                        for k, v in state["latents"].items()}
-        self.override_sizes = torch.as_tensor(state["override_sizes"], dtype=torch.long).clone()
-        self.override_logits = torch.as_tensor(state["override_logits"], dtype=torch.float32).clone()
+                        for k, v in state["latents"].items() if torch.as_tensor(v).numel()}
+        adapted = state.get("adapted_priors")
+        if adapted is None:  # a checkpoint written before adapted_priors
+            adapted = {"sizes": state["override_sizes"], "logits": state["override_logits"]}
+        if adapted and len(adapted["sizes"]):
+            self.override_sizes = torch.as_tensor(adapted["sizes"], dtype=torch.long).clone()
+            self.override_logits = torch.as_tensor(adapted["logits"], dtype=torch.float32).clone()
+        else:
+            self.override_sizes, self.override_logits = torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, self.K)
         if self.override_logits.shape[-1] != self.K:
             raise ValueError(f"adapted prior logits of {self.override_logits.shape[-1]} modes for a learner of "
                              f"{self.K}")
 
     def diagnostics(self) -> dict:
         """A histogram of the modes the training battles' agents hold."""
-        z = self.latents["train"]
-        return {"histograms": {"mra/latent_z": z.flatten().numpy()}} if z.numel() else {}
+        z = self.latents.get("train")
+        return {"histograms": {"mra/latent_z": z.flatten().numpy()}} if z is not None and z.numel() else {}
