@@ -15,7 +15,17 @@ from torch import nn
 
 from marl.spec import EnvSpec, Rollout, Step
 
-from .ppo import Stats, ValueNorm, masked_entropy, masked_logits, mlp, policy_loss, ppo_targets, value_loss
+from .ppo import (
+    Stats,
+    ValueNorm,
+    masked_entropy,
+    masked_logits,
+    mlp,
+    policy_loss,
+    ppo_targets,
+    sample_actions,
+    value_loss,
+)
 
 
 class MAPPO:
@@ -68,10 +78,7 @@ class MAPPO:
             logits = masked_logits(self.actor(self._actor_in(step.obs)), avail)
             if deterministic:
                 return logits.argmax(-1).cpu().numpy(), {}
-            probs = torch.softmax(logits, -1)
-            flat = probs.reshape(-1, probs.shape[-1])
-            actions = torch.multinomial(flat, 1, generator=self.generator).reshape(probs.shape[:-1])
-            log_prob = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            actions, log_prob = sample_actions(logits, self.generator)
             value = self.critic(self._critic_in(step.state)).squeeze(-1)
         return actions.cpu().numpy(), {"log_prob": log_prob.cpu().numpy(), "value": value.cpu().numpy()}
 

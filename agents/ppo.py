@@ -105,6 +105,13 @@ def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(~avail, -1e10)
 
 
+def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Actions drawn from masked logits [..., n_actions] with `generator`, and their log-probabilities [...]."""
+    probs = torch.softmax(logits, -1)
+    actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
+    return actions, torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
 def scalarise(reward: np.ndarray, preference) -> np.ndarray:
     """Linear scalarisation w . r of rewards with a trailing objective axis [..., K]: f32[...].
 

@@ -9,6 +9,31 @@ import numpy as np
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
+def assert_same(a, b, where: str = "") -> None:
+    """Identical nested states and rollouts: tensors (torch.equal), arrays (dtype and values), dicts, lists,
+    dataclasses and plain values."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif hasattr(a, "__dataclass_fields__"):
+        for name in a.__dataclass_fields__:
+            assert_same(getattr(a, name), getattr(b, name), f"{where}.{name}")
+    else:
+        assert a == b, where
+
+
 def stage(batch, unit, *, x=None, y=None, health=None, shield=None, alive=None, order=None, e=0):
     """Edit one unit of battle e in place (positions, health, orders), keeping reward bookkeeping exact."""
     from marl.envs.smac import layout

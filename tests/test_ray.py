@@ -26,6 +26,8 @@ import torch
 
 ray = pytest.importorskip("ray")  # CI installs the extra (.ci/run); never skipped there
 
+from conftest import assert_same  # noqa: E402
+
 from marl import checkpoint  # noqa: E402
 from marl import config as config_mod  # noqa: E402
 from marl.cli import main  # noqa: E402
@@ -81,27 +83,6 @@ def recorded(trainer: Trainer) -> list:
     return kept
 
 
-def same(a, b, where: str = "") -> None:
-    """Identical nested states and rollouts (arrays, tensors, dicts, dataclasses)."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and np.array_equal(a, b), where
-    elif isinstance(a, dict):
-        assert list(a) == list(b), where
-        for k in a:
-            same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b)):
-            same(x, y, f"{where}[{k}]")
-    elif hasattr(a, "__dataclass_fields__"):
-        for name in a.__dataclass_fields__:
-            same(getattr(a, name), getattr(b, name), f"{where}.{name}")
-    else:
-        assert a == b, where
-
-
 # ------------------------------------------------------------------------------------------- joining (no Ray)
 def _part(whole: Rollout, offset: int, size: int) -> Rollout:
     """Battles offset .. offset + size - 1 of a rollout, as a shard of them would have collected it."""
@@ -128,7 +109,7 @@ def test_shards_join_to_the_whole_rollout_in_shard_order(tmp_path):
         want = getattr(whole, f.name)
         if f.name.startswith("final_"):
             want = want[order]
-        same(getattr(joined, f.name), want, f.name)
+        assert_same(getattr(joined, f.name), want, f.name)
     a, b = env.reset(seed=3), env.reset(seed=4)
     both = join_steps([a, b])
     assert np.array_equal(both.obs, np.concatenate([a.obs, b.obs])) and both.scenario is None and both.n_envs == 8
@@ -165,8 +146,8 @@ def test_a_copy_loaded_with_a_shards_acting_state_acts_as_the_shard_does(tmp_pat
     for _ in range(3):
         a, extras_a = shard.learner.act(shard.step)
         b, extras_b = fresh.act(shard.step)
-        same(a, b, "actions")
-        same(extras_a, extras_b, "extras")
+        assert_same(a, b, "actions")
+        assert_same(extras_a, extras_b, "extras")
         shard.step = shard.env.step(a)
     if algo == "cmorl":
         P = fresh.n_policies
@@ -194,8 +175,8 @@ def test_two_ray_workers_are_bit_identical_to_two_in_process_chunks_and_resume_e
     on_ray.run(max_updates=1)
     assert set(on_ray.collector.nodes) == {ray.util.get_node_ip_address()}
     on_ray.close()
-    same(ray_rollouts, chunk_rollouts, "rollouts")
-    same(on_ray.learner.state_dict(), chunks.learner.state_dict(), "learner")
+    assert_same(ray_rollouts, chunk_rollouts, "rollouts")
+    assert_same(on_ray.learner.state_dict(), chunks.learner.state_dict(), "learner")
 
     saved = checkpoint.load(tmp_path / "split" / "checkpoints" / LAST)["collector"]
     assert [s["offset"] for s in saved["shards"]] == [0, 2] and saved["shards"][1]["env"] is not None
@@ -204,8 +185,8 @@ def test_two_ray_workers_are_bit_identical_to_two_in_process_chunks_and_resume_e
     resumed_rollouts = recorded(resumed)
     resumed.run(max_updates=1)
     resumed.close()
-    same(resumed_rollouts, ray_rollouts[1:], "resumed rollouts")
-    same(resumed.learner.state_dict(), on_ray.learner.state_dict(), "resumed learner")
+    assert_same(resumed_rollouts, ray_rollouts[1:], "resumed rollouts")
+    assert_same(resumed.learner.state_dict(), on_ray.learner.state_dict(), "resumed learner")
 
 
 # ------------------------------------------------------------------------------------------- faults

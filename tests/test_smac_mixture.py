@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -244,23 +245,6 @@ def mixture_config(tmp_path, *extra: str) -> dict:
         *ONE_THREAD, *extra])
 
 
-def _same(a, b, where="") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and np.array_equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in a:
-            _same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 def test_a_mixture_run_resumes_exactly_and_logs_and_records_each_scenario(tmp_path):
     cfg = mixture_config(tmp_path)
     whole = Trainer(cfg, tmp_path / "whole", show_progress=False)
@@ -270,8 +254,8 @@ def test_a_mixture_run_resumes_exactly_and_logs_and_records_each_scenario(tmp_pa
     del first
     second = Trainer(cfg, tmp_path / "split", resume=True, show_progress=False)
     second.run(max_updates=1)
-    _same(whole.learner.state_dict(), second.learner.state_dict(), "learner")
-    _same(whole.env.get_state(), second.env.get_state(), "env")
+    assert_same(whole.learner.state_dict(), second.learner.state_dict(), "learner")
+    assert_same(whole.env.get_state(), second.env.get_state(), "env")
     assert whole.env.get_state()["scenarios"] == ["3m", "5m"] and whole.env.get_state()["battles"] == [2, 1]
     for k in ("obs", "state", "avail", "alive", "t", "scenario"):
         assert np.array_equal(getattr(whole.step, k), getattr(second.step, k)), k
@@ -279,7 +263,7 @@ def test_a_mixture_run_resumes_exactly_and_logs_and_records_each_scenario(tmp_pa
     a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
     b = checkpoint.load(tmp_path / "split" / "checkpoints" / "last.pt")
     for key in ("learner", "env", "counters", "last_eval"):
-        _same(a[key], b[key], key)
+        assert_same(a[key], b[key], key)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

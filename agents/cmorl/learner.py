@@ -61,6 +61,7 @@ from ..ppo import (
     normalize_advantages,
     policy_loss,
     rollout_advantages,
+    sample_actions,
     value_loss,
 )
 
@@ -425,10 +426,7 @@ class CMORL:
             logits = masked_logits(self._per_policy(self.actor, self._actor_in(step.obs), owner), avail)
             if deterministic:
                 return logits.argmax(-1).cpu().numpy(), {}
-            probs = torch.softmax(logits, -1)
-            actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=self.generator)
-            actions = actions.reshape(probs.shape[:-1])
-            log_prob = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            actions, log_prob = sample_actions(logits, self.generator)
             value = self._critic_rows(step.state, owner)
         return actions.cpu().numpy(), {"log_prob": log_prob.cpu().numpy(), "value": value.cpu().numpy()}
 

@@ -55,6 +55,7 @@ from marl.agents.ppo import (
     masked_mean,
     policy_loss,
     ppo_targets,
+    sample_actions,
     value_loss,
 )
 from marl.spec import EnvSpec, Rollout, Step
@@ -480,10 +481,7 @@ class MRA:
             logits = masked_logits(logits.reshape(E, A, n_act), torch.as_tensor(step.avail, device=self.device))
             if deterministic:
                 return logits.argmax(-1).cpu().numpy(), {}
-            probs = torch.softmax(logits, -1)
-            actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=self.generator)
-            actions = actions.reshape(probs.shape[:-1])
-            log_prob = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            actions, log_prob = sample_actions(logits, self.generator)
             value = self._values(torch.as_tensor(step.state, device=self.device))
         return actions.cpu().numpy(), {"log_prob": log_prob.cpu().numpy(), "value": value.cpu().numpy(),
                                        "z": z.cpu().numpy()}
