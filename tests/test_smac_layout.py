@@ -13,7 +13,7 @@ from marl.envs.smac import SMACBatch, SMACEnv, core, layout
 SMAC_DIR = Path(core.__file__).parent
 # a module may import only modules before it: units, then layout and maps, then the phases, the driver, env
 IMPORT_ORDER = ["units", "layout", "maps", "kernel_cache", "splitmix", "navigation", "combat", "spawn", "observation",
-                "core", "env", "pz", "__init__"]
+                "core", "env", "mixture", "pz", "__init__"]
 
 
 def _smac_imports(path: Path) -> set[str]:
