@@ -39,8 +39,9 @@ class MAPPO:
         torch.manual_seed(seed)
         A = spec.n_agents
         ids = A if cfg["agent_id"] else 0
-        self.actor = mlp(spec.obs_dim + ids, cfg["hidden"], cfg["layers"], spec.n_actions, 0.01).to(self.device)
-        self.critic = mlp(spec.state_dim + ids, cfg["hidden"], cfg["layers"], 1, 1.0).to(self.device)
+        self.actor = mlp(spec.obs_dim + ids, cfg["hidden"], cfg["layers"], spec.n_actions, 0.01,
+                         cfg["input_norm"]).to(self.device)
+        self.critic = mlp(spec.state_dim + ids, cfg["hidden"], cfg["layers"], 1, 1.0, cfg["input_norm"]).to(self.device)
         self.value_norm = ValueNorm().to(self.device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg["lr"], eps=cfg["adam_eps"])
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg["critic_lr"], eps=cfg["adam_eps"])

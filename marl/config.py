@@ -293,13 +293,14 @@ def load_file(path) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(s), dict) for s in (*SECTIONS, "run")):
         raise ConfigError(f"{path} is not a marl run config (needs sections train, env, algo, run)")
-    config = _complete(data)
+    config = complete(data)
     validate(config, where=str(path))  # a run made before a domain was declared may break it
     return config
 
 
-def _complete(saved: dict) -> dict:
-    """A saved config with keys added to marl's defaults since the run was made filled in."""
+def complete(saved: dict) -> dict:
+    """A saved config (or the sections of one a checkpoint keeps) with keys added to marl's defaults since the
+    run was made filled in."""
     r = saved["run"]
     try:
         defaults, _ = resolve(r.get("env"), r.get("scenario"), r.get("algo"))
@@ -307,7 +308,8 @@ def _complete(saved: dict) -> dict:
         return saved
     for section in SECTIONS:
         for key, value in defaults[section].items():
-            saved[section].setdefault(key, value)
+            if section in saved:
+                saved[section].setdefault(key, value)
     return saved
 
 

@@ -261,6 +261,8 @@ class MAPPOSettings(PPOSettings):
     hidden: int = setting("width of the actor and critic layers", ge=1)
     layers: int = setting("hidden layers of the actor and critic", ge=1)
     agent_id: bool = setting("append the agent's one-hot id to actor and critic inputs")
+    input_norm: bool = setting("LayerNorm over the network inputs (MAPPO's); false for a few raw features, such as "
+                               "deep-sea-treasure's grid position, which it would map to one vector along a ray")
 
 
 class CommFormerSettings(PPOSettings):

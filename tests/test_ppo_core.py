@@ -113,7 +113,7 @@ class Skirmish:
 PPO = {"gamma": 0.99, "gae_lambda": 0.95, "entropy_coef": 0.01, "value_coef": 1.0, "huber_delta": 10.0,
        "max_grad_norm": 10.0, "value_clip": True, "adam_eps": 1e-5}
 MAPPO_CFG = {**PPO, "lr": 5e-4, "critic_lr": 5e-4, "clip": 0.2, "ppo_epochs": 3, "minibatches": 2,
-             "value_norm": True, "hidden": 32, "layers": 2, "agent_id": True}
+             "value_norm": True, "hidden": 32, "layers": 2, "agent_id": True, "input_norm": True}
 COMMFORMER_CFG = {**PPO, "lr": 5e-4, "graph_lr": 1e-2, "clip": 0.05, "ppo_epochs": 4, "minibatches": 1,
                   "graph_every": 2, "warmup": 1, "post_stable": True, "post_stable_at": 0.5, "sparsity": 0.5,
                   "graph": "learned", "self_loops": True, "gates": True, "gate_cost": 1e-2, "n_embd": 16,

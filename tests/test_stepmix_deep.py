@@ -276,6 +276,21 @@ def test_resume_is_exact_with_the_baselines_copy_after_its_directory_moved(tmp_p
     assert data["learner"]["baseline"]["config"]["run"]["algo"] == "mappo"
 
 
+def test_a_checkpoint_whose_baseline_copy_predates_a_default_key_resumes_with_the_default(tmp_path, baseline_run):
+    """Keys added to the baseline learner's defaults later (MAPPO's input_norm, 2026-11-30) are filled in."""
+    cfg = stepmix_config(tmp_path, baseline_run)
+    Trainer(cfg, tmp_path / "run", show_progress=False).run(max_updates=1)
+    path = tmp_path / "run" / "checkpoints" / LAST
+    data = checkpoint.load(path)
+    copied = data["learner"]["baseline"]["config"]["algo"]
+    assert copied["input_norm"] is True
+    del copied["input_norm"]
+    checkpoint.save(path, {k: v for k, v in data.items() if k not in ("format", "version")})
+    resumed = Trainer(cfg, tmp_path / "run", resume=True, show_progress=False)
+    assert resumed.learner.baseline.config["algo"]["input_norm"] is True
+    resumed.run(max_updates=1)
+
+
 # ------------------------------------------------------------------------------------------- errors
 def test_error_texts(tmp_path, baseline_run, capsys):
     assert kind_of(str(baseline_run)) == "run" and kind_of("pkg.mod:factory") == "scripted"

@@ -54,8 +54,11 @@ class Baseline:
             return
         if state is None:
             state = self._read_run(Path(source))
-        self.config = state["config"]
+        from marl import config as config_mod
         from marl.registry import make_learner
+
+        # a checkpoint written before a key was added to the baseline learner's defaults lacks it
+        self.config = config_mod.complete(state["config"])
 
         r = self.config["run"]
         self.policy = make_learner(r["algo"], spec, self.config["algo"], seed=seed, device=device)
