@@ -5,8 +5,21 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for a test (modules opt in with pytestmark): tiny networks run fastest on one thread, and
+    much slower on two when another process is busy."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def assert_same(a, b, where: str = "") -> None:

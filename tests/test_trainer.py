@@ -38,13 +38,7 @@ def tiny(tmp_path, *extra: str) -> dict:
         *ONE_THREAD, *extra])
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks run fastest on one thread, and much slower on two when another process is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tensors_differ(a: dict, b: dict) -> bool:
