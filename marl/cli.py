@@ -143,31 +143,57 @@ def returns_text(mean_return, names) -> str:
     return "mean return " + ", ".join(f"{n} {r:.2f}" for n, r in zip(names, mean_return, strict=True))
 
 
-def _eval(args: argparse.Namespace) -> int:
+EVAL_SEED = 12345  # `marl eval`'s battles unless --seed says otherwise; benchmarks use them too, so numbers repeat
+
+
+def load_for_eval(run_dir, episodes: int, scenario: str | None = None) -> tuple[dict, dict, object, object, str]:
+    """What `marl eval` plays: the run's config, its last checkpoint, an env of min(episodes, 32) battles per
+    scenario, the learner restored from the checkpoint, and the scenarios' label (`scenario`: --scenario's text)."""
     from pathlib import Path
 
     from marl import checkpoint
     from marl import config as config_mod
-    from marl.trainer import LAST, build, build_env, build_scenario_eval, evaluate, scenario_record_env
+    from marl.trainer import LAST, build, build_scenario_eval
+
+    run_dir = Path(run_dir)
+    config = config_mod.load_file(run_dir / "config.yaml")
+    data = checkpoint.load(run_dir / "checkpoints" / LAST)
+    batch = min(episodes, 32)
+    if scenario is not None:  # battles the run may never have trained on, padded to its shapes
+        scenarios = [s.strip() for s in scenario.split(",")]
+        if not all(scenarios):
+            raise CLIError(f"--scenario takes one scenario or a comma list (10m or 4m,6m,7m), got {scenario!r}")
+        env, learner = build_scenario_eval(config, scenarios, batch * len(scenarios), data["learner"])
+        return config, data, env, learner, ",".join(scenarios)
+    n_scenarios = max(len(config_mod.scenario_list(config)), 1)
+    env, learner = build(config, n_envs=batch * n_scenarios)
+    checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
+    return config, data, env, learner, config["run"]["scenario"] or ""
+
+
+def evaluate_run(run_dir, episodes: int, seed: int = EVAL_SEED) -> dict:
+    """`marl eval RUN_DIR --episodes N --seed S` as a dict: evaluate()'s figures (win rate with its 95% interval,
+    mean return and length) and "env_steps", those of the checkpoint it played."""
+    from marl.trainer import evaluate
+
+    _, data, env, learner, _ = load_for_eval(run_dir, episodes)
+    try:
+        res = evaluate(env, learner, episodes, seed=seed)
+    finally:
+        env.close()
+    return {**res, "env_steps": data["counters"]["env_steps"]}
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from marl.trainer import build_env, evaluate, scenario_record_env
 
     run_dir = Path(args.run_dir)
     if args.out and not args.record:
         raise CLIError("--out DIR goes with --record N (the number of battles to record)")
-    config = config_mod.load_file(run_dir / "config.yaml")
-    data = checkpoint.load(run_dir / "checkpoints" / LAST)
+    config, data, env, learner, what = load_for_eval(run_dir, args.episodes, args.scenario)
     r = config["run"]
-    batch = min(args.episodes, 32)
-    if args.scenario is not None:  # battles the run may never have trained on, padded to its shapes
-        scenarios = [s.strip() for s in args.scenario.split(",")]
-        if not all(scenarios):
-            raise CLIError(f"--scenario takes one scenario or a comma list (10m or 4m,6m,7m), got {args.scenario!r}")
-        env, learner = build_scenario_eval(config, scenarios, batch * len(scenarios), data["learner"])
-        what = ",".join(scenarios)
-    else:
-        n_scenarios = max(len(config_mod.scenario_list(config)), 1)
-        env, learner = build(config, n_envs=batch * n_scenarios)
-        checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
-        what = r["scenario"] or ""
     if args.preference is not None:
         _choose(learner, args.preference, r["algo"], env.spec)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
@@ -398,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run's last checkpoint deterministically")
     ev.add_argument("run_dir")
     ev.add_argument("--episodes", type=int, default=32)
-    ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation battles")
+    ev.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the evaluation battles")
     ev.add_argument("--record", type=_positive, default=0, metavar="N",
                     help="also record N deterministic battles as replays (watch them with marl replay)")
     ev.add_argument("--out", metavar="DIR", help="folder for the replays (default: RUN_DIR/replays)")
