@@ -19,6 +19,20 @@ read back from their run directories (any run directory can join, e.g. the defau
 
 With several seeds of a variant (--seed; run directories ...-s1, -s2, ...), --table adds their mean,
 lowest and highest per variant.
+
+At the end, each run's last checkpoint also plays `marl eval RUN_DIR --episodes N` (N = --final-episodes,
+128 by default; 0 leaves it out): deterministic, on the battles of `marl eval`'s default seed 12345
+(marl.cli.EVAL_SEED, through the same code, marl.cli.evaluate_run), so the number can be re-run by hand.
+The table gets its win rate with the 95% (Wilson) interval and its mean return, per run and per variant
+(mean, lowest and highest over seeds); the JSON rows get final_eval_steps, final_eval_win_rate,
+final_eval_win_rate_low, final_eval_win_rate_high and final_eval_return. The result is kept in
+RUN_DIR/final_eval.json with the checkpoint's env steps, N and the seed, so a second --table reads it;
+a checkpoint that moved on, or another N, plays it again.
+
+Only a run's last checkpoint is kept, so with --at a run gets the final evaluation only when its last
+checkpoint is less than one update (train.rollout x train.envs env steps) past --at, as a run stopped
+there with --stop-at is; a run that trained on (e.g. a longer default run read at --at) gets "-" rather
+than a number from a later point of training than its other columns.
 """
 
 from __future__ import annotations
@@ -79,6 +93,42 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
             "messages_per_agent_step": sum(tail) / len(tail) if tail else 0.0}
 
 
+FINAL_EVAL = "final_eval.json"
+
+
+def final_eval(run_dir: Path, episodes: int, at: int | None = None) -> dict | None:
+    """`marl eval RUN_DIR --episodes N` (seed EVAL_SEED) of the last checkpoint as the row's final_eval_* fields,
+    read from RUN_DIR/final_eval.json when it holds the same checkpoint's env steps, N and seed, else played and
+    written there. None when `episodes` is 0; the fields None when the checkpoint lies an update or more past `at`."""
+    if episodes <= 0:
+        return None
+    from marl import checkpoint
+    from marl import config as config_mod
+    from marl.cli import EVAL_SEED, evaluate_run
+    from marl.trainer import LAST
+
+    steps = checkpoint.load(run_dir / "checkpoints" / LAST)["counters"]["env_steps"]
+    t = config_mod.load_file(run_dir / "config.yaml")["train"]
+    if at is not None and steps - at >= t["rollout"] * t["envs"]:
+        return dict.fromkeys(("final_eval_steps", "final_eval_win_rate", "final_eval_win_rate_low",
+                              "final_eval_win_rate_high", "final_eval_return"))
+    path = run_dir / FINAL_EVAL
+    key = {"env_steps": steps, "episodes": episodes, "seed": EVAL_SEED}
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or torn by a killed write of an older version
+        cached = {}
+    if not all(k in cached and cached[k] == v for k, v in key.items()) or "eval" not in cached:
+        res = evaluate_run(run_dir, episodes, EVAL_SEED)
+        # the checkpoint played: a training that wrote a newer one meanwhile is caught on the next read
+        cached = {**key, "env_steps": res.pop("env_steps"), "eval": res}
+        checkpoint.atomic_write_text(path, json.dumps(cached, indent=1) + "\n")
+    ev = cached["eval"]
+    return {"final_eval_steps": cached["env_steps"], "final_eval_win_rate": ev.get("win_rate"),
+            "final_eval_win_rate_low": ev.get("win_rate_low"), "final_eval_win_rate_high": ev.get("win_rate_high"),
+            "final_eval_return": ev["episode_return"]}
+
+
 def by_variant(rows: list[dict]) -> list[dict]:
     """Rows of runs that differ only in their seed (run directories named ...-s<seed>) averaged per
     variant: mean, lowest and highest of each number, and how many seeds; in order of first appearance."""
@@ -88,8 +138,10 @@ def by_variant(rows: list[dict]) -> list[dict]:
     out = []
     for name, runs in groups.items():
         row = {"variant": name, "seeds": len(runs)}
-        for k in ("final_win_rate", "mean_last_3", "best_win_rate", "return_last_3", "messages_per_agent_step"):
-            vals = [r[k] for r in runs if r[k] is not None]
+        for k in ("final_win_rate", "mean_last_3", "best_win_rate", "return_last_3", "messages_per_agent_step",
+                  "final_eval_win_rate", "final_eval_return"):
+            # rows without the final evaluation lack its keys; a vector reward's return (a list) is not averaged
+            vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
             row[k] = (sum(vals) / len(vals), min(vals), max(vals)) if vals else None
         out.append(row)
     return out
@@ -104,7 +156,16 @@ def _pct(x) -> str:
 
 
 def _num(x) -> str:
+    if isinstance(x, list):  # a vector reward: one mean per objective
+        return "/".join(f"{v:.2f}" for v in x)
     return "-" if x is None else f"{x:.2f}"
+
+
+def _ci(r: dict) -> str:
+    """The final evaluation's win rate with its 95% interval: 41% (33-50%)."""
+    if r.get("final_eval_win_rate") is None:
+        return "-"
+    return f"{r['final_eval_win_rate']:.0%} ({r['final_eval_win_rate_low']:.0%}-{r['final_eval_win_rate_high']:.0%})"
 
 
 def main(argv=None) -> None:
@@ -119,6 +180,8 @@ def main(argv=None) -> None:
     p.add_argument("--stop-at", type=int, help="stop each variant at this many env steps of the --steps budget")
     p.add_argument("--table", nargs="+", metavar="RUN_DIR", help="only print the table of these run directories")
     p.add_argument("--at", type=int, help="with --table: read every run up to this many env steps")
+    p.add_argument("--final-episodes", type=int, default=128, metavar="N",
+                   help="episodes of `marl eval` on each run's last checkpoint at the end (0: none)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
     args = p.parse_args(argv)
     # key=value words after --variants are overrides, not variants (argparse hands them to --variants)
@@ -127,34 +190,50 @@ def main(argv=None) -> None:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    if args.final_episodes < 0:
+        p.error(f"--final-episodes takes 0 (no final evaluation) or a positive number of episodes, "
+                f"got {args.final_episodes}")
+    n = args.final_episodes
     rows = []
     if args.table:
         for run_dir in args.table:
-            rows.append({"variant": Path(run_dir).name, **summarise(Path(run_dir), args.at)})
+            rows.append({"variant": Path(run_dir).name, **summarise(Path(run_dir), args.at),
+                         **(final_eval(Path(run_dir), n, args.at) or {})})
     else:
         for name in args.variants:
             run_dir = run_variant(name, args.map, args.steps, args.seed, Path(args.runs_dir), args.overrides,
                                   args.stop_at)
-            row = {"variant": name, "map": args.map, **summarise(run_dir)}
+            row = {"variant": name, "map": args.map, **summarise(run_dir), **(final_eval(run_dir, n) or {})}
             print(json.dumps(row), flush=True)
             rows.append(row)
+    extra_head = f" {n}-episode eval of the last checkpoint (95% CI) | its mean return |" if n else ""
+    extra_rule = " --- | --- |" if n else ""
+    if n:
+        from marl.cli import EVAL_SEED
+
+        past = f"; - where that lies an update or more past {args.at:,} env steps" if args.at is not None else ""
+        print(f"\nThe {n}-episode evaluation is `marl eval RUN_DIR --episodes {n}` (seed {EVAL_SEED}) of each run's "
+              f"last checkpoint{past}.")
     print("\n| run | env steps | final eval win rate | mean of the last 3 evals | best | first eval >= 90% at | "
-          "eval return, mean of the last 3 | messages / agent / step |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "eval return, mean of the last 3 | messages / agent / step |" + extra_head)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |" + extra_rule)
     for r in rows:
         first = f"{r['first_90']:,}" if r["first_90"] is not None else "-"
+        extra = f" {_ci(r)} | {_num(r['final_eval_return'])} |" if n else ""
         print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['mean_last_3'])} | "
               f"{_pct(r['best_win_rate'])} | {first} | {_num(r['return_last_3'])} | "
-              f"{r['messages_per_agent_step']:.2f} |")
+              f"{r['messages_per_agent_step']:.2f} |" + extra)
     seeds = by_variant(rows)
     if len(seeds) < len(rows):  # some variant ran with several seeds: their mean, lowest and highest
         print("\n| variant | seeds | final eval win rate | mean of the last 3 evals | best | "
-              "eval return, mean of the last 3 | messages / agent / step |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+              "eval return, mean of the last 3 | messages / agent / step |"
+              + (f" {n}-episode eval win rate | its mean return |" if n else ""))
+        print("| --- | --- | --- | --- | --- | --- | --- |" + extra_rule)
         for r in seeds:
+            extra = f" {_range(r['final_eval_win_rate'], _pct)} | {_range(r['final_eval_return'], _num)} |" if n else ""
             print(f"| {r['variant']} | {r['seeds']} | {_range(r['final_win_rate'], _pct)} | "
                   f"{_range(r['mean_last_3'], _pct)} | {_range(r['best_win_rate'], _pct)} | "
-                  f"{_range(r['return_last_3'], _num)} | {_range(r['messages_per_agent_step'], _num)} |")
+                  f"{_range(r['return_last_3'], _num)} | {_range(r['messages_per_agent_step'], _num)} |" + extra)
 
 
 if __name__ == "__main__":

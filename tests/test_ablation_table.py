@@ -1,6 +1,7 @@
 """benchmarks/ablation.py: runs of one variant with different seeds are averaged per variant."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,110 @@ def test_a_table_of_several_seeds_prints_the_per_variant_means(tmp_path, monkeyp
     rows = {"m-learned-s1": _row("", 0.5, 0.25, 11.0, 1.5, 0.5), "m-learned-s2": _row("", 0.0, 0.0, 9.0, 1.7, 0.1)}
     monkeypatch.setattr(ablation, "summarise", lambda run_dir, at=None: {
         "steps": 960_000, "first_90": None, **{k: v for k, v in rows[Path(run_dir).name].items() if k != "variant"}})
-    ablation.main(["--table", str(tmp_path / "m-learned-s1"), str(tmp_path / "m-learned-s2")])
+    ablation.main(["--table", str(tmp_path / "m-learned-s1"), str(tmp_path / "m-learned-s2"), "--final-episodes", "0"])
     out = capsys.readouterr().out
-    assert ("| m-learned | 2 | 25% (0%-50%) | 12% (0%-25%) | 30% (10%-50%) | 10.00 (9.00-11.00) | 1.60 (1.50-1.70) |"
-            in out)
+    assert ("| m-learned | 2 | 25% (0%-50%) | 12% (0%-25%) | 30% (10%-50%) | 10.00 (9.00-11.00) | 1.60 (1.50-1.70) |\n"
+            in out)  # without the final evaluation, the columns of before and nothing after
+
+
+def test_the_final_evaluation_joins_both_tables_as_mean_and_range(tmp_path, monkeypatch, capsys):
+    rows = {"m-learned-s1": _row("", 0.5, 0.25, 11.0, 1.5, 0.5), "m-learned-s2": _row("", 0.0, 0.0, 9.0, 1.7, 0.1)}
+    finals = {"m-learned-s1": (0.5, 0.41, 0.59, 12.0), "m-learned-s2": (0.25, 0.18, 0.33, 8.5)}
+    monkeypatch.setattr(ablation, "summarise", lambda run_dir, at=None: {
+        "steps": 960_000, "first_90": None, **{k: v for k, v in rows[Path(run_dir).name].items() if k != "variant"}})
+    calls = []
+
+    def fake_final_eval(run_dir, episodes, at=None):
+        calls.append((Path(run_dir).name, episodes, at))
+        wr, low, high, ret = finals[Path(run_dir).name]
+        return {"final_eval_steps": 960_000, "final_eval_win_rate": wr, "final_eval_win_rate_low": low,
+                "final_eval_win_rate_high": high, "final_eval_return": ret}
+
+    monkeypatch.setattr(ablation, "final_eval", fake_final_eval)
+    ablation.main(["--table", str(tmp_path / "m-learned-s1"), str(tmp_path / "m-learned-s2"), "--at", "960000"])
+    out = capsys.readouterr().out
+    assert calls == [("m-learned-s1", 128, 960_000), ("m-learned-s2", 128, 960_000)]  # 128 episodes by default
+    assert "| 128-episode eval of the last checkpoint (95% CI) | its mean return |" in out
+    assert "- where that lies an update or more past 960,000 env steps." in out
+    assert "| 1.50 | 50% (41%-59%) | 12.00 |" in out and "| 1.70 | 25% (18%-33%) | 8.50 |" in out
+    assert ("| m-learned | 2 | 25% (0%-50%) | 12% (0%-25%) | 30% (10%-50%) | 10.00 (9.00-11.00) | 1.60 (1.50-1.70) | "
+            "38% (25%-50%) | 10.25 (8.50-12.00) |" in out)
+
+
+@pytest.fixture(scope="module")
+def run_3m(tmp_path_factory):
+    """A SMAC 3m CommFormer run of two updates (40 env steps each), evaluated after each."""
+    from marl import config as config_mod
+    from marl.trainer import Trainer
+
+    cfg = config_mod.load("smac", "3m", "commformer", [
+        "train.envs=2", "train.rollout=20", "train.steps=80", "train.eval_interval=1", "train.eval_episodes=2",
+        "train.torch_threads=1", "train.update_threads=1"])
+    run_dir = tmp_path_factory.mktemp("ablation") / "3m-learned-s1"
+    Trainer(cfg, run_dir, show_progress=False).run()
+    return run_dir
+
+
+def _final_fields(res: dict) -> dict:
+    return {"final_eval_steps": res["env_steps"], "final_eval_win_rate": res["win_rate"],
+            "final_eval_win_rate_low": res["win_rate_low"], "final_eval_win_rate_high": res["win_rate_high"],
+            "final_eval_return": res["episode_return"]}
+
+
+def test_final_evaluation_is_marl_eval_played_once_then_cached(run_3m, monkeypatch, capsys):
+    from marl import cli
+
+    (run_3m / ablation.FINAL_EVAL).unlink(missing_ok=True)
+    direct = cli.evaluate_run(run_3m, 4, seed=12345)  # `marl eval RUN_DIR --episodes 4` with its default seed
+    assert direct["env_steps"] == 80 and direct["episodes"] == 4
+    played = []
+    real = cli.evaluate_run
+    monkeypatch.setattr(cli, "evaluate_run", lambda *a, **k: played.append(a) or real(*a, **k))
+    ablation.main(["--table", str(run_3m), "--final-episodes", "4"])
+    assert played == [(run_3m, 4, 12345)]
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| 3m-learned-s1 | 80 |"))
+    assert row.endswith(f"| {direct['win_rate']:.0%} ({direct['win_rate_low']:.0%}-{direct['win_rate_high']:.0%}) | "
+                        f"{direct['episode_return']:.2f} |")
+    assert "| 4-episode eval of the last checkpoint (95% CI) | its mean return |" in out
+
+    def fail(*a, **k):
+        raise AssertionError("the cached final evaluation was played again")
+
+    monkeypatch.setattr(cli, "evaluate_run", fail)
+    assert ablation.final_eval(run_3m, 4) == _final_fields(direct)  # the exact numbers, read back from the file
+    ablation.main(["--table", str(run_3m), "--final-episodes", "4"])
+    assert row in capsys.readouterr().out
+
+    monkeypatch.setattr(cli, "evaluate_run", lambda *a, **k: played.append(a) or real(*a, **k))
+    six = ablation.final_eval(run_3m, 6)  # another N: played again, and cached for that N
+    assert played[1:] == [(run_3m, 6, 12345)] and six == _final_fields(real(run_3m, 6))
+    cache = json.loads((run_3m / ablation.FINAL_EVAL).read_text())
+    assert (cache["env_steps"], cache["episodes"], cache["seed"], cache["eval"]["episodes"]) == (80, 6, 12345, 6)
+    cache["env_steps"] = 40  # as if the checkpoint had moved on since: played again
+    (run_3m / ablation.FINAL_EVAL).write_text(json.dumps(cache))
+    assert ablation.final_eval(run_3m, 6) == six and played[2:] == [(run_3m, 6, 12345)]
+
+
+def test_final_evaluation_at_a_step_and_switched_off(run_3m, monkeypatch, capsys):
+    from marl import cli
+
+    ablation.final_eval(run_3m, 4)  # cached now: no test below needs to play
+
+    def fail(*a, **k):
+        raise AssertionError("no final evaluation should be played here")
+
+    monkeypatch.setattr(cli, "evaluate_run", fail)
+    # an update is 40 env steps: the checkpoint at 80 stands for --at 41..80 and after, not for --at 40
+    assert ablation.final_eval(run_3m, 4, at=41)["final_eval_steps"] == 80
+    assert ablation.final_eval(run_3m, 4, at=1000)["final_eval_steps"] == 80
+    assert set(ablation.final_eval(run_3m, 4, at=40).values()) == {None}
+    ablation.main(["--table", str(run_3m), "--final-episodes", "4", "--at", "40"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| 3m-learned-s1 |"))
+    assert row.startswith("| 3m-learned-s1 | 40 |") and row.endswith("| - | - |")  # the other columns read at 40
+    ablation.main(["--table", str(run_3m), "--final-episodes", "0"])
+    out = capsys.readouterr().out
+    assert "episode eval" not in out and "marl eval" not in out
+    row = next(line for line in out.splitlines() if line.startswith("| 3m-learned-s1 |"))
+    assert row.count("|") == 9  # the eight columns of before
+    assert ablation.final_eval(run_3m, 0) is None
