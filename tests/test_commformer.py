@@ -555,3 +555,44 @@ def test_graph_options_outside_their_values_are_one_line_errors(tmp_path, capsys
     assert main(["train", "comm", "informants", f"train.runs_dir={tmp_path}", override]) == 2
     assert capsys.readouterr().err == f"marl: error: {message}\n"
     assert not any(tmp_path.iterdir())
+
+
+def test_listening_is_one_minus_the_self_loops_attention_weight_by_hand():
+    """graph/listening_*: per receiver, the encoder's softmax weight on its senders, from its scores by hand."""
+    torch.manual_seed(0)
+    N, D = 4, 8
+    net = CommFormerNet(obs_dim=6, n_actions=3, n_agents=N, dim=D)
+    obs = torch.randn(5, N, 6)
+    support = torch.eye(N)
+    support[0, 1] = support[1, 2] = support[2, 3] = 1.0  # agent 3 hears no one but itself
+    got = net.listening(obs, support)
+    att = net.encoder[0].att
+    x = net.embed_obs(net.normalized_obs(obs))
+    q = x @ att.q.weight.T + att.q.bias + att.edge
+    k = x @ att.k.weight.T + att.k.bias + att.edge
+    want = []
+    for i in range(N):
+        heard = support[i].nonzero().flatten()
+        w = torch.softmax((q[:, i:i + 1] * k[:, heard]).sum(-1) / math.sqrt(D), -1)
+        want.append((1 - w[:, (heard == i).nonzero().item()]).mean())
+    torch.testing.assert_close(got, torch.stack(want).detach())
+    assert got[3] == 0.0 and ((got[:3] > 0) & (got[:3] < 1)).all()
+    # without self loops a receiver's whole softmax is on its senders
+    torch.testing.assert_close(net.listening(obs, support * (1 - torch.eye(N)))[:3], torch.ones(3))
+
+
+def test_the_listening_diagnostic_is_logged_from_the_rollout_under_the_deterministic_graph():
+    cfg = config_mod.load("comm", "informants", "commformer", ["train.envs=4", "train.rollout=5", "env.n_agents=4",
+                                                               "algo.n_embd=8", "algo.ppo_epochs=2", "algo.warmup=0"])
+    from marl.trainer import build
+
+    env, learner = build(cfg)
+    step = env.reset(seed=1)
+    rollout, step, _ = collect(env, learner, step, 5)
+    learner.update(rollout)
+    scalars = learner.diagnostics()["scalars"]
+    listening = learner.net.listening(torch.as_tensor(rollout.obs.reshape(-1, 4, rollout.obs.shape[-1])),
+                                      learner.graph.deterministic())
+    assert scalars["graph/listening_mean"] == pytest.approx(float(listening.mean()))
+    assert scalars["graph/listening_min"] == pytest.approx(float(listening.min()))
+    assert scalars["graph/deaf_fraction"] == float((listening < 0.1).float().mean())

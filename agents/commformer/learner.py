@@ -39,6 +39,9 @@ from ..ppo import (
 from .graph import CommGraph, Gates, annealed_tau, apply_gates
 from .model import CommFormerNet
 
+LISTENING_SAMPLES = 256  # rollout states the listening diagnostic reads (a few % of an update's work)
+DEAF = 0.1  # a receiver whose attention on its senders is below this counts as deaf (graph/deaf_fraction)
+
 
 class _Batch(NamedTuple):
     """A rollout's inputs as tensors [T * E, N, ...], for the minibatches of an update."""
@@ -339,6 +342,11 @@ class CommFormer:
             g = rollout.extras["gates"]
             out["gate_open_rate"] = float(g[alive].mean()) if alive.any() else 0.0
             self._gate_per_agent = (g * alive).sum((0, 1)) / np.maximum(alive.sum((0, 1)), 1)
+        # whether each receiver still listens to its senders, read on the first LISTENING_SAMPLES states of
+        # the rollout under the deterministic graph (no randomness: training is unchanged)
+        N = self.spec.n_agents
+        obs = torch.as_tensor(rollout.obs.reshape(-1, N, rollout.obs.shape[-1])[:LISTENING_SAMPLES], device=self.device)
+        self._listening = self.net.listening(obs, self.graph.deterministic()).cpu().numpy()
         return out
 
     # ------------------------------------------------------------------ state and diagnostics
@@ -425,6 +433,11 @@ class CommFormer:
         for k in ("messages_per_agent_step", "gate_open_rate"):
             if k in self._last_stats:
                 scalars[f"graph/{k}"] = self._last_stats[k]
+        listening = getattr(self, "_listening", None)
+        if listening is not None:  # the attention on senders per receiver (GraphAttention's softmax, self loop aside)
+            scalars.update({"graph/listening_mean": float(listening.mean()),
+                            "graph/listening_min": float(listening.min()),
+                            "graph/deaf_fraction": float((listening < DEAF).mean())})
         self._last_mask = mask
         gate_rate = getattr(self, "_gate_per_agent", None) if self.gates is not None else None
         # the pictures show the probabilities (as one of 256 colours or line widths, scaled by the largest

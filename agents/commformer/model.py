@@ -51,6 +51,20 @@ class GraphAttention(nn.Module):
         """Keys (with the edge embedding) and values of the senders' inputs x_kv [..., M, D]."""
         return F.linear(x_kv, self.k.weight, self.k.bias + self.edge), self.v(x_kv)
 
+    def softmax_weights(self, x_q: torch.Tensor, k: torch.Tensor, support: torch.Tensor,
+                        kv_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The attention softmax over `support`'s edges [B, Nq, M] (before any mask or gate), and the gather
+        index of a table's rows (None without kv_index)."""
+        q = F.linear(x_q, self.q.weight, self.q.bias + self.edge)
+        qk = q @ k.transpose(-1, -2)
+        index = None
+        if kv_index is not None:
+            # every row of the table is scored once ([B, Nq, R]), then each sender's row is picked
+            index = kv_index.unsqueeze(-2).expand(*q.shape[:-1], kv_index.shape[-1])
+            qk = qk.gather(-1, index)
+        scores = (qk * self.scale).masked_fill(support.detach() <= 0, float("-inf"))
+        return torch.softmax(scores, dim=-1).nan_to_num(0.0), index
+
     def forward(self, x_q: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor,
                 support: torch.Tensor | None = None, kv_index: torch.Tensor | None = None) -> torch.Tensor:
         """x_q [B, N, D] attends to the senders' keys_values `kv` [B, M, D]: softmax over `support`'s edges,
@@ -64,14 +78,7 @@ class GraphAttention(nn.Module):
         """
         support = mask if support is None else support
         k, v = kv
-        q = F.linear(x_q, self.q.weight, self.q.bias + self.edge)
-        qk = q @ k.transpose(-1, -2)
-        if kv_index is not None:
-            # every row of the table is scored once ([B, Nq, R]), then each sender's row is picked
-            index = kv_index.unsqueeze(-2).expand(*q.shape[:-1], kv_index.shape[-1])
-            qk = qk.gather(-1, index)
-        scores = (qk * self.scale).masked_fill(support.detach() <= 0, float("-inf"))
-        att = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        att, index = self.softmax_weights(x_q, k, support, kv_index)
         if mask is support:
             att = att * support
         else:
@@ -164,6 +171,20 @@ class CommFormerNet(nn.Module):
         for block in self.encoder:
             x = block(x, mask, support)
         return x, self.value_head(x).squeeze(-1)
+
+    @torch.no_grad()
+    def listening(self, obs: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        """Per receiver, the first encoder block's attention weight on its senders (1 minus the self loop's),
+        averaged over observations [B, N, obs_dim] under the graph `support` [N, N] (with self loops): [N].
+
+        A receiver near 0 has let its own observation take the whole softmax; it ignores any sender, right or
+        wrong, and its row of the graph gets (almost) no gradient."""
+        x = self.embed_obs(self.normalized_obs(obs))
+        att = self.encoder[0].att
+        k, _ = att.keys_values(x)
+        weights, _ = att.softmax_weights(x, k, support.expand(x.shape[0], *support.shape))
+        eye = torch.eye(self.n_agents, device=weights.device)
+        return (weights * (1 - eye)).sum(-1).mean(0)
 
     @staticmethod
     def token_index(actions: torch.Tensor) -> torch.Tensor:
