@@ -62,3 +62,27 @@ def test_table_from_run_directories(tmp_path, monkeypatch):
     ret = bench.read_returns(tmp_path / "runs" / "mappo-s1")
     assert ret.shape == (520,) and bench.window_row(ret, 9.0, 256) == {k: scratch[k] for k in
                                                                        ("windows", "below_fraction", "upper_below")}
+
+
+def test_precise_vb_measures_once_and_keeps_the_picks_figure(tmp_path, monkeypatch):
+    pick = {"checkpoint": "step-64.pt", "v_b": 10.0, "v_b_episodes": 256, "deterministic_win_rate": 0.5}
+    (tmp_path / "baseline.json").write_text(json.dumps(pick))
+    monkeypatch.setattr("marl.config.load_file", lambda path: {"path": str(path)})
+    monkeypatch.setattr("marl.checkpoint.load", lambda path: {"learner": "weights"})
+    calls = []
+
+    def play(config, state, episodes, seed, deterministic=True):
+        calls.append((config["path"], state, episodes, deterministic))
+        return {"return": [8.0, 9.0, 10.0, 13.0], "won": [0, 0, 1, 1]}, None
+
+    monkeypatch.setattr(bench, "_play", play)
+    args = type("Args", (), {"root": str(tmp_path), "vb_episodes": 4})()
+    base = bench.precise_vb(args, pick)
+    assert calls == [(str(tmp_path / "baseline" / "config.yaml"), "weights", 4, False)]
+    assert base["v_b"] == 10.0 and base["v_b_episodes"] == 4 and base["v_b_win_rate"] == 0.5
+    assert base["v_b_se"] == pytest.approx(np.std([8, 9, 10, 13], ddof=1) / 2)
+    assert base["v_b_pick"] == 10.0 and base["v_b_pick_episodes"] == 256
+    assert json.loads((tmp_path / "baseline.json").read_text()) == base
+    assert bench.precise_vb(args, base) == base and len(calls) == 1  # measured once
+    off = type("Args", (), {"root": str(tmp_path), "vb_episodes": 0})()
+    assert bench.precise_vb(off, pick) == pick
