@@ -115,7 +115,9 @@ def _train(config: dict, run_dir: Path, resume: bool) -> None:
             return
         if not resume:
             sys.exit(f"stepmix_smac: error: {run_dir} is begun; add --resume to continue it")
-    Trainer(config, run_dir, resume=last.exists(), show_progress=False).run()
+    out = Trainer(config, run_dir, resume=last.exists(), show_progress=False).run()
+    if out["interrupted"]:  # Ctrl-C stops the experiment, not just this run
+        sys.exit(f"stepmix_smac: interrupted in {run_dir.name}; continue with --resume")
     print(f"{run_dir.name}: trained")
 
 
