@@ -384,6 +384,7 @@ class StepMixSettings(MAPPOSettings):
     bound_epochs: int = setting("passes of the ensembles over each rollout", ge=1)
     calibration_interval: int = setting("updates between Monte-Carlo checks of the lower bound (0: never)", ge=0)
     calibration_episodes: int = setting("episodes of the learner's sampled policy per calibration check", ge=1)
+    member_window: int = setting("StepMix: each member's last episodes whose returns bound it (Monte Carlo)", ge=2)
     return_floor: float | None = setting("the lowest return an episode can have (SMAC: 0); no lower bound goes "
                                          "below it, and it is the learner's bound before its episodes measure one "
                                          "(null: none, so EpsMix and StepMix start at 0)")

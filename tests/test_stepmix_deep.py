@@ -14,7 +14,7 @@ from marl import checkpoint
 from marl import config as config_mod
 from marl.agents.ppo import gae, ppo_targets
 from marl.agents.stepmix.baseline import BaselineError, kind_of
-from marl.agents.stepmix.learner import lower_bound, member_values
+from marl.agents.stepmix.learner import MIN_MEMBER_EPISODES, lower_bound, member_values
 from marl.agents.stepmix.tabular import stepmix_kappa
 from marl.cli import main
 from marl.rollout import collect
@@ -157,24 +157,50 @@ def test_lower_bound_is_calibrated_on_a_toy_with_known_returns():
     assert above_heads_only / trials >= 0.05  # the ensemble alone (the earlier bound) is over-confident (9%)
 
 
-def test_stepmix_members_are_credited_v_b_low_plus_their_gains_lower_bound(tmp_path):
+def test_stepmix_members_are_credited_the_lower_of_their_gains_bound_and_their_own_episodes(tmp_path):
     cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "algo.bound_z=2.0")
     _, learner, _ = started(cfg)
     learner.vb.n, learner.vb.total, learner.vb.total_sq = 100, 1000.0, 100 * 100.0 + 99 * 4.0  # mean 10, var 4
     lo, hi = learner.vb.interval()
-    assert learner.H == 5
+    assert learner.H == 5 and MIN_MEMBER_EPISODES == 8
     gains = np.array([[0.0, 0.0], [0.5, 0.7], [1.0, 1.0], [-3.0, -3.0], [5.0, 5.0], [9.0, 9.0]])
     var = np.array([0.0, 0.4, 0.0, 1.0, 1.0, 1.0])
     count = np.array([40, 40, 1, 30, 30, 30])
+    # the members' own episodes: h = 1 and 2 returned 12 and 10 alternately (mean 11, sd sqrt(8/7) over 8);
+    # h = 3 played 7 times only; h = 4 returned 6 +- 1 (16 episodes)
+    learner.member_returns = [[], [12.0, 10.0] * 4, [12.0, 10.0] * 4, [20.0] * 7, [5.0, 7.0] * 8, []]
     learner._decide(np.array([12.0, 12.0]), np.array([5.0, 13.0]), (gains, var, count))
     L = 12 - 2 * np.sqrt(32 / 2)  # 4 (targets: variance 32 over 2 episodes): the learner's own bound, member H's
-    # h = 1: lo + 0.6 - 2 sqrt(0.01 + 0.01); h = 2 reached by one episode: min(L, lo); h = 3, 4 from their gains
-    se = 2 * np.sqrt(1 / 30)
-    expected = [lo, lo + 0.6 - 2 * np.sqrt(0.02), min(L, lo), lo - 3 - se, lo + 5 - se, L]
+    own8 = 11 - 2 * np.sqrt(8 / 7) / np.sqrt(8)
+    own16 = 6 - 2 * np.sqrt(16 / 15) / 4
+    gain1 = lo + 0.6 - 2 * np.sqrt(0.02)  # h = 1: the gain's bound is the lower of the two
+    # h = 2: one episode reached it in the rollout, so its own episodes alone; h = 3: too few of its own, so
+    # min(L, lo) whatever its gain says; h = 4: its own episodes (6 +- ...) are far below lo + 5
+    expected = [lo, min(gain1, own8), own8, min(L, lo), own16, L]
     thr = 0.9 * hi
+    assert gain1 < own8 and own16 < lo + 5 - 2 * np.sqrt(1 / 30)
     assert learner.lower == L and learner.mixing == stepmix_kappa(expected, thr)
-    # the last member that clears is h = 4; kappa mixes it with member 5 (the learner alone)
-    assert learner.mixing == pytest.approx(4 + (expected[4] - thr) / (expected[4] - expected[5]))
+    # member 2 clears the threshold, member 3 (not yet measured) does not: kappa mixes them
+    assert learner.mixing == pytest.approx(2 + (expected[2] - thr) / (expected[2] - expected[3]))
+
+
+def test_each_finished_episode_joins_the_returns_of_the_member_it_played(tmp_path):
+    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40",
+                         "algo.member_window=3")
+    env, learner, step = started(cfg, mixing=2.5)  # members 2 and 3 in about equal shares
+    rollout, step, episodes = collect(env, learner, step, 40)
+    learner._count_episodes(rollout)
+    ended = rollout.done.nonzero()
+    played = {h: [] for h in range(learner.H + 1)}
+    returns = np.zeros(rollout.n_envs)
+    for i in range(rollout.steps):
+        returns = np.where(rollout.extras["t"][i] == 0, 0.0, returns) + rollout.reward[i]
+        for e in np.flatnonzero(rollout.done[i]):
+            played[int(rollout.extras["switch"][i, e])].append(float(returns[e]))
+    assert len(ended[0]) == 32 and sorted(k for k, v in played.items() if v) == [2, 3]
+    assert learner.member_returns == [v[-3:] for v in played.values()]  # the last member_window of each
+    state = learner.state_dict()
+    assert state["member_returns"] == learner.member_returns
 
 
 # ------------------------------------------------------------------------------------------- the team decides

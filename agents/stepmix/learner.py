@@ -29,10 +29,16 @@ The mapping from the tabular algorithm (agents/stepmix/tabular.py) to this one:
   h steps plus the baseline's value from the state it reached (the whole return where the episode
   ended first), read from the rollout's episodes whose switch came at or after h (`member_values`),
   with a second ensemble of critics V_B trained on the baseline's steps. Its bound is the mean minus
-  bound_z times the root of the heads' variance plus the episodes' squared standard error. Member 0
-  is the baseline (credited lo), member H = episode_limit the learner (L); a member fewer than two
-  episodes of the rollout reached is credited min(L, lo). kappa = tabular.stepmix_kappa(lowers,
-  (1 - alpha) hi), the same function.
+  bound_z times the root of the heads' variance plus the episodes' squared standard error. V_B has only
+  seen the baseline's own states, and a state the learner led it to can be worth far less than V_B says
+  (on 3s5z one untrained first step cuts a half-trained baseline's return from 17.7 to 13.7, which V_B
+  does not see; BENCHMARKS.md), so this bound alone is not trusted: member h is also bounded by the
+  Monte-Carlo returns of the last `algo.member_window` episodes that were played as member h (switch h:
+  the learner for h steps, the baseline to the end), mean - bound_z standard errors, and is credited the
+  lower of the two. A member with fewer than MIN_MEMBER_EPISODES such episodes is credited min(L, lo), so
+  kappa's interpolation plays a few episodes of the next member before trusting it. Member 0 is the
+  baseline (credited lo), member H = episode_limit the learner (L). kappa =
+  tabular.stepmix_kappa(lowers, (1 - alpha) hi), the same function.
 - Data: steps the baseline took do not enter MAPPO's losses (extras "learn_mask"), and GAE is cut where
   the baseline takes over (extras "cut"): the learner's last step bootstraps from its own critic's value
   of the state the baseline starts from (agents/ppo.py `gae`).
@@ -55,6 +61,8 @@ from ..mappo import MAPPO
 from ..ppo import bootstrap_values, gae, masked_logits, mlp, next_values_of, team_reward, value_loss
 from .baseline import Baseline, BaselineError, ReturnStats, kind_of
 from .tabular import epsmix_eps, stepmix_kappa
+
+MIN_MEMBER_EPISODES = 8  # a StepMix member's own episodes needed before its Monte-Carlo bound counts
 
 
 def member_values(reward: np.ndarray, baseline_values: np.ndarray, t: np.ndarray, switch: np.ndarray,
@@ -174,6 +182,8 @@ class StepMix:
                             "last_value": float("nan"), "last_mc_se": float("nan")}
         self.window = {"returns": 0.0, "episodes": 0, "learner_steps": 0, "steps": 0}
         self.running: np.ndarray | None = None  # each battle's return so far (float64)
+        # StepMix: the returns of the last member_window episodes played as each member h (switch h), [H + 1]
+        self.member_returns: list[list[float]] = [[] for _ in range(self.H + 1)]
         self._shard: tuple[int, int, int] | None = None  # a shard's copy: (offset, total, seed of its streams)
 
     # ------------------------------------------------------------------ capability
@@ -216,13 +226,18 @@ class StepMix:
             self.mixing = epsmix_eps(self.lower, lo, thr)
             return
         lowers = np.full(self.H + 1, max(min(self.lower, lo), self._floor()))
-        if members is not None:  # member h: V_b's lower end plus a lower bound on its gain over the baseline
-            gains, var, count = members
+        if members is not None:  # member h: V_b's lower end plus a lower bound on its gain over the baseline,
+            gains, var, count = members  # and never above what its own episodes returned
+            z = self.cfg["bound_z"]
             for h in range(1, self.H):
+                played = np.asarray(self.member_returns[h], np.float64)
+                if played.size < MIN_MEMBER_EPISODES:
+                    continue  # not yet measured: min(L, lo), whatever V_B says
+                bound = played.mean() - z * played.std(ddof=1) / np.sqrt(played.size)
                 if count[h] > 1:  # the heads' spread and the episodes' standard error, together
                     spread = gains[h].var() + var[h] / count[h]
-                    lowers[h] = max(float(lo + gains[h].mean() - self.cfg["bound_z"] * np.sqrt(spread)),
-                                    self._floor())
+                    bound = min(bound, lo + gains[h].mean() - z * np.sqrt(spread))
+                lowers[h] = max(float(bound), self._floor())
         lowers[0], lowers[self.H] = lo, self.lower
         self.mixing = stepmix_kappa(lowers, thr)
 
@@ -308,6 +323,9 @@ class StepMix:
                 self.window["episodes"] += 1
                 if sw[i, e] == 0:  # the baseline alone: one more episode of V_b
                     self.vb.add([ret])
+                member = self.member_returns[min(int(sw[i, e]), self.H)]  # the member this episode played
+                member.append(ret)
+                del member[: -self.cfg["member_window"]]
         learn = rollout.extras["learn_mask"]
         self.window["learner_steps"] += int(learn.sum())
         self.window["steps"] += learn.size
@@ -397,6 +415,7 @@ class StepMix:
                 "vb": self.vb.state_dict(), "vb_initial": dict(self.vb_initial), "updates": self.updates,
                 "calibration": dict(self.calibration), "window": dict(self.window),
                 "running": None if self.running is None else torch.as_tensor(self.running),
+                "member_returns": [list(m) for m in self.member_returns],
                 "baseline": None if self.baseline is None else self.baseline.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -414,6 +433,8 @@ class StepMix:
         self.vb_initial = dict(state["vb_initial"])
         self.calibration, self.window = dict(state["calibration"]), dict(state["window"])
         self.running = None if state["running"] is None else state["running"].numpy().copy()
+        # checkpoints written before the Monte-Carlo member bounds have none: the members are measured again
+        self.member_returns = [list(m) for m in state.get("member_returns", [[] for _ in range(self.H + 1)])]
         if state["baseline"] is not None:
             self.baseline = Baseline(self.cfg["baseline"], self.spec, self.seed, str(self.device), state["baseline"])
             self._baseline_error = None
