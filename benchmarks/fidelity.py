@@ -63,8 +63,17 @@ def read_real(path: Path = REAL_CSV, algo: str = "MAPPO") -> dict[str, list[tupl
     return {m: sorted(c) for m, c in curves.items()}
 
 
+END_TOLERANCE = 0.01  # the last evaluation stands for a step at most 1% past it (the budget's end)
+
+
 def value_at(curve: list[tuple[int, float]], step: int) -> float | None:
-    """The win rate at `step`, linear between the two evaluations around it; None outside the evaluated span."""
+    """The win rate at `step`, linear between the two evaluations around it; None outside the evaluated span.
+
+    An evaluation within END_TOLERANCE of `step` below it stands for it when none comes later: a run's budget
+    (3M) ends a few updates after its last periodic evaluation (2.976M at 10 updates of 3,200 steps), and
+    the next evaluation would have come after the budget."""
+    if curve and curve[-1][0] < step <= curve[-1][0] + END_TOLERANCE * step:
+        return curve[-1][1]
     if not curve or step < curve[0][0] or step > curve[-1][0]:
         return None
     for (s0, v0), (s1, v1) in zip(curve, curve[1:]):

@@ -26,7 +26,8 @@ def test_value_at_interpolates_between_evaluations_and_refuses_outside():
     assert fid.value_at(c, 200) == 0.5
     assert fid.value_at(c, 350) == 0.75
     assert fid.value_at(c, 400) == 0.5
-    assert fid.value_at(c, 99) is None and fid.value_at(c, 401) is None
+    assert fid.value_at(c, 99) is None and fid.value_at(c, 405) is None
+    assert fid.value_at(c, 404) == 0.5  # 1% past the last evaluation: it stands (a budget's end)
     assert fid.value_at([], 5) is None
     assert fid.value_at([(7, 0.3)], 7) == 0.3
 
