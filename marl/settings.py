@@ -290,6 +290,8 @@ class CommFormerSettings(PPOSettings):
                                     ge=0, le=1)
     n_embd: int = setting("embedding width", ge=1)
     n_block: int = setting("transformer blocks", ge=1)
+    listen_floor: float = setting("share of each encoder attention row spread evenly over the receiver's edges "
+                                  "(0: the softmax alone, the authors')", ge=0, lt=1)
 
     @classmethod
     def check_spec(cls, config: dict, spec) -> None:

@@ -347,7 +347,8 @@ def test_a_closed_gate_still_gets_a_gradient_so_it_can_reopen():
 
 # the graph options that depart from the authors' (configs/algos/commformer.yaml), all on at once
 GRAPH_OPTIONS = ["algo.graph_lr=0.01", "algo.graph_tau_end=0.1", "algo.graph_noise=sample",
-                 "algo.graph_objective=unclipped", "algo.gate_cost=0.03", "algo.gate_cost_from=0.5"]
+                 "algo.graph_objective=unclipped", "algo.gate_cost=0.03", "algo.gate_cost_from=0.5",
+                 "algo.listen_floor=0.2"]
 
 
 @pytest.mark.parametrize("options", [[], GRAPH_OPTIONS, ["algo.graph_estimator=score", "algo.graph_tau_end=0.1"]],
@@ -596,3 +597,25 @@ def test_the_listening_diagnostic_is_logged_from_the_rollout_under_the_determini
     assert scalars["graph/listening_mean"] == pytest.approx(float(listening.mean()))
     assert scalars["graph/listening_min"] == pytest.approx(float(listening.min()))
     assert scalars["graph/deaf_fraction"] == float((listening < 0.1).float().mean())
+
+
+def test_listen_floor_spreads_its_share_of_each_row_evenly_over_the_edges():
+    """algo.listen_floor b: the encoder's weights are (1 - b) softmax + b / (edges in the row)."""
+    torch.manual_seed(1)
+    N = 4
+    plain = CommFormerNet(obs_dim=6, n_actions=3, n_agents=N, dim=8)
+    floored = CommFormerNet(obs_dim=6, n_actions=3, n_agents=N, dim=8, listen_floor=0.3)
+    floored.load_state_dict(plain.state_dict())
+    obs = torch.randn(5, N, 6)
+    support = torch.eye(N)
+    support[0, 1] = support[0, 2] = support[1, 2] = 1.0  # rows of 3, 2, 1 and 1 edges (self included)
+    on_senders = torch.tensor([2 / 3, 1 / 2, 0.0, 0.0])  # the even spread's share on the senders
+    torch.testing.assert_close(floored.listening(obs, support), 0.7 * plain.listening(obs, support) + 0.3 * on_senders)
+    # a collapsed receiver still hears its sender: at least b / 2 of the weight with one sender and itself
+    assert (floored.listening(obs, support)[1] >= 0.15).item()
+    x = floored.embed_obs(floored.normalized_obs(obs))
+    att = floored.encoder[0].att
+    k, _ = att.keys_values(x)
+    weights, _ = att.softmax_weights(x, k, support.expand(5, N, N))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(5, N))
+    assert (weights[:, 3, :3] == 0).all()  # no edge, no weight

@@ -65,7 +65,8 @@ class CommFormer:
         self.spec, self.cfg, self.device = spec, cfg, torch.device(device)
         torch.manual_seed(seed)
         N = spec.n_agents
-        self.net = CommFormerNet(spec.obs_dim, spec.n_actions, N, cfg["n_embd"], cfg["n_block"]).to(self.device)
+        self.net = CommFormerNet(spec.obs_dim, spec.n_actions, N, cfg["n_embd"], cfg["n_block"],
+                                 cfg.get("listen_floor", 0.0)).to(self.device)
         self.graph = CommGraph(N, cfg["sparsity"], cfg["graph"], cfg["self_loops"], seed).to(self.device)
         self.gates = Gates(spec.obs_dim).to(self.device) if cfg["gates"] else None
         net_params = list(self.net.parameters()) + (list(self.gates.parameters()) if self.gates else [])

@@ -24,8 +24,9 @@ from torch import nn
 class GraphAttention(nn.Module):
     """Single-head attention over agents restricted by a communication mask."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, floor: float = 0.0):
         super().__init__()
+        self.floor = float(floor)  # share of each row's weight spread evenly over its edges (0: the softmax alone)
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
         # the embedding r of the relation "j is heard by i": scores are (q_i + r) . (k_j + r). Pairs without an
@@ -63,7 +64,14 @@ class GraphAttention(nn.Module):
             index = kv_index.unsqueeze(-2).expand(*q.shape[:-1], kv_index.shape[-1])
             qk = qk.gather(-1, index)
         scores = (qk * self.scale).masked_fill(support.detach() <= 0, float("-inf"))
-        return torch.softmax(scores, dim=-1).nan_to_num(0.0), index
+        att = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        if self.floor > 0:
+            # a floor under every edge's weight: a receiver whose softmax collapsed onto its own observation
+            # still hears its senders a little, so its row of the graph keeps a gradient
+            edges = (support.detach() > 0).to(att.dtype)
+            even = edges / edges.sum(-1, keepdim=True).clamp(min=1.0)
+            att = (1 - self.floor) * att + self.floor * even
+        return att, index
 
     def forward(self, x_q: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor,
                 support: torch.Tensor | None = None, kv_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -97,9 +105,9 @@ class GraphAttention(nn.Module):
 class EncoderBlock(nn.Module):
     """Graph-masked self-attention over agents and an MLP, post-norm residuals."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, floor: float = 0.0):
         super().__init__()
-        self.att = GraphAttention(dim)
+        self.att = GraphAttention(dim, floor)
         self.norms = nn.ModuleList([nn.LayerNorm(dim), nn.LayerNorm(dim)])
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
@@ -131,11 +139,12 @@ class DecoderBlock(nn.Module):
 class CommFormerNet(nn.Module):
     """Encoder (observations -> representations, values) and autoregressive decoder (-> action logits)."""
 
-    def __init__(self, obs_dim: int, n_actions: int, n_agents: int, dim: int = 64, blocks: int = 1):
+    def __init__(self, obs_dim: int, n_actions: int, n_agents: int, dim: int = 64, blocks: int = 1,
+                 listen_floor: float = 0.0):
         super().__init__()
         self.n_agents, self.n_actions = n_agents, n_actions
         self.obs_in = nn.Sequential(nn.LayerNorm(obs_dim), nn.Linear(obs_dim, dim), nn.GELU())
-        self.encoder = nn.ModuleList([EncoderBlock(dim) for _ in range(blocks)])
+        self.encoder = nn.ModuleList([EncoderBlock(dim, listen_floor) for _ in range(blocks)])
         self.value_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
         self.act_in = nn.Sequential(nn.Linear(n_actions, dim), nn.GELU())
         self.start = nn.Parameter(torch.zeros(dim))  # the token every agent hears: "no earlier action"
