@@ -121,10 +121,9 @@ def _train(config: dict, run_dir: Path, resume: bool) -> None:
     print(f"{run_dir.name}: trained")
 
 
-def _play(config: dict, state: dict, episodes: int, seed: int, deterministic: bool = True
+def _play(config: dict, state: dict, episodes: int, seed: int, with_eval: bool = True
           ) -> tuple[dict, dict | None]:
-    """A checkpoint's learner: sampled episodes (as in training) and (unless deterministic is False) a
-    deterministic evaluation."""
+    """A checkpoint's learner: sampled episodes (as in training) and, with_eval, a deterministic evaluation."""
     from marl.registry import make_learner
     from marl.trainer import PolicyEvaluator, build_env, evaluate
 
@@ -136,7 +135,7 @@ def _play(config: dict, state: dict, episodes: int, seed: int, deterministic: bo
     envs = min(32, episodes)
     sampled = play(lambda s: learner.act(s, deterministic=False)[0], envs, -(-episodes // envs), seed)
     play.close()
-    if not deterministic:
+    if not with_eval:
         return sampled, None
     det_env = build_env(config, envs)
     det = evaluate(det_env, learner, episodes, seed + 1)
@@ -200,7 +199,7 @@ def precise_vb(args, base: dict) -> dict:
     root = Path(args.root)
     cfg = config_mod.load_file(root / "baseline" / "config.yaml")
     data = checkpoint.load(root / "baseline" / "checkpoints" / LAST)
-    sampled, _ = _play(cfg, data["learner"], args.vb_episodes, 5_000_011, deterministic=False)
+    sampled, _ = _play(cfg, data["learner"], args.vb_episodes, 5_000_011, with_eval=False)
     r = np.asarray(sampled["return"], np.float64)
     base = {**base, "v_b_pick": base["v_b"], "v_b_pick_episodes": base["v_b_episodes"], "v_b": float(r.mean()),
             "v_b_se": float(r.std(ddof=1) / math.sqrt(len(r))), "v_b_episodes": len(r),

@@ -71,8 +71,8 @@ def test_precise_vb_measures_once_and_keeps_the_picks_figure(tmp_path, monkeypat
     monkeypatch.setattr("marl.checkpoint.load", lambda path: {"learner": "weights"})
     calls = []
 
-    def play(config, state, episodes, seed, deterministic=True):
-        calls.append((config["path"], state, episodes, deterministic))
+    def play(config, state, episodes, seed, with_eval=True):
+        calls.append((config["path"], state, episodes, with_eval))
         return {"return": [8.0, 9.0, 10.0, 13.0], "won": [0, 0, 1, 1]}, None
 
     monkeypatch.setattr(bench, "_play", play)

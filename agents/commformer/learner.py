@@ -343,11 +343,9 @@ class CommFormer:
             g = rollout.extras["gates"]
             out["gate_open_rate"] = float(g[alive].mean()) if alive.any() else 0.0
             self._gate_per_agent = (g * alive).sum((0, 1)) / np.maximum(alive.sum((0, 1)), 1)
-        # whether each receiver still listens to its senders, read on the first LISTENING_SAMPLES states of
-        # the rollout under the deterministic graph (no randomness: training is unchanged)
-        N = self.spec.n_agents
-        obs = torch.as_tensor(rollout.obs.reshape(-1, N, rollout.obs.shape[-1])[:LISTENING_SAMPLES], device=self.device)
-        self._listening = self.net.listening(obs, self.graph.deterministic()).cpu().numpy()
+        # the states the listening diagnostic reads when it is logged (a copy: the rollout's buffers are reused)
+        states = rollout.obs.reshape(-1, self.spec.n_agents, rollout.obs.shape[-1])
+        self._listening_obs = states[:LISTENING_SAMPLES].copy()
         return out
 
     # ------------------------------------------------------------------ state and diagnostics
@@ -434,8 +432,12 @@ class CommFormer:
         for k in ("messages_per_agent_step", "gate_open_rate"):
             if k in self._last_stats:
                 scalars[f"graph/{k}"] = self._last_stats[k]
-        listening = getattr(self, "_listening", None)
-        if listening is not None:  # the attention on senders per receiver (GraphAttention's softmax, self loop aside)
+        listening_obs = getattr(self, "_listening_obs", None)
+        if listening_obs is not None:
+            # whether each receiver still listens: its encoder attention on its senders, on the last rollout's first
+            # LISTENING_SAMPLES states under the deterministic graph (only when logged; no randomness is drawn)
+            listening = self.net.listening(torch.as_tensor(listening_obs, device=self.device),
+                                           self.graph.deterministic()).cpu().numpy()
             scalars.update({"graph/listening_mean": float(listening.mean()),
                             "graph/listening_min": float(listening.min()),
                             "graph/deaf_fraction": float((listening < DEAF).mean())})
