@@ -68,9 +68,11 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
 class GateCounter:
     """A learner's actions unchanged, with the gate decisions and messages of each living agent-step counted."""
 
-    def __init__(self, learner):
+    def __init__(self, learner, need: slice | None = None):
         self.learner = learner
+        self.need = need  # where the observation holds the needed flag (intermittent), to split the open rate by it
         self.agent_steps, self.open, self.heard, self.has_gates = 0, 0.0, 0.0, False
+        self.by_need = {True: [0, 0.0], False: [0, 0.0]}  # needed flag -> [agent-steps, open gates]
 
     def act(self, step, deterministic: bool = False):
         """The wrapped learner's act; its extras' gates (1 open) and messages are summed over living agents."""
@@ -80,13 +82,25 @@ class GateCounter:
         self.heard += float(np.asarray(extras["messages"])[alive].sum())
         if "gates" in extras:
             self.has_gates = True
-            self.open += float(np.asarray(extras["gates"])[alive].sum())
+            gates = np.asarray(extras["gates"])
+            self.open += float(gates[alive].sum())
+            if self.need is not None:
+                needed = np.asarray(step.obs)[..., self.need][..., 0] > 0.5
+                for flag in (True, False):
+                    rows = alive & (needed == flag)
+                    self.by_need[flag][0] += int(rows.sum())
+                    self.by_need[flag][1] += float(gates[rows].sum())
         return actions, extras
 
     def rates(self) -> dict:
-        """Gate open rate (None without gates) and messages per living agent-step."""
+        """Gate open rate (None without gates), split by the needed flag where there is one, and messages per
+        living agent-step."""
         n = max(self.agent_steps, 1)
-        return {"gate_open_rate": self.open / n if self.has_gates else None, "messages_per_agent_step": self.heard / n}
+        split = {f"gate_open_rate_{name}": (self.by_need[flag][1] / max(self.by_need[flag][0], 1)
+                                            if self.has_gates and self.need is not None else None)
+                 for flag, name in ((True, "needed"), (False, "unneeded"))}
+        return {"gate_open_rate": self.open / n if self.has_gates else None, **split,
+                "messages_per_agent_step": self.heard / n}
 
 
 def eval_gates(run_dir: Path, episodes: int = 32) -> dict:
@@ -103,7 +117,7 @@ def eval_gates(run_dir: Path, episodes: int = 32) -> dict:
     data = checkpoint.load(run_dir / "checkpoints" / LAST)
     env, learner = build(cfg, n_envs=min(episodes, 32))
     checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
-    counter = GateCounter(learner)
+    counter = GateCounter(learner, env.spec.block_slices().get("need"))
     res = evaluate(env, counter, episodes, seed=cfg["train"]["seed"] + 1_000_003)  # the trainer's evaluation seed
     train = [(s, v) for s, _, v in scalars(run_dir, "graph/gate_open_rate")]
     tail = [v for s, v in train if s >= 0.9 * train[-1][0]] if train else []
@@ -132,13 +146,14 @@ def main(argv=None) -> None:
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
     args = p.parse_args(argv)
     if args.eval_gates:
-        print("| run | env steps | return / optimum | gate open rate at evaluation | sampled open rate in training "
-              "(last tenth) | messages / agent / step at evaluation |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| run | env steps | return / optimum | gate open rate at evaluation | ... when needed | ... when not "
+              "needed | sampled open rate in training (last tenth) | messages / agent / step at evaluation |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for d in args.eval_gates:
             r = eval_gates(Path(d))
             print(f"| {Path(d).name} | {r['steps']:,} | {r['return_fraction']:.3f} | "
-                  f"{_fmt(r['eval_gate_open_rate'], '.3f')} | {_fmt(r['train_gate_open_rate'], '.3f')} | "
+                  f"{_fmt(r['eval_gate_open_rate'], '.3f')} | {_fmt(r['eval_gate_open_rate_needed'], '.3f')} | "
+                  f"{_fmt(r['eval_gate_open_rate_unneeded'], '.3f')} | {_fmt(r['train_gate_open_rate'], '.3f')} | "
                   f"{r['eval_messages_per_agent_step']:.2f} |", flush=True)
         return
     if args.table:

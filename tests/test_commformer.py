@@ -348,7 +348,7 @@ def test_a_closed_gate_still_gets_a_gradient_so_it_can_reopen():
 # the graph options that depart from the authors' (configs/algos/commformer.yaml), all on at once
 GRAPH_OPTIONS = ["algo.graph_lr=0.01", "algo.graph_tau_end=0.1", "algo.graph_noise=sample",
                  "algo.graph_objective=unclipped", "algo.gate_cost=0.03", "algo.gate_cost_from=0.5",
-                 "algo.listen_floor=0.2"]
+                 "algo.listen_floor=0.2", "algo.gates_from=0.3"]
 
 
 @pytest.mark.parametrize("options", [[], GRAPH_OPTIONS, ["algo.graph_estimator=score", "algo.graph_tau_end=0.1"]],
@@ -460,6 +460,34 @@ def test_gate_cost_is_charged_only_from_gate_cost_from(fraction, charged):
     other = states["never" if charged else "always"]
     assert all(torch.equal(states["from"][k], same[k]) for k in same)
     assert not all(torch.equal(states["from"][k], other[k]) for k in other)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.29])
+def test_before_gates_from_every_gate_is_open_and_the_update_is_the_one_without_gates(fraction):
+    """Before gates_from: acting hears every edge (gates all 1), and the update leaves the gates and the
+    networks where a learner without gates would; from it the gates are drawn again."""
+    torch.manual_seed(0)
+    gated, env = _learner(warmup=0, ppo_epochs=2, gates_from=0.3, gate_cost=0.5)
+    torch.manual_seed(0)
+    plain, env_plain = _learner(warmup=0, ppo_epochs=2, gates_from=0.3, gate_cost=0.5)
+    plain.gates = None  # the same networks, graph and generator, no gate module
+    for learner in (gated, plain):
+        learner.set_budget_fraction(fraction)
+    start = {k: v.clone() for k, v in gated.gates.state_dict().items()}
+    rollout, _, _ = collect(env, gated, env.reset(seed=0), 8)
+    assert np.all(rollout.extras["gates"] == 1.0)
+    rollout_plain, _, _ = collect(env_plain, plain, env_plain.reset(seed=0), 8)
+    assert np.array_equal(rollout.actions, rollout_plain.actions)
+    gated.update(rollout)
+    plain.update(rollout_plain)
+    assert all(torch.equal(start[k], v) for k, v in gated.gates.state_dict().items())  # no gradient, no cost
+    a, b = gated.state_dict()["net"], plain.state_dict()["net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    gated.set_budget_fraction(0.3)
+    p = gated.gates.prob(torch.as_tensor(rollout.obs[0]))
+    assert p.min() < 1.0
+    gates, probs = gated._gate_decisions(torch.as_tensor(rollout.obs[0]), deterministic=True)
+    assert torch.equal(gates, (probs > 0.5).float())
 
 
 def test_margins_drift_and_communication_graph_are_exact():

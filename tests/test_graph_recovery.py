@@ -69,10 +69,25 @@ def test_gate_counter_counts_living_agents_only():
     assert actions.tolist() == [[1, 1, 1], [1, 1, 1]]  # the learner's actions, untouched
     counter.act(step)
     # 4 living agent-steps per call: gates 1 + 0 + 1 + 1 open, messages 0 + 1 + 2 + 0
-    assert counter.rates() == {"gate_open_rate": 0.75, "messages_per_agent_step": 0.75}
+    assert counter.rates() == {"gate_open_rate": 0.75, "gate_open_rate_needed": None,
+                               "gate_open_rate_unneeded": None, "messages_per_agent_step": 0.75}
     plain = graph_recovery.GateCounter(_ScriptedGates(gates=False))
     plain.act(step)
-    assert plain.rates() == {"gate_open_rate": None, "messages_per_agent_step": 0.75}
+    assert plain.rates() == {"gate_open_rate": None, "gate_open_rate_needed": None,
+                             "gate_open_rate_unneeded": None, "messages_per_agent_step": 0.75}
+
+
+def test_gate_counter_splits_the_open_rate_by_the_needed_flag():
+    # the needed flag is the observation's last column; agent 0's gate open, agent 1's closed, agent 2's open
+    need = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]], np.float32)
+    step = SimpleNamespace(alive=np.array([[True, True, True], [True, True, False]]),
+                           obs=np.concatenate([np.zeros((2, 3, 2), np.float32), need[..., None]], -1))
+    counter = graph_recovery.GateCounter(_ScriptedGates(gates=True), need=slice(2, 3))
+    counter.act(step)
+    # needed living agent-steps: (0,0) open, (0,1) closed, (1,1) closed; not needed: (0,2) open, (1,0) open
+    rates = counter.rates()
+    assert rates["gate_open_rate_needed"] == pytest.approx(1 / 3) and rates["gate_open_rate_unneeded"] == 1.0
+    assert rates["gate_open_rate"] == pytest.approx(3 / 5)
 
 
 def test_eval_gates_plays_the_last_checkpoint(tmp_path, capsys):
@@ -89,4 +104,6 @@ def test_eval_gates_plays_the_last_checkpoint(tmp_path, capsys):
     assert row["steps"] == 80 and row["eval_gate_open_rate"] is None and row["train_gate_open_rate"] is None
     assert row["eval_messages_per_agent_step"] == 1.0 and 0.0 <= row["return_fraction"] <= 1.0
     graph_recovery.main(["--eval-gates", str(run_dir)])
-    assert f"| intermittent-learned-s1 | 80 | {row['return_fraction']:.3f} | - | - | 1.00 |" in capsys.readouterr().out
+    assert row["eval_gate_open_rate_needed"] is None and row["eval_gate_open_rate_unneeded"] is None
+    out = capsys.readouterr().out
+    assert f"| intermittent-learned-s1 | 80 | {row['return_fraction']:.3f} | - | - | - | - | 1.00 |" in out

@@ -111,12 +111,16 @@ class CommFormer:
 
     def _gate_decisions(self, obs: torch.Tensor, deterministic: bool
                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if self.gates is None:
+        if not self._gates_decide():  # no gates, or before gates_from: every gate open, exactly as with gates off
             return None, None
         p = self.gates.prob(obs)
         if deterministic:
             return (p > 0.5).float(), p
         return torch.bernoulli(p, generator=self.generator), p
+
+    def _gates_decide(self) -> bool:
+        """Whether the gates choose yet: from `gates_from` of the budget on (gates: true)."""
+        return self.gates is not None and self.budget_fraction >= self.cfg.get("gates_from", 0.0)
 
     # ------------------------------------------------------------------ acting
     @staticmethod
@@ -177,8 +181,9 @@ class CommFormer:
         received = ((masks > 0).float() * (1 - self._eye)).sum(-1) * alive.float()
         extras = {"messages": received.cpu().numpy().astype(np.float32),
                   "comm": (masks > 0).cpu().numpy()}  # [B, N, N] receiver x sender, this step's edges
-        if gates is not None:
-            extras["gates"] = gates.cpu().numpy().astype(np.float32)
+        if self.gates is not None:  # before gates_from every gate is open
+            extras["gates"] = (gates.cpu().numpy().astype(np.float32) if gates is not None
+                               else np.ones(received.shape, np.float32))
         if explore:
             extras["graph"] = (base > 0).cpu().numpy()
         if not deterministic:
@@ -286,7 +291,7 @@ class CommFormer:
         clip = float("inf") if graph_epoch and cfg.get("graph_objective", "ppo") == "unclipped" else cfg["clip"]
         m = batch.mask[idx]
         gates, gate_cost = None, torch.zeros((), device=self.device)
-        if self.gates is not None:
+        if self._gates_decide():  # before gates_from the update is the one without gates
             p = self.gates.prob(data.obs[idx])
             gates = Gates.straight_through(data.gate_taken[idx], p)
             gate_cost = masked_mean(p, m)
@@ -355,7 +360,7 @@ class CommFormer:
                 "gates": self.gates.state_dict() if self.gates else {}, "net_opt": self.net_opt.state_dict(),
                 "graph_opt": self.graph_opt.state_dict(), "value_norm": self.value_norm.state_dict(),
                 "generator": self.generator.get_state(), "updates": self.updates, "frozen": self.graph.frozen,
-                "last_mask": torch.as_tensor(self._last_mask)}
+                "last_mask": torch.as_tensor(self._last_mask), "budget_fraction": self.budget_fraction}
 
     def acting_state(self) -> dict:
         """What act() reads: the network, graph and gates, the counters and fraction its schedules follow
@@ -404,6 +409,8 @@ class CommFormer:
         self.generator.set_state(state["generator"])
         self.updates, self.graph.frozen = int(state["updates"]), bool(state["frozen"])
         self._last_mask = state["last_mask"].numpy()
+        # what acting reads before the next update sets it (gates_from, the temperature); 0 in older checkpoints
+        self.budget_fraction = float(state.get("budget_fraction", 0.0))
 
     def communication_graph(self) -> np.ndarray:
         """bool[N, N] (receivers x senders, no self loops): the deterministic graph rollouts and evaluation use."""
