@@ -108,15 +108,15 @@ def eval_gates(run_dir: Path, episodes: int = 32) -> dict:
     gate open rate and messages per agent-step there, and the sampled training open rate over the last tenth."""
     from learning import scalars
 
-    from marl import checkpoint
-    from marl import config as config_mod
+    from marl.cli import load_for_eval
     from marl.envs.comm import optimal_return
-    from marl.trainer import LAST, build, evaluate
+    from marl.spec import BudgetAware
+    from marl.trainer import evaluate
 
-    cfg = config_mod.load_file(run_dir / "config.yaml")
-    data = checkpoint.load(run_dir / "checkpoints" / LAST)
-    env, learner = build(cfg, n_envs=min(episodes, 32))
-    checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
+    cfg, data, env, learner, _ = load_for_eval(run_dir, episodes)
+    if isinstance(learner, BudgetAware) and "budget_fraction" not in data["learner"]:
+        # checkpoints from before the learner kept its budget fraction: the schedules (gates_from) where they stood
+        learner.set_budget_fraction(data["counters"]["env_steps"] / cfg["train"]["steps"])
     counter = GateCounter(learner, env.spec.block_slices().get("need"))
     res = evaluate(env, counter, episodes, seed=cfg["train"]["seed"] + 1_000_003)  # the trainer's evaluation seed
     train = [(s, v) for s, _, v in scalars(run_dir, "graph/gate_open_rate")]
