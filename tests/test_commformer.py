@@ -348,7 +348,7 @@ def test_a_closed_gate_still_gets_a_gradient_so_it_can_reopen():
 # the graph options that depart from the authors' (configs/algos/commformer.yaml), all on at once
 GRAPH_OPTIONS = ["algo.graph_lr=0.01", "algo.graph_tau_end=0.1", "algo.graph_noise=sample",
                  "algo.graph_objective=unclipped", "algo.gate_cost=0.03", "algo.gate_cost_from=0.5",
-                 "algo.listen_floor=0.2", "algo.gates_from=0.3"]
+                 "algo.listen_floor=0.2", "algo.gates_from=0.15"]
 
 
 @pytest.mark.parametrize("options", [[], GRAPH_OPTIONS, ["algo.graph_estimator=score", "algo.graph_tau_end=0.1"]],
