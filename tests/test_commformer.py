@@ -490,6 +490,17 @@ def test_before_gates_from_every_gate_is_open_and_the_update_is_the_one_without_
     assert torch.equal(gates, (probs > 0.5).float())
 
 
+def test_a_zero_uniform_draw_never_picks_an_unavailable_action(monkeypatch):
+    """torch.rand can return exactly 0; its Gumbel noise must still leave unavailable actions out."""
+    learner, env = _learner(warmup=0)
+    step = env.reset(seed=0)
+    real = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.zeros(shape) if len(shape) == 3 else real(shape, **kw))
+    actions, _ = learner.act(step)
+    avail = np.asarray(step.avail)
+    assert all(avail[e, i, actions[e, i]] for e in range(actions.shape[0]) for i in range(actions.shape[1]))
+
+
 def test_margins_drift_and_communication_graph_are_exact():
     learner, env = _learner("3s5z", warmup=0, sparsity=0.25)  # N = 8, k = 2
     logits = torch.ones(8, 8)

@@ -151,8 +151,10 @@ class CommFormer:
         inputs = self.net.decoder_inputs(masks, support, B)
         token_index = torch.zeros(B, N + 1, dtype=torch.long, device=self.device)
         if not deterministic:
-            u = torch.rand(avail.shape, generator=self.generator, device=self.device)
-            gumbel = -torch.log(-torch.log(u))  # u = 0 gives -inf: never the argmax
+            # u = 0 (one draw in 2^24) would give -inf, which loses even to an unavailable action's -1e10: an agent
+            # with one available action then took a forbidden one (5m_vs_6m, 378k steps). The floor only moves 0.
+            u = torch.rand(avail.shape, generator=self.generator, device=self.device).clamp_(min=torch.finfo().tiny)
+            gumbel = -torch.log(-torch.log(u))
         for rows in self._decoding_levels(support) if levels is None else levels:
             rows = rows.to(self.device)
             logp = torch.log_softmax(masked_logits(self.net.decode_rows(rep, token_index, inputs, rows),
