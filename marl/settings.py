@@ -150,6 +150,8 @@ class SMACSettings(Settings):
     min_attack_range: int = setting("SMACv2: shoot range = max(weapon range, this) when unit ranges are on", ge=0)
     weapon_delay: bool = setting("marl's: damage lands after the weapon's damage point and its missile's flight "
                                  "(the game's values; docs/smac_rules.md section 18); off: at once, as before")
+    off_creep_decay: bool = setting("the game's: a zerg structure off creep (2s_vs_1sc's spine crawler) loses 1 HP "
+                                    "every 0.3332 game-seconds (docs/smac_rules.md section 18); false: never")
     state_last_action: bool = setting("the state includes every agent's last action")
     state_timestep_number: bool = setting("the state includes the step number / episode limit")
     reward_sparse: bool = setting("reward only at the end: +1 win, -1 loss")

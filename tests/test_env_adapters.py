@@ -25,7 +25,8 @@ def _random_policy(rng):
 
 
 def _stop_policy(step):
-    """Stop (action 1) where it is available: 2s_vs_1sc's battles then run into the time limit."""
+    """Stop (action 1) where it is available: 2s_vs_1sc's battles, with a crawler that does not decay, run into the
+    time limit."""
     return np.where(step.avail[..., 1], 1, np.argmax(step.avail, -1))
 
 
@@ -71,8 +72,9 @@ def test_smac_parallel_env_through_the_adapter_plays_the_native_battles(workers)
 
 
 def test_time_limit_cuts_through_the_adapter_match_the_native_ones():
-    vec = PettingZooVecEnv(EnvMaker(SMACParallelEnv, {"map_name": "2s_vs_1sc"}), 1, win_info="battle_won")
-    episodes, cut = assert_same_battles(vec, [SMACVecEnv("2s_vs_1sc", 1)], 3, 305, _stop_policy)
+    vec = PettingZooVecEnv(EnvMaker(SMACParallelEnv, {"map_name": "2s_vs_1sc", "off_creep_decay": False}), 1,
+                           win_info="battle_won")
+    episodes, cut = assert_same_battles(vec, [SMACVecEnv("2s_vs_1sc", 1, off_creep_decay=False)], 3, 305, _stop_policy)
     assert episodes == cut == 1
 
 
@@ -349,7 +351,8 @@ def test_sc2_wrapper_on_the_embedded_smac_env_plays_the_native_battles():
     episodes, _ = assert_same_battles(vec, natives, 7, 120, _random_policy(np.random.default_rng(1)))
     assert episodes >= 8
     vec = SC2VecEnv("2s_vs_1sc", 1, env_class=SMACEnv)
-    assert assert_same_battles(vec, [SMACVecEnv("2s_vs_1sc", 1)], 3, 305, _stop_policy) == (1, 1)
+    # standing off, the team wins when the spine crawler has decayed off creep (step 220): one episode, no cut
+    assert assert_same_battles(vec, [SMACVecEnv("2s_vs_1sc", 1)], 3, 305, _stop_policy) == (1, 0)
 
 
 # ------------------------------------------------------------------------------ registry

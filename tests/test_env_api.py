@@ -22,7 +22,7 @@ PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "marl-plugin-example
 
 
 def _stop(step, rng):
-    """Stop where it is available: 2s_vs_1sc's battles then run into the time limit."""
+    """Stop where it is available: 2s_vs_1sc's battles, with a crawler that does not decay, run into the time limit."""
     return np.where(step.avail[..., 1], 1, 0).astype(np.int64)
 
 
@@ -56,7 +56,8 @@ ENVS = {
     "smacv2 protoss_5_vs_5": (lambda mp: SMACVecEnv("protoss_5_vs_5", 2), 150, None, {"dead", "resumed"}),
     "smac 2s3z combat and safety": (lambda mp: SMACVecEnv("2s3z", 2, objectives=["combat", "safety"]), 150, None,
                                     {"dead", "resumed"}),
-    "smac 2s_vs_1sc time limit": (lambda mp: SMACVecEnv("2s_vs_1sc", 1), 305, _stop, {"truncated", "resumed"}),
+    "smac 2s_vs_1sc time limit": (lambda mp: SMACVecEnv("2s_vs_1sc", 1, off_creep_decay=False), 305, _stop,
+                                  {"truncated", "resumed"}),
     "sc2 face on SMACEnv": (lambda mp: SC2VecEnv("3m", 2, env_class=SMACEnv), 150, None, {"dead"}),
     "smac pettingzoo face": (lambda mp: PettingZooVecEnv(EnvMaker(SMACParallelEnv, {"map_name": "3m"}), 2,
                                                          win_info="battle_won"), 150, None, {"dead"}),

@@ -251,6 +251,29 @@ def test_shield_and_zerg_regeneration():
     assert z.units(0)["health"][0] == pytest.approx(50.0 + 8 * 0.2734 / 16)
 
 
+def test_spine_crawler_decays_off_creep_and_dies_by_step_220():
+    decay, regen = 1 / (0.3332 * 16), 0.2734 / 16  # 1 damage every 0.3332 game-seconds; zerg regeneration per loop
+    env = SMACEnv("2s_vs_1sc", seed=0)
+    env.reset()
+    env.step([1, 1])  # both stalkers stop far out of the crawler's reach
+    # regeneration first (capped at 300 in the first loop), then the decay, in each of the step's 8 loops
+    assert env.batch.units(0)["health"][2] == pytest.approx(300 - 8 * decay + 7 * regen)
+    per_loop = decay - regen
+    steps = 1
+    while True:
+        r, done, info = env.step([1, 1])
+        steps += 1
+        if done:
+            break
+    assert steps == math.ceil(300 / per_loop / 8) == 220  # won, with nothing dealt by the team
+    assert info["battle_won"] and info["dead_enemies"] == 1 and info["dead_allies"] == 0
+    still = SMACEnv("2s_vs_1sc", seed=0, off_creep_decay=False)
+    still.reset()
+    for _ in range(5):
+        still.step([1, 1])
+    assert still.batch.units(0)["health"][2] == 300.0  # without the decay the crawler stays whole
+
+
 def test_reward_of_a_kill_and_scale():
     assert SMACEnv("3s5z").max_reward == 1510.0  # 8 x 10 + 200 + 3 x 160 + 5 x 150
     env = SMACEnv("3m", seed=0)

@@ -30,6 +30,8 @@ CASES = [
     dict(map="MMM2", n_envs=2, steps=200, seed=3, options={}),  # medivacs heal; MMM's only-medivacs-left rule
     dict(map="2c_vs_64zg", n_envs=1, steps=200, seed=4, options=ALL_FEATURES),  # cliffs and ramps, colossus beams
     dict(map="2s_vs_1sc", n_envs=2, steps=200, seed=5, options={}),  # a static spine crawler on high ground
+    # the same crawler without its decay off creep: the battles recorded before the decay was modelled
+    dict(map="2s_vs_1sc", n_envs=2, steps=200, seed=5, options={"off_creep_decay": False}),
     dict(map="bane_vs_bane", n_envs=1, steps=150, seed=6, options={"reward_only_positive": False}),
     dict(map="2m_vs_1z", n_envs=2, steps=200, seed=7, options={"obs_instead_of_state": True}),
     dict(map="terran_10_vs_11", n_envs=2, steps=300, seed=8, options={}),  # SMACv2: drawn teams, medivacs
@@ -59,7 +61,8 @@ def battle_digest(map: str, n_envs: int, steps: int, seed: int, options: dict) -
 
 
 def _case_id(case: dict) -> str:
-    return f"{case['map']}-E{case['n_envs']}"
+    options = ",".join(f"{k}={v}" for k, v in sorted(case["options"].items()))
+    return f"{case['map']}-E{case['n_envs']}" + (f"-{options}" if options else "")
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)

@@ -54,6 +54,7 @@ from .units import (
     F_COOLDOWN,
     F_DAMAGE,
     F_DAMAGE_POINT,
+    F_DECAY,
     F_HP,
     F_MISSILE_SPEED,
     F_RADIUS,
@@ -387,6 +388,10 @@ def _regenerate(uf, ui, utype, ft, it, e, n_units):
             uf[e, u, SH] = min(uf[e, u, SH] + SHIELD_REGEN_LOOP, ft[tu, F_SHIELD])
         if ft[tu, F_REGEN] > 0.0:
             uf[e, u, HP] = min(uf[e, u, HP] + ft[tu, F_REGEN], ft[tu, F_HP])
+        if ft[tu, F_DECAY] > 0.0:  # a zerg structure off creep: its decay, spread evenly over the loops
+            uf[e, u, HP] -= ft[tu, F_DECAY]
+            if uf[e, u, HP] <= 0.0:
+                _kill(uf, ui, e, u)
         if it[tu, I_KIND] == KIND_MEDIVAC:
             uf[e, u, EN] = min(uf[e, u, EN] + ENERGY_REGEN_LOOP, MEDIVAC_ENERGY_MAX)
 

@@ -29,7 +29,7 @@ from . import core, layout
 from .layout import N_NO_ATTACK_ACTIONS, SHOOT_RANGE, SIGHT_RANGE, Battles, Tables
 from .maps import GENERATOR_RACES, REFLECT_PROBABILITY, SMACMap, get_map
 from .navigation import nav_tables
-from .units import F_HP, F_RANGE, F_SHIELD, F_SIGHT, I_KIND, KIND_MEDIVAC, TYPE_INDEX, TYPE_NAMES, unit_tables
+from .units import F_DECAY, F_HP, F_RANGE, F_SHIELD, F_SIGHT, I_KIND, KIND_MEDIVAC, TYPE_INDEX, TYPE_NAMES, unit_tables
 
 # SMACv2 numbers agents by their *_RL type id first; those ids are alphabetical over its nine unit types
 _RL_RANK = {name: i for i, name in enumerate(sorted({u for _, pool, _ in GENERATOR_RACES.values() for u in pool}))}
@@ -110,6 +110,8 @@ class SMACBatch:
         self.n_envs, self.n_agents, self.n_enemies, self.n_units = E, A, N, U
         self.n_actions = N_NO_ATTACK_ACTIONS + N
         self.ft, self.it = unit_tables()
+        if not o["off_creep_decay"]:
+            self.ft[:, F_DECAY] = 0.0
         self.utype = np.broadcast_to(m.unit_type, (E, U)).copy()
         self.tid = np.broadcast_to(m.type_id, (E, U)).copy()
         self.spawn = np.broadcast_to(m.spawn, (E, U, 2)).copy()

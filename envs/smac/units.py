@@ -25,13 +25,16 @@ KIND_NORMAL, KIND_MEDIVAC, KIND_BANELING, KIND_COLOSSUS, KIND_STATIC = 0, 1, 2, 
 
 # columns of the float table
 (F_HP, F_SHIELD, F_ARMOR, F_RADIUS, F_SPEED, F_SIGHT, F_DAMAGE, F_ATTACKS, F_BONUS, F_RANGE,
- F_COOLDOWN, F_MAX_COOLDOWN, F_REGEN, F_SPLASH, F_DAMAGE_POINT, F_MISSILE_SPEED) = range(16)
-N_FLOAT_COLS = 16
+ F_COOLDOWN, F_MAX_COOLDOWN, F_REGEN, F_SPLASH, F_DAMAGE_POINT, F_MISSILE_SPEED, F_DECAY) = range(17)
+N_FLOAT_COLS = 17
 # columns of the int table
 I_ATTR, I_BONUS_ATTR, I_HITS, I_KIND, I_FLYING, I_CLIFF_WALKER, I_RACE = range(7)
 N_INT_COLS = 7
 
 ZERG_REGEN_PER_S = 0.2734
+# a zerg structure off creep (behaviour ZergBuildingNotOnCreep) takes 1 damage every 0.3332 game-seconds, through
+# armor; SMAC's 2s_vs_1sc spine crawler stands on a map without creep (docs/smac_rules.md section 18)
+OFF_CREEP_DAMAGE_PERIOD_S = 0.3332
 SHIELD_REGEN_PER_S = 2.0
 SHIELD_REGEN_DELAY_S = 10.0
 MEDIVAC_ENERGY_START = 50.0
@@ -75,6 +78,7 @@ class UnitType:
     # speed (per normal game-second; 0: the hit is instant), used with the env option weapon_delay
     damage_point: float = 0.0
     missile_speed: float = 0.0
+    off_creep: bool = False  # a zerg structure placed off creep: it decays (OFF_CREEP_DAMAGE_PERIOD_S)
 
 
 UNIT_TYPES: dict[str, UnitType] = {
@@ -102,7 +106,8 @@ UNIT_TYPES: dict[str, UnitType] = {
         UnitType("baneling", 9, "Z", 30, 0, 0, BIOLOGICAL, 0.375, 2.5, 8, 16, 1, 19, LIGHT, 0.25, 0,
                  HITS_GROUND, KIND_BANELING, 1, splash=BANELING_SPLASH_RADIUS),
         UnitType("spine_crawler", 98, "Z", 300, 0, 2, ARMORED | BIOLOGICAL | STRUCTURE, 1.125, 0, 11,
-                 25, 1, 5, ARMORED, 7, 1.85, HITS_GROUND, KIND_STATIC, 15, damage_point=0.3332),
+                 25, 1, 5, ARMORED, 7, 1.85, HITS_GROUND, KIND_STATIC, 15, damage_point=0.3332,
+                 off_creep=True),
     ]
 }
 
@@ -140,6 +145,7 @@ def unit_tables() -> tuple[np.ndarray, np.ndarray]:
         ft[i, F_SPLASH] = u.splash
         ft[i, F_DAMAGE_POINT] = u.damage_point * LOOPS_PER_SECOND
         ft[i, F_MISSILE_SPEED] = u.missile_speed / LOOPS_PER_SECOND
+        ft[i, F_DECAY] = 1.0 / (OFF_CREEP_DAMAGE_PERIOD_S * LOOPS_PER_SECOND) if u.off_creep else 0.0
         it[i, I_ATTR] = u.attributes
         it[i, I_BONUS_ATTR] = u.bonus_attr
         it[i, I_HITS] = u.hits
