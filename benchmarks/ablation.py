@@ -23,9 +23,11 @@ lowest and highest per variant.
 At the end, each run's last checkpoint also plays `marl eval RUN_DIR --episodes N` (N = --final-episodes,
 128 by default; 0 leaves it out): deterministic, on the battles of `marl eval`'s default seed 12345
 (marl.cli.EVAL_SEED, through the same code, marl.cli.evaluate_run), so the number can be re-run by hand.
-The table gets its win rate with the 95% (Wilson) interval and its mean return, per run and per variant
-(mean, lowest and highest over seeds); the JSON rows get final_eval_steps, final_eval_win_rate,
-final_eval_win_rate_low, final_eval_win_rate_high and final_eval_return. The result is kept in
+The table gets its win rate with the 95% (Wilson) interval, its mean return and the messages each living
+agent received per step in it (CommFormer's EvalCounters; "-" for a learner without messages), per run and
+per variant (mean, lowest and highest over seeds), and per run its gate open rate; the JSON rows get
+final_eval_steps, final_eval_win_rate, final_eval_win_rate_low, final_eval_win_rate_high, final_eval_return,
+final_eval_messages_per_agent_step and final_eval_gate_open_rate. The result is kept in
 RUN_DIR/final_eval.json with the checkpoint's env steps, N and the seed, so a second --table reads it;
 a checkpoint that moved on, or another N, plays it again.
 
@@ -111,9 +113,11 @@ def final_eval(run_dir: Path, episodes: int, at: int | None = None) -> dict | No
     t = config_mod.load_file(run_dir / "config.yaml")["train"]
     if at is not None and steps - at >= t["rollout"] * t["envs"]:
         return dict.fromkeys(("final_eval_steps", "final_eval_win_rate", "final_eval_win_rate_low",
-                              "final_eval_win_rate_high", "final_eval_return"))
+                              "final_eval_win_rate_high", "final_eval_return", "final_eval_messages_per_agent_step",
+                              "final_eval_gate_open_rate"))
     path = run_dir / FINAL_EVAL
-    key = {"env_steps": steps, "episodes": episodes, "seed": EVAL_SEED}
+    # "counters": results written since evaluation counts messages and gates (EvalCounters); older ones play again
+    key = {"env_steps": steps, "episodes": episodes, "seed": EVAL_SEED, "counters": 1}
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # none yet, or torn by a killed write of an older version
@@ -126,7 +130,9 @@ def final_eval(run_dir: Path, episodes: int, at: int | None = None) -> dict | No
     ev = cached["eval"]
     return {"final_eval_steps": cached["env_steps"], "final_eval_win_rate": ev.get("win_rate"),
             "final_eval_win_rate_low": ev.get("win_rate_low"), "final_eval_win_rate_high": ev.get("win_rate_high"),
-            "final_eval_return": ev["episode_return"]}
+            "final_eval_return": ev["episode_return"],
+            "final_eval_messages_per_agent_step": ev.get("messages_per_agent_step"),
+            "final_eval_gate_open_rate": ev.get("gate_open_rate")}
 
 
 def by_variant(rows: list[dict]) -> list[dict]:
@@ -139,7 +145,7 @@ def by_variant(rows: list[dict]) -> list[dict]:
     for name, runs in groups.items():
         row = {"variant": name, "seeds": len(runs)}
         for k in ("final_win_rate", "mean_last_3", "best_win_rate", "return_last_3", "messages_per_agent_step",
-                  "final_eval_win_rate", "final_eval_return"):
+                  "final_eval_win_rate", "final_eval_return", "final_eval_messages_per_agent_step"):
             # rows without the final evaluation lack its keys; a vector reward's return (a list) is not averaged
             vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
             row[k] = (sum(vals) / len(vals), min(vals), max(vals)) if vals else None
@@ -206,8 +212,9 @@ def main(argv=None) -> None:
             row = {"variant": name, "map": args.map, **summarise(run_dir), **(final_eval(run_dir, n) or {})}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    extra_head = f" {n}-episode eval of the last checkpoint (95% CI) | its mean return |" if n else ""
-    extra_rule = " --- | --- |" if n else ""
+    extra_head = (f" {n}-episode eval of the last checkpoint (95% CI) | its mean return | its messages / agent / "
+                  "step | its gate open rate |" if n else "")
+    extra_rule = " --- | --- | --- | --- |" if n else ""
     if n:
         from marl.cli import EVAL_SEED
 
@@ -219,7 +226,8 @@ def main(argv=None) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |" + extra_rule)
     for r in rows:
         first = f"{r['first_90']:,}" if r["first_90"] is not None else "-"
-        extra = f" {_ci(r)} | {_num(r['final_eval_return'])} |" if n else ""
+        extra = (f" {_ci(r)} | {_num(r['final_eval_return'])} | {_num(r['final_eval_messages_per_agent_step'])} | "
+                 f"{_num(r['final_eval_gate_open_rate'])} |" if n else "")
         print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['mean_last_3'])} | "
               f"{_pct(r['best_win_rate'])} | {first} | {_num(r['return_last_3'])} | "
               f"{r['messages_per_agent_step']:.2f} |" + extra)
@@ -227,10 +235,11 @@ def main(argv=None) -> None:
     if len(seeds) < len(rows):  # some variant ran with several seeds: their mean, lowest and highest
         print("\n| variant | seeds | final eval win rate | mean of the last 3 evals | best | "
               "eval return, mean of the last 3 | messages / agent / step |"
-              + (f" {n}-episode eval win rate | its mean return |" if n else ""))
-        print("| --- | --- | --- | --- | --- | --- | --- |" + extra_rule)
+              + (f" {n}-episode eval win rate | its mean return | its messages / agent / step |" if n else ""))
+        print("| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if n else ""))
         for r in seeds:
-            extra = f" {_range(r['final_eval_win_rate'], _pct)} | {_range(r['final_eval_return'], _num)} |" if n else ""
+            extra = (f" {_range(r['final_eval_win_rate'], _pct)} | {_range(r['final_eval_return'], _num)} | "
+                     f"{_range(r['final_eval_messages_per_agent_step'], _num)} |" if n else "")
             print(f"| {r['variant']} | {r['seeds']} | {_range(r['final_win_rate'], _pct)} | "
                   f"{_range(r['mean_last_3'], _pct)} | {_range(r['best_win_rate'], _pct)} | "
                   f"{_range(r['return_last_3'], _num)} | {_range(r['messages_per_agent_step'], _num)} |" + extra)

@@ -203,8 +203,10 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) "
                f"over " if "win_rate" in res else "")
+        counted = "".join(f", {key.replace('_', ' ')} {res[key]:.3f}"  # EvalCounters (CommFormer's messages, gates)
+                          for key in getattr(learner, "eval_counters", {}).values() if key in res)
         print(f"{head}: {win}{res['episodes']} episodes, {returns_text(res['episode_return'], env.spec.reward_names)}"
-              f", mean episode length {res['episode_length']:.1f}")
+              f", mean episode length {res['episode_length']:.1f}{counted}")
     if args.record:
         from marl import replay
 

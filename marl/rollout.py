@@ -79,7 +79,7 @@ def collect(env: VecEnv, learner: Learner, step: Step, steps: int, timing: dict 
 
 
 def play_episodes(env: VecEnv, act: Callable[[Step], np.ndarray], quota: np.ndarray, seed: int,
-                  gamma: float = 1.0) -> dict:
+                  gamma: float = 1.0, on_done: Callable[[int, bool], None] | None = None) -> dict:
     """Battle e of `env` plays quota[e] episodes with act(step) -> actions, from reset(seed).
 
     Returns "env" int[n] (each episode's battle, in order of finishing), "return" f32[n] or f32[n, K],
@@ -87,7 +87,8 @@ def play_episodes(env: VecEnv, act: Callable[[Step], np.ndarray], quota: np.ndar
     computed on; equal to "return" for gamma 1), "length" int[n], "won" bool[n] and "env_steps"
     (transitions taken). A battle past its quota keeps playing (the VecEnv steps all together) but its
     episodes are not counted, so short episodes are not over-counted; episodes a crashed worker took
-    with it are played again.
+    with it are played again. on_done(e, counted), when given, is told of every episode that ends in battle
+    e, counted or not (evaluate() keeps per-episode tallies of the learner's extras with it).
     """
     quota = np.asarray(quota, np.int64)
     step = env.reset(seed=seed)
@@ -105,8 +106,15 @@ def play_episodes(env: VecEnv, act: Callable[[Step], np.ndarray], quota: np.ndar
         env_steps += step.n_envs
         running += power.reshape(-1, *([1] * (running.ndim - 1))) * step.reward  # the reward of the step taken
         power *= gamma
+        lost = step.info.get("lost")
+        if on_done is not None and lost is not None:
+            for e in np.flatnonzero(step.done & lost):  # lost with a crashed worker: played again, never counted
+                on_done(int(e), False)
         for e in finished_envs(step):
-            if taken[e] < quota[e]:
+            counted = bool(taken[e] < quota[e])
+            if on_done is not None:
+                on_done(int(e), counted)
+            if counted:
                 taken[e] += 1
                 envs.append(int(e))
                 returns.append(step.episode_return[e].copy())

@@ -293,6 +293,19 @@ class GraphReporter(Protocol):
 
 
 @runtime_checkable
+class EvalCounters(Protocol):
+    """Optional Learner capability: act() extras that evaluation averages over the living agent-steps it plays.
+
+    `eval_counters` maps the name of an extra act() returns, a number per battle and agent ([E, A], e.g. a
+    gate's 0 or 1), to the key under which evaluate() reports its mean over the living agents of every step of
+    the counted episodes (TensorBoard eval/<key>, `marl eval`). An extra act() leaves out is not reported.
+    CommFormer (marl.agents.commformer) has them: messages -> messages_per_agent_step, gates -> gate_open_rate.
+    """
+
+    eval_counters: dict[str, str]
+
+
+@runtime_checkable
 class PlantedGraph(Protocol):
     """Optional VecEnv capability: the communication graph the game rewards, known by construction.
 

@@ -32,6 +32,7 @@ from marl.rollout import play_episodes
 from marl.spec import (
     BudgetAware,
     EnvSpec,
+    EvalCounters,
     EvaluatesPolicies,
     FrameSource,
     GraphReporter,
@@ -39,6 +40,7 @@ from marl.spec import (
     PlantedGraph,
     Resumable,
     Rollout,
+    Step,
     VecEnv,
 )
 
@@ -279,13 +281,56 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
         return _evaluate_scenarios(env, learner, episodes, seed, members)
     quota = np.full(E, episodes // E)
     quota[: episodes % E] += 1
-    played = play_episodes(env, lambda step: learner.act(step, deterministic=True)[0], quota, seed)
+    tally = _Tally(learner, E)
+    played = play_episodes(env, tally.act, quota, seed, on_done=tally.done)
     can_win = getattr(getattr(env, "spec", None), "can_win", True)  # scripted test envs may carry no spec
-    return _summary(played, np.ones(len(played["won"]), bool), can_win)
+    return _summary(played, np.ones(len(played["won"]), bool), can_win, tally)
 
 
-def _summary(played: dict, keep: np.ndarray, can_win: bool) -> dict:
-    """Episodes count, mean return and length, and the win rate with its 95% interval, of the kept episodes."""
+class _Tally:
+    """evaluate()'s acting: the learner's deterministic actions, and the extras it names as EvalCounters summed
+    over the living agents of each episode, kept per counted episode (in the order play_episodes counts them)."""
+
+    def __init__(self, learner, n_envs: int):
+        self.learner = learner
+        self.keys = dict(learner.eval_counters) if isinstance(learner, EvalCounters) else {}
+        self.running: dict[str, np.ndarray] = {}  # extra -> f64[E]: its sum over the episode under way
+        self.agent_steps = np.zeros(n_envs, np.float64)
+        self.episodes: list[tuple[float, dict]] = []  # per counted episode: living agent-steps, {extra: sum}
+
+    def act(self, step: Step) -> np.ndarray:
+        """The learner's deterministic actions; its counted extras added to each battle's running sums."""
+        actions, extras = self.learner.act(step, deterministic=True)
+        if self.keys:
+            alive = np.asarray(step.alive, bool)
+            self.agent_steps += alive.sum(1)
+            for name in self.keys.keys() & extras.keys():
+                x = np.where(alive, np.asarray(extras[name], np.float64), 0.0).sum(1)
+                self.running[name] = self.running.get(name, 0.0) + x
+        return actions
+
+    def done(self, e: int, counted: bool) -> None:
+        """Battle e's episode ended: kept when counted, and its sums start again from 0."""
+        if self.keys:
+            if counted:
+                self.episodes.append((float(self.agent_steps[e]), {n: float(r[e]) for n, r in self.running.items()}))
+            self.agent_steps[e] = 0.0
+            for r in self.running.values():
+                r[e] = 0.0
+
+    def means(self, keep: np.ndarray) -> dict:
+        """Each counted extra's mean per living agent-step over the kept episodes, under its reported key."""
+        if not self.keys:
+            return {}
+        kept = [ep for ep, k in zip(self.episodes, keep, strict=True) if k]
+        n = sum(a for a, _ in kept)
+        return {key: sum(s[name] for _, s in kept) / max(n, 1.0) for name, key in self.keys.items()
+                if name in self.running}
+
+
+def _summary(played: dict, keep: np.ndarray, can_win: bool, tally: _Tally | None = None) -> dict:
+    """Episodes count, mean return and length, and the win rate with its 95% interval, of the kept episodes, and
+    the learner's EvalCounters means over them."""
     episodes = int(keep.sum())
     mean_return = played["return"][keep].astype(np.float64).mean(axis=0)
     out = {"episodes": episodes,
@@ -295,6 +340,8 @@ def _summary(played: dict, keep: np.ndarray, can_win: bool) -> dict:
         wins = int(played["won"][keep].sum())
         low, high = wilson(wins, episodes)
         out.update(win_rate=wins / episodes, win_rate_low=low, win_rate_high=high)
+    if tally is not None:
+        out.update(tally.means(keep))
     return out
 
 
@@ -309,10 +356,11 @@ def _evaluate_scenarios(env, learner, episodes: int, seed: int, members: tuple[E
             raise ValueError(f"evaluation battles play no {scenario_label(member)}: each scenario needs a battle")
         quota[battles] = episodes // battles.size
         quota[battles[: episodes % battles.size]] += 1
-    played = play_episodes(env, lambda step: learner.act(step, deterministic=True)[0], quota, seed)
+    tally = _Tally(learner, env.n_envs)
+    played = play_episodes(env, tally.act, quota, seed, on_done=tally.done)
     scenario_of = assign[played["env"]]
-    out = _summary(played, np.ones(len(scenario_of), bool), env.spec.can_win)
-    out["scenarios"] = {scenario_label(m): _summary(played, scenario_of == k, env.spec.can_win)
+    out = _summary(played, np.ones(len(scenario_of), bool), env.spec.can_win, tally)
+    out["scenarios"] = {scenario_label(m): _summary(played, scenario_of == k, env.spec.can_win, tally)
                         for k, m in enumerate(members)}
     return out
 

@@ -49,17 +49,19 @@ def test_the_final_evaluation_joins_both_tables_as_mean_and_range(tmp_path, monk
         calls.append((Path(run_dir).name, episodes, at))
         wr, low, high, ret = finals[Path(run_dir).name]
         return {"final_eval_steps": 960_000, "final_eval_win_rate": wr, "final_eval_win_rate_low": low,
-                "final_eval_win_rate_high": high, "final_eval_return": ret}
+                "final_eval_win_rate_high": high, "final_eval_return": ret,
+                "final_eval_messages_per_agent_step": 2 * ret / 10, "final_eval_gate_open_rate": None}
 
     monkeypatch.setattr(ablation, "final_eval", fake_final_eval)
     ablation.main(["--table", str(tmp_path / "m-learned-s1"), str(tmp_path / "m-learned-s2"), "--at", "960000"])
     out = capsys.readouterr().out
     assert calls == [("m-learned-s1", 128, 960_000), ("m-learned-s2", 128, 960_000)]  # 128 episodes by default
-    assert "| 128-episode eval of the last checkpoint (95% CI) | its mean return |" in out
+    assert ("| 128-episode eval of the last checkpoint (95% CI) | its mean return | its messages / agent / step | "
+            "its gate open rate |" in out)
     assert "- where that lies an update or more past 960,000 env steps." in out
-    assert "| 1.50 | 50% (41%-59%) | 12.00 |" in out and "| 1.70 | 25% (18%-33%) | 8.50 |" in out
+    assert "| 1.50 | 50% (41%-59%) | 12.00 | 2.40 | - |" in out and "| 1.70 | 25% (18%-33%) | 8.50 | 1.70 | - |" in out
     assert ("| m-learned | 2 | 25% (0%-50%) | 12% (0%-25%) | 30% (10%-50%) | 10.00 (9.00-11.00) | 1.60 (1.50-1.70) | "
-            "38% (25%-50%) | 10.25 (8.50-12.00) |" in out)
+            "38% (25%-50%) | 10.25 (8.50-12.00) | 2.05 (1.70-2.40) |" in out)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,9 @@ def run_3m(tmp_path_factory):
 def _final_fields(res: dict) -> dict:
     return {"final_eval_steps": res["env_steps"], "final_eval_win_rate": res["win_rate"],
             "final_eval_win_rate_low": res["win_rate_low"], "final_eval_win_rate_high": res["win_rate_high"],
-            "final_eval_return": res["episode_return"]}
+            "final_eval_return": res["episode_return"],
+            "final_eval_messages_per_agent_step": res["messages_per_agent_step"],
+            "final_eval_gate_open_rate": res["gate_open_rate"]}
 
 
 def test_final_evaluation_is_marl_eval_played_once_then_cached(run_3m, monkeypatch, capsys):
@@ -88,6 +92,8 @@ def test_final_evaluation_is_marl_eval_played_once_then_cached(run_3m, monkeypat
     (run_3m / ablation.FINAL_EVAL).unlink(missing_ok=True)
     direct = cli.evaluate_run(run_3m, 4, seed=12345)  # `marl eval RUN_DIR --episodes 4` with its default seed
     assert direct["env_steps"] == 80 and direct["episodes"] == 4
+    # CommFormer's EvalCounters: on 3m an agent hears at most its 2 teammates, and a gate is open or shut
+    assert 0 <= direct["messages_per_agent_step"] <= 2 and 0 <= direct["gate_open_rate"] <= 1
     played = []
     real = cli.evaluate_run
     monkeypatch.setattr(cli, "evaluate_run", lambda *a, **k: played.append(a) or real(*a, **k))
@@ -96,8 +102,9 @@ def test_final_evaluation_is_marl_eval_played_once_then_cached(run_3m, monkeypat
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| 3m-learned-s1 | 80 |"))
     assert row.endswith(f"| {direct['win_rate']:.0%} ({direct['win_rate_low']:.0%}-{direct['win_rate_high']:.0%}) | "
-                        f"{direct['episode_return']:.2f} |")
-    assert "| 4-episode eval of the last checkpoint (95% CI) | its mean return |" in out
+                        f"{direct['episode_return']:.2f} | {direct['messages_per_agent_step']:.2f} | "
+                        f"{direct['gate_open_rate']:.2f} |")
+    assert "| 4-episode eval of the last checkpoint (95% CI) | its mean return | its messages / agent / step |" in out
 
     def fail(*a, **k):
         raise AssertionError("the cached final evaluation was played again")
@@ -115,6 +122,10 @@ def test_final_evaluation_is_marl_eval_played_once_then_cached(run_3m, monkeypat
     cache["env_steps"] = 40  # as if the checkpoint had moved on since: played again
     (run_3m / ablation.FINAL_EVAL).write_text(json.dumps(cache))
     assert ablation.final_eval(run_3m, 6) == six and played[2:] == [(run_3m, 6, 12345)]
+    cache = json.loads((run_3m / ablation.FINAL_EVAL).read_text())
+    del cache["counters"], cache["eval"]["messages_per_agent_step"]  # written before evaluation counted messages
+    (run_3m / ablation.FINAL_EVAL).write_text(json.dumps(cache))
+    assert ablation.final_eval(run_3m, 6) == six and played[3:] == [(run_3m, 6, 12345)]
 
 
 def test_final_evaluation_at_a_step_and_switched_off(run_3m, monkeypatch, capsys):
@@ -139,3 +150,13 @@ def test_final_evaluation_at_a_step_and_switched_off(run_3m, monkeypatch, capsys
     row = next(line for line in out.splitlines() if line.startswith("| 3m-learned-s1 |"))
     assert row.count("|") == 9  # the eight columns of before
     assert ablation.final_eval(run_3m, 0) is None
+
+
+def test_marl_eval_prints_commformers_messages_and_gate_rate(run_3m, capsys):
+    from marl import cli
+
+    res = cli.evaluate_run(run_3m, 2, seed=12345)
+    assert cli.main(["eval", str(run_3m), "--episodes", "2"]) in (0, None)
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(f", messages per agent step {res['messages_per_agent_step']:.3f}, "
+                                 f"gate open rate {res['gate_open_rate']:.3f}")

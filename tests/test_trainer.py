@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -680,6 +681,41 @@ def test_evaluate_is_not_biased_towards_short_episodes():
     env = ScriptedEnv(lengths=[1, 3], returns=[1.0, 0.0], won=[True, False])
     res = evaluate(env, GreedyOnly(), 2, seed=0)  # one episode per battle would give 1 win in 2
     assert res["win_rate"] == 0.5 and res["episode_length"] == 2.0
+
+
+class TwoAgentEnv(ScriptedEnv):
+    """ScriptedEnv with two agents: agent 1 is dead at odd episode steps."""
+
+    def _step(self, done):
+        s = super()._step(done)
+        alive = np.stack([np.ones(self.n_envs, bool), self.t % 2 == 0], 1)
+        E = self.n_envs
+        return dataclasses.replace(s, obs=np.zeros((E, 2, 1), np.float32), avail=np.ones((E, 2, 2), bool), alive=alive)
+
+
+class Counting(GreedyOnly):
+    """A learner with EvalCounters: its extra "heard" is the episode step + 1 for a living agent, 100 for a dead one."""
+
+    eval_counters = {"heard": "heard_per_agent_step", "never_given": "absent_from_results"}
+
+    def act(self, step, deterministic=False):
+        actions, _ = super().act(step, deterministic)
+        return actions, {"heard": np.where(step.alive, step.t[:, None] + 1.0, 100.0)}
+
+
+def test_evaluate_averages_eval_counters_over_the_living_agent_steps_of_counted_episodes():
+    from marl.spec import EvalCounters
+
+    env = TwoAgentEnv(lengths=[2, 3], returns=[1.0, 0.5], won=[True, False])
+    learner = Counting()
+    assert isinstance(learner, EvalCounters) and not isinstance(GreedyOnly(), EvalCounters)
+    res = evaluate(env, learner, 4, seed=0)
+    # battle 0, an episode of steps 0, 1: 2 + 1 living agent-steps, heard 1 + 1 + 2 = 4; two counted episodes.
+    # battle 1, steps 0, 1, 2: 2 + 1 + 2 agent-steps, heard 1 + 1 + 2 + 3 + 3 = 10; two counted episodes.
+    # Battle 0's third episode (its steps 4-5) ends with battle 1's second and is not counted: (8 + 20) / (6 + 10)
+    assert res["heard_per_agent_step"] == pytest.approx(28 / 16)
+    assert "absent_from_results" not in res  # an extra act() never returned is not reported
+    assert res["episodes"] == 4 and res["win_rate"] == 0.5  # the rest as without counters
 
 
 def test_trainer_evaluate_on_real_battles(tmp_path):

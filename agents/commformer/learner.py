@@ -58,6 +58,9 @@ class _Batch(NamedTuple):
 class CommFormer:
     """The CommFormer learner (marl's Learner interface)."""
 
+    # EvalCounters: evaluation reports the messages each living agent received per step, and how often its gate opened
+    eval_counters = {"messages": "messages_per_agent_step", "gates": "gate_open_rate"}
+
     def __init__(self, spec: EnvSpec, cfg: dict, seed: int = 0, device: str = "cpu"):
         if spec.reward_dim != 1 and cfg.get("preference") is None:
             raise ValueError(f"commformer learns one reward; this environment has {spec.reward_dim} objectives "
