@@ -77,7 +77,9 @@ def run_variant(name: str, map_name: str, steps: int, seed: int, runs_dir: Path,
 
 
 def summarise(run_dir: Path, at: int | None = None) -> dict:
-    """Final and best eval win rate up to `at` env steps, and messages per agent per step over its last tenth."""
+    """Final and best eval win rate up to `at` env steps, the first eval at or above 90% and the lowest one after it
+    (the stability the issue-14 criterion reads: none below 70% once 90% was reached), and messages per agent per
+    step over the last tenth of training."""
     sys.path.insert(0, str(Path(__file__).parent))
     from learning import scalars
 
@@ -87,10 +89,13 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
     msgs = [(s, v) for s, _, v in scalars(run_dir, "graph/messages_per_agent_step") if s <= limit]
     tail = [v for s, v in msgs if s >= 0.9 * msgs[-1][0]] if msgs else []
     last3 = [v for _, v in wins[-3:]]
+    first = next((i for i, (_, v) in enumerate(wins) if v >= 0.9), None)
+    after = [v for _, v in wins[first + 1:]] if first is not None else []
     return {"steps": wins[-1][0] if wins else None, "final_win_rate": wins[-1][1] if wins else None,
             "best_win_rate": max(v for _, v in wins) if wins else None,
             "mean_last_3": sum(last3) / len(last3) if last3 else None,
-            "first_90": next((s for s, v in wins if v >= 0.9), None),
+            "first_90": wins[first][0] if first is not None else None,
+            "lowest_after_90": min(after) if after else None,
             "return_last_3": sum(rets[-3:]) / len(rets[-3:]) if rets else None,
             "messages_per_agent_step": sum(tail) / len(tail) if tail else 0.0}
 
@@ -222,14 +227,14 @@ def main(argv=None) -> None:
         print(f"\nThe {n}-episode evaluation is `marl eval RUN_DIR --episodes {n}` (seed {EVAL_SEED}) of each run's "
               f"last checkpoint{past}.")
     print("\n| run | env steps | final eval win rate | mean of the last 3 evals | best | first eval >= 90% at | "
-          "eval return, mean of the last 3 | messages / agent / step |" + extra_head)
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |" + extra_rule)
+          "lowest eval after it | eval return, mean of the last 3 | messages / agent / step |" + extra_head)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + extra_rule)
     for r in rows:
         first = f"{r['first_90']:,}" if r["first_90"] is not None else "-"
         extra = (f" {_ci(r)} | {_num(r['final_eval_return'])} | {_num(r['final_eval_messages_per_agent_step'])} | "
                  f"{_num(r['final_eval_gate_open_rate'])} |" if n else "")
         print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['mean_last_3'])} | "
-              f"{_pct(r['best_win_rate'])} | {first} | {_num(r['return_last_3'])} | "
+              f"{_pct(r['best_win_rate'])} | {first} | {_pct(r.get('lowest_after_90'))} | {_num(r['return_last_3'])} | "
               f"{r['messages_per_agent_step']:.2f} |" + extra)
     seeds = by_variant(rows)
     if len(seeds) < len(rows):  # some variant ran with several seeds: their mean, lowest and highest

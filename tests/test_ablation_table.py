@@ -148,7 +148,7 @@ def test_final_evaluation_at_a_step_and_switched_off(run_3m, monkeypatch, capsys
     out = capsys.readouterr().out
     assert "episode eval" not in out and "marl eval" not in out
     row = next(line for line in out.splitlines() if line.startswith("| 3m-learned-s1 |"))
-    assert row.count("|") == 9  # the eight columns of before
+    assert row.count("|") == 10  # the nine columns of the training curve
     assert ablation.final_eval(run_3m, 0) is None
 
 
@@ -160,3 +160,16 @@ def test_marl_eval_prints_commformers_messages_and_gate_rate(run_3m, capsys):
     out = capsys.readouterr().out
     assert out.rstrip().endswith(f", messages per agent step {res['messages_per_agent_step']:.3f}, "
                                  f"gate open rate {res['gate_open_rate']:.3f}")
+
+
+def test_summarise_gives_the_first_eval_at_90_and_the_lowest_after_it(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "tb")) as w:
+        for step, rate in [(100, 0.5), (200, 0.94), (300, 0.44), (400, 0.69), (500, 0.97)]:
+            w.add_scalar("eval/win_rate", rate, step)
+            w.add_scalar("eval/episode_return", 10 * rate, step)
+    r = ablation.summarise(tmp_path)
+    assert r["first_90"] == 200 and r["lowest_after_90"] == pytest.approx(0.44)  # the issue-14 swing: below 70%
+    assert ablation.summarise(tmp_path, at=200)["lowest_after_90"] is None  # nothing after it yet
+    assert ablation.summarise(tmp_path, at=150)["first_90"] is None
