@@ -65,42 +65,40 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
             "messages_per_agent_step": sum(tail) / len(tail) if tail else None}
 
 
-class GateCounter:
-    """A learner's actions unchanged, with the gate decisions and messages of each living agent-step counted."""
+class NeedSplit:
+    """A learner's actions unchanged, with its gates' openings counted apart for the living agent-steps whose
+    observation says the message is needed (the intermittent game's flag) and those where it is not.
 
-    def __init__(self, learner, need: slice | None = None):
+    The overall open rate and the messages come from evaluate() itself (CommFormer's EvalCounters); this split
+    is the probe game's own."""
+
+    def __init__(self, learner, need: slice | None):
         self.learner = learner
-        self.need = need  # where the observation holds the needed flag (intermittent), to split the open rate by it
-        self.agent_steps, self.open, self.heard, self.has_gates = 0, 0.0, 0.0, False
+        if hasattr(learner, "eval_counters"):  # evaluate() counts through the wrapper what it counts of the learner
+            self.eval_counters = learner.eval_counters
+        self.need = need  # where the observation holds the needed flag (None: no split)
+        self.has_gates = False
         self.by_need = {True: [0, 0.0], False: [0, 0.0]}  # needed flag -> [agent-steps, open gates]
 
     def act(self, step, deterministic: bool = False):
-        """The wrapped learner's act; its extras' gates (1 open) and messages are summed over living agents."""
+        """The wrapped learner's act; its extras' gates (1 open) summed over living agents by the needed flag."""
         actions, extras = self.learner.act(step, deterministic)
-        alive = np.asarray(step.alive, bool)
-        self.agent_steps += int(alive.sum())
-        self.heard += float(np.asarray(extras["messages"])[alive].sum())
-        if "gates" in extras:
+        if "gates" in extras and self.need is not None:
             self.has_gates = True
+            alive = np.asarray(step.alive, bool)
             gates = np.asarray(extras["gates"])
-            self.open += float(gates[alive].sum())
-            if self.need is not None:
-                needed = np.asarray(step.obs)[..., self.need][..., 0] > 0.5
-                for flag in (True, False):
-                    rows = alive & (needed == flag)
-                    self.by_need[flag][0] += int(rows.sum())
-                    self.by_need[flag][1] += float(gates[rows].sum())
+            needed = np.asarray(step.obs)[..., self.need][..., 0] > 0.5
+            for flag in (True, False):
+                rows = alive & (needed == flag)
+                self.by_need[flag][0] += int(rows.sum())
+                self.by_need[flag][1] += float(gates[rows].sum())
         return actions, extras
 
     def rates(self) -> dict:
-        """Gate open rate (None without gates), split by the needed flag where there is one, and messages per
-        living agent-step."""
-        n = max(self.agent_steps, 1)
-        split = {f"gate_open_rate_{name}": (self.by_need[flag][1] / max(self.by_need[flag][0], 1)
-                                            if self.has_gates and self.need is not None else None)
-                 for flag, name in ((True, "needed"), (False, "unneeded"))}
-        return {"gate_open_rate": self.open / n if self.has_gates else None, **split,
-                "messages_per_agent_step": self.heard / n}
+        """The gate open rate where the message is needed and where not (None without gates or the flag)."""
+        return {f"gate_open_rate_{name}": (self.by_need[flag][1] / max(self.by_need[flag][0], 1)
+                                           if self.has_gates else None)
+                for flag, name in ((True, "needed"), (False, "unneeded"))}
 
 
 def eval_gates(run_dir: Path, episodes: int = 32) -> dict:
@@ -117,13 +115,15 @@ def eval_gates(run_dir: Path, episodes: int = 32) -> dict:
     if isinstance(learner, BudgetAware) and "budget_fraction" not in data["learner"]:
         # checkpoints from before the learner kept its budget fraction: the schedules (gates_from) where they stood
         learner.set_budget_fraction(data["counters"]["env_steps"] / cfg["train"]["steps"])
-    counter = GateCounter(learner, env.spec.block_slices().get("need"))
-    res = evaluate(env, counter, episodes, seed=cfg["train"]["seed"] + 1_000_003)  # the trainer's evaluation seed
+    split = NeedSplit(learner, env.spec.block_slices().get("need"))
+    res = evaluate(env, split, episodes, seed=cfg["train"]["seed"] + 1_000_003)  # the trainer's evaluation seed
     train = [(s, v) for s, _, v in scalars(run_dir, "graph/gate_open_rate")]
     tail = [v for s, v in train if s >= 0.9 * train[-1][0]] if train else []
     return {"steps": data["counters"]["env_steps"],
             "return_fraction": res["episode_return"] / optimal_return(cfg["env"]["episode_limit"]),
-            **{f"eval_{k}": v for k, v in counter.rates().items()},
+            "eval_gate_open_rate": res.get("gate_open_rate"),
+            **{f"eval_{k}": v for k, v in split.rates().items()},
+            "eval_messages_per_agent_step": res["messages_per_agent_step"],
             "train_gate_open_rate": sum(tail) / len(tail) if tail else None}
 
 

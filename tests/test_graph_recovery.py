@@ -62,32 +62,21 @@ class _ScriptedGates:
         return np.full((E, N), deterministic, int), extras
 
 
-def test_gate_counter_counts_living_agents_only():
-    step = SimpleNamespace(alive=np.array([[True, True, True], [True, False, False]]))
-    counter = graph_recovery.GateCounter(_ScriptedGates(gates=True))
-    actions, _ = counter.act(step, deterministic=True)
-    assert actions.tolist() == [[1, 1, 1], [1, 1, 1]]  # the learner's actions, untouched
-    counter.act(step)
-    # 4 living agent-steps per call: gates 1 + 0 + 1 + 1 open, messages 0 + 1 + 2 + 0
-    assert counter.rates() == {"gate_open_rate": 0.75, "gate_open_rate_needed": None,
-                               "gate_open_rate_unneeded": None, "messages_per_agent_step": 0.75}
-    plain = graph_recovery.GateCounter(_ScriptedGates(gates=False))
-    plain.act(step)
-    assert plain.rates() == {"gate_open_rate": None, "gate_open_rate_needed": None,
-                             "gate_open_rate_unneeded": None, "messages_per_agent_step": 0.75}
-
-
-def test_gate_counter_splits_the_open_rate_by_the_needed_flag():
+def test_need_split_counts_open_gates_by_the_needed_flag_of_living_agents():
     # the needed flag is the observation's last column; agent 0's gate open, agent 1's closed, agent 2's open
     need = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]], np.float32)
     step = SimpleNamespace(alive=np.array([[True, True, True], [True, True, False]]),
                            obs=np.concatenate([np.zeros((2, 3, 2), np.float32), need[..., None]], -1))
-    counter = graph_recovery.GateCounter(_ScriptedGates(gates=True), need=slice(2, 3))
-    counter.act(step)
+    split = graph_recovery.NeedSplit(_ScriptedGates(gates=True), need=slice(2, 3))
+    actions, _ = split.act(step, deterministic=True)
+    assert actions.tolist() == [[1, 1, 1], [1, 1, 1]]  # the learner's actions, untouched
     # needed living agent-steps: (0,0) open, (0,1) closed, (1,1) closed; not needed: (0,2) open, (1,0) open
-    rates = counter.rates()
+    rates = split.rates()
     assert rates["gate_open_rate_needed"] == pytest.approx(1 / 3) and rates["gate_open_rate_unneeded"] == 1.0
-    assert rates["gate_open_rate"] == pytest.approx(3 / 5)
+    for learner, need in ((_ScriptedGates(gates=False), slice(2, 3)), (_ScriptedGates(gates=True), None)):
+        plain = graph_recovery.NeedSplit(learner, need)  # no gates, or no flag: nothing to split
+        plain.act(step)
+        assert plain.rates() == {"gate_open_rate_needed": None, "gate_open_rate_unneeded": None}
 
 
 def test_eval_gates_plays_the_last_checkpoint(tmp_path, capsys):
