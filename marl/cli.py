@@ -303,9 +303,10 @@ def _front(args: argparse.Namespace) -> int:
     ref = learner.reference_point() if hasattr(learner, "reference_point") else None
     Image.fromarray(front_image(archive.returns(), names, ref)).save(run_dir / "front.png")
     meta = next(iter(archive)).meta
+    cap = meta.get("episode_cap", "?")  # 0: the environment declares no limit (a PettingZoo game without max_cycles)
+    cap = f"episodes capped at {cap} steps" if cap else "no episode cap declared"
     print(f"Pareto front of {run_dir} after {data['counters']['env_steps']:,} env steps: {len(rows)} policies "
-          f"(discounted returns, gamma {meta.get('gamma', '?')}, episodes capped at {meta.get('episode_cap', '?')} "
-          f"steps, {meta.get('episodes', '?')} episodes each)")
+          f"(discounted returns, gamma {meta.get('gamma', '?')}, {cap}, {meta.get('episodes', '?')} episodes each)")
     width = {h: max(len(h), *(len(f"{r[h]:.4f}" if isinstance(r[h], float) else str(r[h])) for r in rows))
              for h in head}
     print("  ".join(f"{h:>{width[h]}}" for h in head))
