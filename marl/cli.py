@@ -187,6 +187,7 @@ def evaluate_run(run_dir, episodes: int, seed: int = EVAL_SEED) -> dict:
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from marl.spec import EvalCounters
     from marl.trainer import build_env, evaluate, scenario_record_env
 
     run_dir = Path(args.run_dir)
@@ -203,8 +204,8 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         win = (f"win rate {res['win_rate']:.1%} (95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) "
                f"over " if "win_rate" in res else "")
-        counted = "".join(f", {key.replace('_', ' ')} {res[key]:.3f}"  # EvalCounters (CommFormer's messages, gates)
-                          for key in getattr(learner, "eval_counters", {}).values() if key in res)
+        counters = learner.eval_counters.values() if isinstance(learner, EvalCounters) else ()  # CommFormer's
+        counted = "".join(f", {key.replace('_', ' ')} {res[key]:.3f}" for key in counters if key in res)
         print(f"{head}: {win}{res['episodes']} episodes, {returns_text(res['episode_return'], env.spec.reward_names)}"
               f", mean episode length {res['episode_length']:.1f}{counted}")
     if args.record:

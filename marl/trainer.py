@@ -272,7 +272,8 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
     """Deterministic episodes of the learner: win rate (with 95% interval), mean return and length.
 
     For an environment without wins (EnvSpec.can_win False) the win-rate entries are left out. With a
-    vector reward (K objectives) "episode_return" is a list of K means, one per objective.
+    vector reward (K objectives) "episode_return" is a list of K means, one per objective. A learner with
+    EvalCounters adds, under each of its keys, that extra's mean per living agent-step of the counted episodes.
     """
     # each battle slot plays a fixed number of episodes, so short episodes are not over-counted
     E = env.n_envs
