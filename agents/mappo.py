@@ -112,7 +112,7 @@ class MAPPO:
 
                 v = self.critic(critic_in[idx]).squeeze(-1)
                 v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
-                                    cfg["value_clip"], m)
+                                    cfg["value_clip"], batch.value_mask[idx])
                 self.critic_opt.zero_grad()
                 (cfg["value_coef"] * v_loss).backward()
                 cgn = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg["max_grad_norm"])

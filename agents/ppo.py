@@ -194,6 +194,7 @@ class PPOTargets:
     old_values: torch.Tensor  # the critic's outputs while acting, in its own space
     old_log_probs: torch.Tensor  # log-probabilities of the actions taken
     mask: torch.Tensor  # 1 for living agents, 0 for dead ones: losses and statistics count only the living
+    value_mask: torch.Tensor  # the entries of the value loss: `mask` itself unless extras "value_mask" widens it
 
     def reshape(self, *shape: int) -> PPOTargets:
         """The same targets with every tensor reshaped (to [T * E * A], or [T * E, A])."""
@@ -239,10 +240,13 @@ def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float,
     returns normalised after that update; without one the targets are the returns. A preference
     (algo.preference: K weights) makes the learned reward the scalarised w . r of a vector reward.
 
-    Two optional extras serve a learner whose rollout mixes in another policy's steps (StepMix's baseline):
+    Optional extras serve a learner whose rollout mixes in another policy's steps (StepMix's baseline):
     "cut" bool[T, E] cuts GAE where a segment starts (see `gae`), and "learn_mask" bool[T, E] (or [T, E, A])
-    keeps only its set steps in the mask, so the other policy's steps enter neither loss, the value
-    normalisation nor the advantage statistics. Without them nothing changes."""
+    keeps only its set steps in the mask, so the other policy's steps enter neither the policy loss nor the
+    advantage statistics; by default not the value loss or the value normalisation either. "value_mask"
+    (the same shapes) names the steps the critic learns from instead (`value_mask` of the result), for a
+    learner whose cut segments bootstrap from its critic at states the other policy plays on. Without
+    them nothing changes."""
     old_values = rollout.extras["value"]
     values = old_values
     if value_norm is not None:
@@ -251,21 +255,28 @@ def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float,
     adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, gamma, lam, preference,
                                       rollout.extras.get("cut"))
 
-    alive = rollout.alive
-    learn = rollout.extras.get("learn_mask")
-    if learn is not None:
-        alive = alive & (learn if learn.ndim == alive.ndim else learn[..., None]).astype(bool)
+    def kept(steps):
+        """The living agents at the set steps (all living agents where steps is None)."""
+        if steps is None:
+            return rollout.alive
+        return rollout.alive & (steps if steps.ndim == rollout.alive.ndim else steps[..., None]).astype(bool)
+
+    learn, critic = rollout.extras.get("learn_mask"), rollout.extras.get("value_mask")
+    alive = kept(learn)
     mask = torch.as_tensor(alive, dtype=torch.float32, device=device)
+    value_alive = alive if critic is None else kept(critic)
+    value_mask = mask if critic is None else torch.as_tensor(value_alive, dtype=torch.float32, device=device)
     returns_t = torch.as_tensor(returns, dtype=torch.float32, device=device)
     targets = returns_t
     if value_norm is not None:
-        if learn is None or alive.any():  # no step of its own: the statistics stay as they were
-            value_norm.update(returns_t[mask > 0])
+        if (learn is None and critic is None) or value_alive.any():  # no step to learn: the statistics stay
+            value_norm.update(returns_t[value_mask > 0])
         targets = value_norm.normalize(returns_t)
     adv_t = normalize_advantages(torch.as_tensor(adv, dtype=torch.float32, device=device), mask)
     return PPOTargets(advantages=adv_t, returns=returns_t, targets=targets,
                       old_values=torch.as_tensor(old_values, device=device),
-                      old_log_probs=torch.as_tensor(rollout.extras["log_prob"], device=device), mask=mask)
+                      old_log_probs=torch.as_tensor(rollout.extras["log_prob"], device=device), mask=mask,
+                      value_mask=value_mask)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:

@@ -250,6 +250,30 @@ def test_targets_with_value_norm_fold_in_the_living_returns_first():
     assert torch.allclose(normalize_advantages(adv, batch.mask), batch.advantages, atol=1e-5)
 
 
+def test_a_value_mask_widens_the_value_loss_and_norm_but_not_the_policys_steps():
+    learner, rollout = _rollout()
+    rng = np.random.default_rng(5)
+    learn = rng.random(rollout.alive.shape[:2]) < 0.4
+    critic = learn | (rng.random(learn.shape) < 0.5)
+    norm, plain_norm = ValueNorm(), ValueNorm()
+    norm.load_state_dict(learner.value_norm.state_dict())
+    plain_norm.load_state_dict(learner.value_norm.state_dict())
+    rollout.extras["learn_mask"] = learn
+    plain = ppo_targets(rollout, lambda obs, state, alive: learner.values(state), 0.99, 0.95, plain_norm)
+    assert plain.value_mask is plain.mask  # no value_mask: the value loss keeps the policy's steps
+    rollout.extras["value_mask"] = critic
+    batch = ppo_targets(rollout, lambda obs, state, alive: learner.values(state), 0.99, 0.95, norm)
+    assert torch.equal(batch.mask, torch.as_tensor(rollout.alive & learn[..., None]).float())
+    assert torch.equal(batch.value_mask, torch.as_tensor(rollout.alive & critic[..., None]).float())
+    assert torch.equal(batch.advantages, plain.advantages)  # the advantages are the policy's steps' alone
+    expected = ValueNorm()
+    expected.load_state_dict(learner.value_norm.state_dict())
+    expected.update(batch.returns[torch.as_tensor(rollout.alive & critic[..., None])])
+    for k, v in expected.state_dict().items():
+        assert torch.equal(norm.state_dict()[k], v), k
+    assert torch.equal(batch.targets, norm.normalize(batch.returns))
+
+
 def test_bootstrap_asks_for_the_next_step_and_the_cut_episodes_with_everyone_alive():
     _, rollout = _rollout()
     calls = []
@@ -300,10 +324,10 @@ def test_stats_average_each_metric_over_the_minibatches_in_the_order_first_added
 
 
 def test_targets_reshape_every_field():
-    t = PPOTargets(*(torch.arange(24.0).reshape(2, 3, 4) + i for i in range(6)))
+    t = PPOTargets(*(torch.arange(24.0).reshape(2, 3, 4) + i for i in range(7)))
     flat = t.reshape(-1)
     assert all(getattr(flat, f).shape == (24,) for f in PPOTargets.__dataclass_fields__)
-    assert torch.equal(flat.mask, t.mask.reshape(-1))
+    assert torch.equal(flat.mask, t.mask.reshape(-1)) and torch.equal(flat.value_mask, t.value_mask.reshape(-1))
     assert torch.equal(t.reshape(6, 4).old_values, t.old_values.reshape(6, 4))
 
 

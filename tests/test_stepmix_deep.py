@@ -241,28 +241,60 @@ def test_epsmix_coins_are_whole_episodes_and_baseline_episodes_tighten_vb(tmp_pa
 
 
 # ------------------------------------------------------------------------------------------- masks
-def test_baseline_steps_enter_neither_loss(tmp_path):
+def _train_mappo(learner, rollout, state):
+    """MAPPO's actor and critic parameters after one update of the rollout from `state`."""
+    learner.mappo.load_state_dict(state)
+    learner.mappo.update(rollout)
+    return ([p.detach().clone() for p in learner.mappo.actor.parameters()],
+            [p.detach().clone() for p in learner.mappo.critic.parameters()])
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_baseline_steps_stay_out_of_the_actor_and_teach_the_critic_the_continuation(tmp_path):
     cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40")
     env, learner, step = started(cfg, mixing=2.5)
     rollout, _, _ = collect(env, learner, step, 40)
-    base, learn = ~rollout.extras["learn_mask"], rollout.extras["learn_mask"]
+    ex = rollout.extras
+    base, learn = ~ex["learn_mask"], ex["learn_mask"]
+    assert np.array_equal(ex["value_mask"], ex["switch"] > 0) and ex["value_mask"].all()  # every episode began
     state = copy.deepcopy(learner.mappo.state_dict())  # state_dict holds the live tensors
-
-    def trained(r):
-        learner.mappo.load_state_dict(state)
-        learner.mappo.update(r)
-        return [p.detach().clone() for p in [*learner.mappo.actor.parameters(), *learner.mappo.critic.parameters()]]
-
-    ref = trained(rollout)
+    actor, critic = _train_mappo(learner, rollout, state)
     other = copy.deepcopy(rollout)
-    other.actions[base] = 0  # other actions, log-probs and rewards at the baseline's steps
+    other.actions[base] = 0  # other actions and log-probs at the baseline's steps: nothing reads them
     other.extras["log_prob"][base] -= 1.0
-    other.reward[base] += 3.0
-    assert all(torch.equal(a, b) for a, b in zip(ref, trained(other)))
+    a2, c2 = _train_mappo(learner, other, state)
+    assert _same(actor, a2) and _same(critic, c2)
+    other.reward[base] += 3.0  # the baseline's rewards: the critic's targets there, never the learner's advantages
+    a3, c3 = _train_mappo(learner, other, state)
+    assert _same(actor, a3) and not _same(critic, c3)
     other.actions[learn] = (other.actions[learn] + 1) % cfg["env"]["symbols"]  # the learner's own steps count
-    assert not all(torch.equal(a, b) for a, b in zip(ref, trained(other)))
+    a4, _ = _train_mappo(learner, other, state)
+    assert not _same(actor, a4)
     batch = ppo_targets(rollout, lambda o, s, a: learner.mappo.values(s), 0.99, 0.95, None)
     assert torch.equal(batch.mask, torch.as_tensor(rollout.alive & learn[..., None], dtype=torch.float32))
+    assert torch.equal(batch.value_mask, torch.as_tensor(rollout.alive, dtype=torch.float32))
+
+
+def test_episodes_the_baseline_played_alone_enter_neither_loss(tmp_path):
+    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "algo.mix=epsmix", "train.envs=4",
+                         "train.rollout=40")
+    env, learner, step = started(cfg, mixing=0.5)
+    rollout, _, _ = collect(env, learner, step, 40)
+    ex = rollout.extras
+    alone = ex["switch"] == 0
+    assert alone.any() and (~alone).any()
+    assert np.array_equal(ex["value_mask"], ex["learn_mask"])  # EpsMix: the learner's episodes are all its own
+    state = copy.deepcopy(learner.mappo.state_dict())
+    actor, critic = _train_mappo(learner, rollout, state)
+    other = copy.deepcopy(rollout)
+    other.actions[alone] = 0
+    other.extras["log_prob"][alone] -= 1.0
+    other.reward[alone] += 3.0
+    a2, c2 = _train_mappo(learner, other, state)
+    assert _same(actor, a2) and _same(critic, c2)
 
 
 # ------------------------------------------------------------------------------------------- the baseline's copy

@@ -308,7 +308,7 @@ class CommFormer:
         entropy = masked_entropy(logp_all, m)
         p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], clip, m)
         v_loss = value_loss(v, batch.old_values[idx], batch.targets[idx], cfg["clip"], cfg["huber_delta"],
-                            cfg["value_clip"], m)
+                            cfg["value_clip"], batch.value_mask[idx])
         # gate_cost_from: with the graph still random, listening is worth nothing and a cost would shut the gates
         # (and a closed gate zeroes its receiver's row of the mask, so the graph stops learning there)
         cost = cfg["gate_cost"] if self.budget_fraction >= cfg.get("gate_cost_from", 0.0) else 0.0

@@ -553,7 +553,7 @@ class MRA:
                 "z": torch.as_tensor(rollout.extras["z"], device=dev).reshape(-1)[row], "games": games[step_of],
                 "old_log_probs": batch.old_log_probs.reshape(-1)[row], "advantages": batch.advantages.reshape(-1)[row]}
         critic_inputs = self.tokens.critic(torch.as_tensor(rollout.state, device=dev).reshape(n, -1))
-        value_parts = (batch.old_values, batch.targets, batch.mask)
+        value_parts = (batch.old_values, batch.targets, batch.value_mask)
         actor_params = [p for g in self.actor_opt.param_groups for p in g["params"]]
 
         stats = Stats()

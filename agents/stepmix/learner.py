@@ -39,9 +39,15 @@ The mapping from the tabular algorithm (agents/stepmix/tabular.py) to this one:
   kappa's interpolation plays a few episodes of the next member before trusting it. Member 0 is the
   baseline (credited lo), member H = episode_limit the learner (L). kappa =
   tabular.stepmix_kappa(lowers, (1 - alpha) hi), the same function.
-- Data: steps the baseline took do not enter MAPPO's losses (extras "learn_mask"), and GAE is cut where
-  the baseline takes over (extras "cut"): the learner's last step bootstraps from its own critic's value
-  of the state the baseline starts from (agents/ppo.py `gae`).
+- Data: steps the baseline took do not enter MAPPO's policy loss (extras "learn_mask"), and GAE is cut
+  where the baseline takes over (extras "cut"): the learner's last step bootstraps from its own critic's
+  value of the state the baseline starts from (agents/ppo.py `gae`). So that value means something, the
+  critic learns from every step of the episodes the learner took part in, the baseline's continuation
+  included (extras "value_mask": the episode's switch is past 0), as the tabular reference's model learns
+  from every transition, the baseline's too; episodes the baseline played alone stay out. Under StepMix
+  the critic's value of s_h is then the baseline's continuation from there, and the learner's step
+  before it gets the advantage of a one-step improvement on the baseline. Under EpsMix the learner's
+  episodes are all its own, so this changes nothing there.
 
 `act(step, deterministic=True)` is the learner's own argmax policy: the trainer's evaluation reports it.
 The mixing parameter is decided after each update (and once before the first, from the untrained
@@ -285,8 +291,8 @@ class StepMix:
         actions, extras = self.mappo.act(step)
         base = self.baseline.act(step)  # every step, so a scripted baseline with a memory sees them all
         actions = np.where(learner[:, None], actions, base)
-        extras.update(learn_mask=learner, cut=(step.t == self.switch) & (self.switch > 0), t=step.t.copy(),
-                      switch=self.switch.copy())
+        extras.update(learn_mask=learner, value_mask=self.switch > 0, cut=(step.t == self.switch) & (self.switch > 0),
+                      t=step.t.copy(), switch=self.switch.copy())
         return actions, extras
 
     # ------------------------------------------------------------------ learning
