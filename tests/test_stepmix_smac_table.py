@@ -27,10 +27,17 @@ def test_windows_by_hand():
 
 def test_window_row_counts_means_and_upper_bounds_below_the_threshold():
     returns = [1, 3, 5, 7, 2, 2, 2, 2, 9, 9, 9, 9]  # means 4, 2, 9; uppers 6.58, 2, 9
-    assert bench.window_row(returns, 4.5, 4) == {"windows": 3, "below_fraction": 2 / 3, "upper_below": 1}
-    assert bench.window_row(returns, 7.0, 4) == {"windows": 3, "below_fraction": 2 / 3, "upper_below": 2}
-    assert bench.window_row(returns, 1.0, 4) == {"windows": 3, "below_fraction": 0.0, "upper_below": 0}
-    assert bench.window_row([1.0], 1.0, 4) == {"windows": 0, "below_fraction": None, "upper_below": 0}
+    # family-wise over 3 windows: z = 2.394 (1 - 0.025 / 3), the first window's upper bound 4 + 2.394 * 1.291 = 7.09
+    common = {"windows": 3, "expected_at_threshold": 0.075}
+    assert bench.window_row(returns, 4.5, 4) == {**common, "below_fraction": 2 / 3, "upper_below": 1,
+                                                 "upper_below_familywise": 1}
+    assert bench.window_row(returns, 7.0, 4) == {**common, "below_fraction": 2 / 3, "upper_below": 2,
+                                                 "upper_below_familywise": 1}
+    assert bench.window_row(returns, 7.2, 4)["upper_below_familywise"] == 2
+    assert bench.window_row(returns, 1.0, 4) == {**common, "below_fraction": 0.0, "upper_below": 0,
+                                                 "upper_below_familywise": 0}
+    assert bench.window_row([1.0], 1.0, 4) == {"windows": 0, "below_fraction": None, "upper_below": 0,
+                                               "expected_at_threshold": 0.0, "upper_below_familywise": 0}
 
 
 def test_steps_to_reach():
@@ -61,7 +68,9 @@ def test_table_from_run_directories(tmp_path, monkeypatch):
     assert scratch["steps_to_baseline_win_rate"] is None
     ret = bench.read_returns(tmp_path / "runs" / "mappo-s1")
     assert ret.shape == (520,) and bench.window_row(ret, 9.0, 256) == {k: scratch[k] for k in
-                                                                       ("windows", "below_fraction", "upper_below")}
+                                                                       ("windows", "below_fraction", "upper_below",
+                                                                        "expected_at_threshold",
+                                                                        "upper_below_familywise")}
 
 
 def test_precise_vb_measures_once_and_keeps_the_picks_figure(tmp_path, monkeypatch):
