@@ -14,8 +14,8 @@ Three stages under one root directory, each resumable (a later session runs the 
 3. --table: per run, in windows of --window training episodes (in the order they finished), the fraction of
    windows whose mean return is below (1 - alpha) V_b and the number whose upper 95% bound (mean + 1.96
    sd / sqrt(window)) is (with the count a run exactly at the threshold gives by chance, and the count at
-   the family-wise 95% level over all its windows), and the env steps at which its deterministic eval win rate first reaches the
-   baseline's.
+   the family-wise 95% level over all its windows), and the env steps at which its deterministic eval win
+   rate first reaches the baseline's.
 
     python benchmarks/stepmix_smac.py --root runs/stepmix-3s5z                 # stages 1 and 2
     python benchmarks/stepmix_smac.py --root runs/stepmix-3s5z --resume        # a later session
