@@ -372,3 +372,35 @@ def test_error_texts(tmp_path, baseline_run, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1] == ("marl: error: algo.baseline 'no/such/run' is neither a run directory (holding "
                                      "config.yaml and checkpoints/last.pt) nor module:factory (a scripted policy)")
+
+
+# ------------------------------------------------------------------------------------------- algo.init
+def test_init_baseline_starts_the_learner_as_a_copy_of_a_mappo_baseline(tmp_path, baseline_run):
+    env, learner = build(stepmix_config(tmp_path, baseline_run, "algo.init=baseline"))
+    base = learner.baseline.policy
+    for mine, theirs in [(learner.mappo.actor, base.actor), (learner.mappo.critic, base.critic)]:
+        pairs = list(zip(mine.parameters(), theirs.parameters(), strict=True))
+        assert all(torch.equal(a, b) and a is not b for a, b in pairs)  # copies, not the baseline's own tensors
+    state_equal(learner.mappo.value_norm.state_dict(), base.value_norm.state_dict())
+    step = env.reset(seed=4)
+    assert np.array_equal(learner.act(step, deterministic=True)[0], base.act(step, deterministic=True)[0])
+    _, scratch = build(stepmix_config(tmp_path, baseline_run))
+    assert not torch.equal(next(scratch.mappo.actor.parameters()), next(base.actor.parameters()))
+    with torch.no_grad():  # the learner's training moves its copy only
+        next(learner.mappo.actor.parameters()).add_(1.0)
+    assert not torch.equal(next(learner.mappo.actor.parameters()), next(base.actor.parameters()))
+
+
+def test_init_baseline_error_texts(tmp_path, baseline_run, capsys):
+    with pytest.raises(BaselineError, match=r"^algo.init=baseline copies a mappo baseline's networks, but "
+                                            r"algo.baseline 'test_stepmix_deep:last_symbol' is a scripted policy; "
+                                            r"give a mappo run or algo.init=scratch$"):
+        build(stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "algo.init=baseline"))
+    with pytest.raises(BaselineError, match=rf"^algo.init=baseline: the baseline '{baseline_run}' has other networks "
+                                            r"than this learner's \(algo.hidden, algo.layers, algo.agent_id, "
+                                            r"algo.input_norm\); give the same settings or algo.init=scratch$"):
+        build(stepmix_config(tmp_path, baseline_run, "algo.init=baseline", "algo.hidden=8"))
+    code = main(["train", "comm", "informants", "--algo", "stepmix", *FAST, f"train.runs_dir={tmp_path}",
+                 f"algo.baseline={baseline_run}", "algo.init=warm", "--steps", "16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["marl: error: algo.init must be one of scratch, baseline, got 'warm'"]

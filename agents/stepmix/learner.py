@@ -49,6 +49,10 @@ The mapping from the tabular algorithm (agents/stepmix/tabular.py) to this one:
   before it gets the advantage of a one-step improvement on the baseline. Under EpsMix the learner's
   episodes are all its own, so this changes nothing there.
 
+`algo.init=baseline` starts the learner from a copy of a run baseline's MAPPO actor and critic (its own
+optimisers), for a team that wants to improve on the policy it has: every member is then worth about V_b
+from the start. The default, `scratch`, is the paper's learner.
+
 `act(step, deterministic=True)` is the learner's own argmax policy: the trainer's evaluation reports it.
 The mixing parameter is decided after each update (and once before the first, from the untrained
 ensemble). The baseline's config and weights and V_b's statistics are in `state_dict`, so a resumed run
@@ -65,7 +69,7 @@ from marl.spec import ActingState, EnvSpec, Evaluator, Rollout, Step
 
 from ..mappo import MAPPO
 from ..ppo import bootstrap_values, gae, masked_logits, mlp, next_values_of, team_reward, value_loss
-from .baseline import Baseline, BaselineError, ReturnStats, kind_of
+from .baseline import RUN, Baseline, BaselineError, ReturnStats, kind_of
 from .tabular import epsmix_eps, stepmix_kappa
 
 MIN_MEMBER_EPISODES = 8  # a StepMix member's own episodes needed before its Monte-Carlo bound counts
@@ -176,6 +180,8 @@ class StepMix:
             self._baseline_error = err
         else:  # a baseline that is there is loaded now, so one that does not fit stops the run before it starts
             self.baseline = Baseline(cfg["baseline"], spec, seed, device)
+            if cfg.get("init", "scratch") == "baseline":  # a resumed run's checkpoint then overwrites the copy
+                self._start_from_baseline()
         self.ready = False  # V_b estimated and the first mixing parameter chosen
         self.switch: np.ndarray | None = None  # per battle: the episode step from which the baseline acts
         self.mixing = 0.0
@@ -191,6 +197,23 @@ class StepMix:
         # StepMix: the returns of the last member_window episodes played as each member h (switch h), [H + 1]
         self.member_returns: list[list[float]] = [[] for _ in range(self.H + 1)]
         self._shard: tuple[int, int, int] | None = None  # a shard's copy: (offset, total, seed of its streams)
+
+    def _start_from_baseline(self) -> None:
+        """algo.init=baseline: the learner's actor and critic (with its value normalisation) become copies of a
+        run baseline's MAPPO networks; its optimisers and generators stay its own."""
+        base = self.baseline.policy
+        if self.baseline.kind != RUN or not isinstance(base, MAPPO):
+            what = "a scripted policy" if self.baseline.kind != RUN else f"a {self.baseline.config['run']['algo']} run"
+            raise BaselineError(f"algo.init=baseline copies a mappo baseline's networks, but algo.baseline "
+                                f"{self.baseline.source!r} is {what}; give a mappo run or algo.init=scratch")
+        try:
+            self.mappo.actor.load_state_dict(base.actor.state_dict())
+            self.mappo.critic.load_state_dict(base.critic.state_dict())
+        except RuntimeError:
+            raise BaselineError(f"algo.init=baseline: the baseline {self.baseline.source!r} has other networks than "
+                                f"this learner's (algo.hidden, algo.layers, algo.agent_id, algo.input_norm); give "
+                                f"the same settings or algo.init=scratch") from None
+        self.mappo.value_norm.load_state_dict(base.value_norm.state_dict())
 
     # ------------------------------------------------------------------ capability
     def attach_evaluator(self, evaluator: Evaluator) -> None:
