@@ -20,6 +20,9 @@ Three stages under one root directory, each resumable (a later session runs the 
     python benchmarks/stepmix_smac.py --root runs/stepmix-3s5z                 # stages 1 and 2
     python benchmarks/stepmix_smac.py --root runs/stepmix-3s5z --resume        # a later session
     python benchmarks/stepmix_smac.py --root runs/stepmix-3s5z --table
+    # a variant next to them: its runs are MODE-TAG-sSEED, the same baseline
+    python benchmarks/stepmix_smac.py --root runs/stepmix-3s5z --modes stepmix,epsmix --tag init-baseline \
+        -o algo.init=baseline --resume
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ def table(root: Path, window: int) -> list[dict]:
     for run in sorted(p for p in (root / "runs").iterdir() if (p / "episodes.csv").exists()):
         cfg = json.loads((run / "bench.json").read_text())
         threshold = (1 - cfg["alpha"]) * base["v_b"]
-        row = {"run": run.name, "mode": cfg["mode"], "seed": cfg["seed"], "threshold": threshold,
+        row = {"run": run.name, "mode": cfg["mode"], "tag": cfg.get("tag", ""), "seed": cfg["seed"],
+               "threshold": threshold,
                "v_b_episodes": base.get("v_b_episodes"),
                **window_row(read_returns(run), threshold, window),
                "steps_to_baseline_win_rate": steps_to_reach(read_evals(run), base["deterministic_win_rate"])}
@@ -226,8 +230,8 @@ def runs(args) -> None:
     """Stage 2: EpsMix and StepMix at alpha on the baseline, and MAPPO from scratch, for each seed."""
     root = Path(args.root)
     for seed in range(1, args.seeds + 1):
-        for mode in MODES:
-            run = root / "runs" / f"{mode}-s{seed}"
+        for mode in args.modes:
+            run = root / "runs" / (f"{mode}-{args.tag}-s{seed}" if args.tag else f"{mode}-s{seed}")
             more = [f"train.steps={args.steps}", "train.log_episodes=true", f"train.eval_interval={args.eval_interval}"]
             if mode == "mappo":
                 cfg = _config(args, "mappo", seed, *more)
@@ -235,16 +239,29 @@ def runs(args) -> None:
                 cfg = _config(args, "stepmix", seed, *more, f"algo.mix={mode}", f"algo.alpha={args.alpha}",
                               f"algo.baseline={root / 'baseline'}")
             run.mkdir(parents=True, exist_ok=True)
-            (run / "bench.json").write_text(json.dumps({"mode": mode, "seed": seed, "alpha": args.alpha}))
+            (run / "bench.json").write_text(json.dumps({"mode": mode, "seed": seed, "alpha": args.alpha,
+                                                        "tag": args.tag, "override": args.override}))
             _train(cfg, run, args.resume)
 
 
-def main(argv=None) -> None:
-    """Run the stages (or print the table as JSON lines)."""
+def _modes(text: str) -> list[str]:
+    """--modes: a comma list of MODES."""
+    modes = [m for m in text.split(",") if m]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"{','.join(bad) or text!r} is not a comma list of {', '.join(MODES)}")
+    return modes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", required=True)
     p.add_argument("--scenario", default="3s5z")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--modes", type=_modes, default=list(MODES),
+                   help=f"comma list of the runs to train per seed, of {', '.join(MODES)} (default: all)")
+    p.add_argument("--tag", default="", help="a name for a variant (with -o): its runs are MODE-TAG-sSEED")
     p.add_argument("--alpha", type=float, default=0.1)
     p.add_argument("--steps", type=int, default=2_000_000, help="env steps of each StepMix, EpsMix and MAPPO run")
     p.add_argument("--baseline-steps", type=int, default=1_000_000)
@@ -260,7 +277,12 @@ def main(argv=None) -> None:
     p.add_argument("--resume", action="store_true", help="continue runs begun in an earlier session")
     p.add_argument("--table", action="store_true", help="print the table of the runs under ROOT")
     p.add_argument("-o", "--override", action="append", default=[], help="a config override for every run (key=value)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    """Run the stages (or print the table as JSON lines)."""
+    args = build_parser().parse_args(argv)
     if args.table:
         for row in table(Path(args.root), args.window):
             print(json.dumps(row))

@@ -95,3 +95,20 @@ def test_precise_vb_measures_once_and_keeps_the_picks_figure(tmp_path, monkeypat
     assert bench.precise_vb(args, base) == base and len(calls) == 1  # measured once
     off = type("Args", (), {"root": str(tmp_path), "vb_episodes": 0})()
     assert bench.precise_vb(off, pick) == pick
+
+
+def test_modes_and_tag_name_the_runs(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(bench, "_config", lambda args, algo, seed, *more: {"algo": algo, "more": more})
+    monkeypatch.setattr(bench, "_train", lambda cfg, run, resume: trained.append((run.name, cfg["algo"])))
+    args = bench.build_parser().parse_args(["--root", str(tmp_path), "--seeds", "2", "--modes", "stepmix,epsmix",
+                                             "--tag", "init-baseline", "-o", "algo.init=baseline"])
+    bench.runs(args)
+    assert trained == [("stepmix-init-baseline-s1", "stepmix"), ("epsmix-init-baseline-s1", "stepmix"),
+                       ("stepmix-init-baseline-s2", "stepmix"), ("epsmix-init-baseline-s2", "stepmix")]
+    meta = json.loads((tmp_path / "runs" / "epsmix-init-baseline-s2" / "bench.json").read_text())
+    assert meta == {"mode": "epsmix", "seed": 2, "alpha": 0.1, "tag": "init-baseline",
+                    "override": ["algo.init=baseline"]}
+    with pytest.raises(bench.argparse.ArgumentTypeError,
+                       match=r"^'ppo' is not a comma list of epsmix, stepmix, mappo$"):
+        bench._modes("stepmix,ppo")
