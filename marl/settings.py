@@ -385,7 +385,7 @@ class StepMixSettings(MAPPOSettings):
     alpha: float = setting("every episode's value is kept at or above (1 - alpha) V_b", ge=0, le=1)
     init: Literal["scratch", "baseline"] = setting(
         "the learner's first networks: its own initialisation (the paper's learner), or a copy of a run "
-        "baseline's MAPPO actor and critic, so it improves on a policy that already wins")
+        "baseline's MAPPO actor and critic")
     vb_episodes: int = setting("the baseline's sampled episodes that estimate V_b before training", ge=2)
     vb_envs: int = setting("battles V_b's and the calibration's episodes are played on", ge=1)
     ensemble: int = setting("critics per ensemble of the lower bound (the learner's and the baseline's)", ge=2)

@@ -50,8 +50,9 @@ The mapping from the tabular algorithm (agents/stepmix/tabular.py) to this one:
   episodes are all its own, so this changes nothing there.
 
 `algo.init=baseline` starts the learner from a copy of a run baseline's MAPPO actor and critic (its own
-optimisers), for a team that wants to improve on the policy it has: every member is then worth about V_b
-from the start. The default, `scratch`, is the paper's learner.
+optimisers): every member is then worth about V_b at the start. The default, `scratch`, is the paper's
+learner. On 3s5z under StepMix the copy, trained on a battle's first steps only, forgot the rest of the
+baseline's policy within 64k steps (BENCHMARKS.md, StepMix part 6).
 
 `act(step, deterministic=True)` is the learner's own argmax policy: the trainer's evaluation reports it.
 The mixing parameter is decided after each update (and once before the first, from the untrained
