@@ -104,8 +104,7 @@ def table(root: Path, window: int) -> list[dict]:
         cfg = json.loads((run / "bench.json").read_text())
         threshold = (1 - cfg["alpha"]) * base["v_b"]
         row = {"run": run.name, "mode": cfg["mode"], "tag": cfg.get("tag", ""), "seed": cfg["seed"],
-               "threshold": threshold,
-               "v_b_episodes": base.get("v_b_episodes"),
+               "threshold": threshold, "v_b_episodes": base.get("v_b_episodes"),
                **window_row(read_returns(run), threshold, window),
                "steps_to_baseline_win_rate": steps_to_reach(read_evals(run), base["deterministic_win_rate"])}
         rows.append(row)

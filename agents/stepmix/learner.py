@@ -181,7 +181,7 @@ class StepMix:
             self._baseline_error = err
         else:  # a baseline that is there is loaded now, so one that does not fit stops the run before it starts
             self.baseline = Baseline(cfg["baseline"], spec, seed, device)
-            if cfg.get("init", "scratch") == "baseline":  # a resumed run's checkpoint then overwrites the copy
+            if cfg["init"] == "baseline":  # a resumed run's checkpoint then overwrites the copy
                 self._start_from_baseline()
         self.ready = False  # V_b estimated and the first mixing parameter chosen
         self.switch: np.ndarray | None = None  # per battle: the episode step from which the baseline acts
@@ -315,8 +315,9 @@ class StepMix:
         actions, extras = self.mappo.act(step)
         base = self.baseline.act(step)  # every step, so a scripted baseline with a memory sees them all
         actions = np.where(learner[:, None], actions, base)
-        extras.update(learn_mask=learner, value_mask=self.switch > 0, cut=(step.t == self.switch) & (self.switch > 0),
-                      t=step.t.copy(), switch=self.switch.copy())
+        joined = self.switch > 0  # the learner plays part of this episode: the critic learns all of it
+        extras.update(learn_mask=learner, value_mask=joined, cut=(step.t == self.switch) & joined, t=step.t.copy(),
+                      switch=self.switch.copy())
         return actions, extras
 
     # ------------------------------------------------------------------ learning
