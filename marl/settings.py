@@ -150,6 +150,8 @@ class SMACSettings(Settings):
     min_attack_range: int = setting("SMACv2: shoot range = max(weapon range, this) when unit ranges are on", ge=0)
     weapon_delay: bool = setting("marl's: damage lands after the weapon's damage point and its missile's flight "
                                  "(the game's values; docs/smac_rules.md section 18); off: at once, as before")
+    turning: bool = setting("the game's turning: units turn at 999.84 deg/s (colossus 720) and fire only when facing "
+                            "their target (docs/smac_rules.md section 18); off: they face anything at once")
     off_creep_decay: bool = setting("the game's: a zerg structure off creep (2s_vs_1sc's spine crawler) loses 1 HP "
                                     "every 0.3332 game-seconds (docs/smac_rules.md section 18); false: never")
     state_last_action: bool = setting("the state includes every agent's last action")

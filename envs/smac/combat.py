@@ -6,7 +6,9 @@ on its order (move, attack, heal, attack-move, hunt, hold); then overlapping gro
 then shields, zerg health and medivac energy regenerate. By default damage lands when a weapon fires; with the
 env option weapon_delay, an attack first winds up for its weapon's damage point (the unit stands, busy), then the
 shot leaves: instant weapons hit then, missiles fly to the target at their speed and hit on arrival (a target dead
-by then is missed), as in the game (docs/smac_rules.md section 18). The built-in AI picks threats first, then
+by then is missed), as in the game (docs/smac_rules.md section 18). With the option turning, every unit faces a
+direction that turns at its turning rate (toward where it walks, toward the target it attacks), and a weapon fires
+only once its target lies within the weapon's arc of that facing. The built-in AI picks threats first, then
 the nearest (docs/smac_rules.md), not SC2's exact target-priority table.
 """
 
@@ -22,6 +24,7 @@ from .layout import (
     CD,
     EN,
     FLIGHT,
+    HEADING,
     HP,
     MISSILE_AT,
     NODMG,
@@ -48,6 +51,7 @@ from .units import (
     BIOLOGICAL,
     COLOSSUS_BEAM_HALF_LENGTH,
     COLOSSUS_BEAM_HALF_WIDTH,
+    F_ARC,
     F_ARMOR,
     F_ATTACKS,
     F_BONUS,
@@ -63,6 +67,7 @@ from .units import (
     F_SHIELD,
     F_SIGHT,
     F_SPLASH,
+    F_TURN,
     HITS_AIR,
     HITS_GROUND,
     I_ATTR,
@@ -173,6 +178,26 @@ def _hits(uf, ui, utype, ft, it, e, u, t, lo, hi):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def _wrap_angle(a):
+    """a in [-pi, pi)."""
+    return a - 2.0 * math.pi * math.floor((a + math.pi) / (2.0 * math.pi))
+
+
+@njit(cache=True, _nrt=False)
+def _turn_toward(uf, ft, e, u, tu, dx, dy):
+    """turning: u turns at most its turning rate toward the direction (dx, dy); returns the angle left (radians)."""
+    want = math.atan2(dy, dx)
+    diff = _wrap_angle(want - uf[e, u, HEADING])
+    rate = ft[tu, F_TURN]
+    if abs(diff) <= rate:
+        uf[e, u, HEADING] = want
+        return 0.0
+    h = uf[e, u, HEADING] + (rate if diff > 0.0 else -rate)
+    uf[e, u, HEADING] = _wrap_angle(h)
+    return abs(diff) - rate
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def _pay_cooldown(uf, ft, rng, e, u, tu):
     # the game adds a random -1..+2 loop delay to every weapon cooldown
     carry = uf[e, u, CD] if uf[e, u, CD] > -1.0 else 0.0
@@ -231,12 +256,19 @@ def _attack(uf, ui, utype, ft, it, rng, e, u, t, lo, hi, weapon_delay):
 
 
 @njit(cache=True, _nrt=False)
-def _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, may_move, weapon_delay):
-    """Attack t when in weapon range (edge to edge) and ready; otherwise close in."""
+def _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, may_move, weapon_delay, turning):
+    """Attack t when in weapon range (edge to edge) and ready; otherwise close in.
+
+    turning: in range, the unit turns toward t (whether or not its weapon is ready) and fires only once t lies
+    within its weapon's arc."""
     tu = utype[e, u]
     reach = ft[tu, F_RANGE] + ft[tu, F_RADIUS] + ft[utype[e, t], F_RADIUS]
     if dist(uf, e, u, t) <= reach + 1e-9:
-        if uf[e, u, CD] <= 0.0:
+        facing = True
+        if turning and ft[tu, F_TURN] > 0.0:
+            left = _turn_toward(uf, ft, e, u, tu, uf[e, t, X] - uf[e, u, X], uf[e, t, Y] - uf[e, u, Y])
+            facing = left <= ft[tu, F_ARC]
+        if uf[e, u, CD] <= 0.0 and facing:
             _attack(uf, ui, utype, ft, it, rng, e, u, t, lo, hi, weapon_delay)
     elif may_move:
         move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, t, X], uf[e, t, Y], max(reach - 0.01, 0.0))
@@ -311,7 +343,7 @@ def _ai_medivac(uf, ui, utype, ft, it, walk, cliff, nav, e, u, flo, fhi):
 
 
 @njit(cache=True, _nrt=False)
-def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, lo, hi, weapon_delay):
+def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, lo, hi, weapon_delay, turning):
     """Attack-move / hunt / hold for a unit with a weapon, fighting hostiles in [lo, hi)."""
     tu = utype[e, u]
     order = ui[e, u, ORDER]
@@ -334,14 +366,15 @@ def _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, lo, hi, weap
             t = _acquire(uf, ui, utype, ft, it, e, u, lo, hi, scan, True)
     ui[e, u, TARGET] = t
     if t >= 0:
-        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, order != ORD_HOLD, weapon_delay)
+        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, order != ORD_HOLD, weapon_delay,
+                turning)
     elif order == ORD_AMOVE:
         if move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, uf[e, u, TX], uf[e, u, TY], ARRIVE_DIST):
             ui[e, u, ORDER] = ORD_HUNT  # point reached: from now on go for the closest ally
 
 
 @njit(cache=True, _nrt=False)
-def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay):
+def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning):
     """One game loop of unit u's order."""
     if u < n_agents:
         flo, fhi, hlo, hhi = 0, n_agents, n_agents, n_units
@@ -361,7 +394,7 @@ def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, 
             ui[e, u, ORDER] = ORD_IDLE  # target gone (or out of this weapon's reach): stand
             ui[e, u, TARGET] = -1
             return
-        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, hlo, hhi, True, weapon_delay)
+        _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, hlo, hhi, True, weapon_delay, turning)
         return
     if order == ORD_HEAL:
         t = ui[e, u, TARGET]
@@ -374,7 +407,7 @@ def _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, 
     if kind == KIND_MEDIVAC:
         _ai_medivac(uf, ui, utype, ft, it, walk, cliff, nav, e, u, flo, fhi)
     else:
-        _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, hlo, hhi, weapon_delay)
+        _ai_fighter(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, hlo, hhi, weapon_delay, turning)
 
 
 @njit(cache=True, _nrt=False)
@@ -403,8 +436,11 @@ def _hostiles(u, n_agents, n_units):
 
 
 @njit(cache=True, _nrt=False)
-def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf, weapon_delay=0):
-    """One game loop of battle e: missiles fly, units act in a random order, then collide, then regenerate."""
+def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf, weapon_delay=0,
+                  turning=0):
+    """One game loop of battle e: missiles fly, units act in a random order, then collide, then regenerate.
+
+    turning: a unit that walked in its turn turns toward the way it walked (it walks at full speed meanwhile)."""
     if weapon_delay:
         for u in range(n_units):  # missiles in flight, whether or not their shooters still live
             if ui[e, u, MISSILE_AT] >= 0:
@@ -433,7 +469,14 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
                 continue
             lo, hi = _hostiles(u, n_agents, n_units)
             _launch(uf, ui, utype, ft, it, e, u, lo, hi)
-        _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay)
+        if turning and ft[utype[e, u], F_TURN] > 0.0:
+            x0, y0 = uf[e, u, X], uf[e, u, Y]
+            _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
+            dx, dy = uf[e, u, X] - x0, uf[e, u, Y] - y0
+            if dx != 0.0 or dy != 0.0:
+                _turn_toward(uf, ft, e, u, utype[e, u], dx, dy)
+        else:
+            _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
     collide(uf, ui, utype, ft, it, walk, cliff, e, n_units)
     _regenerate(uf, ui, utype, ft, it, e, n_units)
 

@@ -6,7 +6,8 @@ when asked, resets a finished battle at once (spawn.reset_env). The phases live 
 layout.py names the arrays they share.
 
 What the real game does that this does not model: the weapon's damage point and projectile travel (damage
-is instant unless the option weapon_delay is on), turning (and the medivac's acceleration), SC2's exact
+is instant unless the option weapon_delay is on), turning (units face anything at once unless the option turning
+is on), the medivac's acceleration, SC2's exact
 pathfinding (units walk straight and slide along walls) and its exact target-priority table (threats first,
 then the nearest, as described in docs/smac_rules.md).
 
@@ -39,6 +40,7 @@ from .layout import (
     C_REWARD_SCALE,
     C_REWARD_SPARSE,
     C_SCALE_RATE,
+    C_TURNING,
     C_WEAPON_DELAY,
     C_WIN,
     DEAD_ALLIES,
@@ -227,13 +229,14 @@ def _step_batch(tables, battles, actions, out):
     n_units = n_agents + cfg_i[C_N_ENEMIES]
     idle_attack = int(enemy_order[0]) == EORDER_IDLE_ATTACK
     weapon_delay = cfg_i[C_WEAPON_DELAY]
+    turning = cfg_i[C_TURNING]
     for e in range(n_envs):
         apply_actions(uf, ui, utype, it, actions, e, n_agents)
         if idle_attack:
             order_idle_enemies(uf, ui, utype, it, e, n_agents, n_units)
         for _ in range(STEP_MUL):
             simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_units, order_buf[e],
-                          weapon_delay)
+                          weapon_delay, turning)
         safety[e], safety_return[e] = _safety(uf, ui, utype, ft, e, n_agents)
         r, code = _reward_and_outcome(uf, ui, ei, utype, ft, it, cfg_i, cfg_f, e)
         ei[e, T] += 1

@@ -150,6 +150,7 @@ class SMACBatch:
         cfg[layout.C_OBS_OWN_POS] = int(bool(o["obs_own_pos"]))
         cfg[layout.C_UNIT_RANGES] = int(bool(o["use_unit_ranges"]))
         cfg[layout.C_WEAPON_DELAY] = int(bool(o["weapon_delay"]))
+        cfg[layout.C_TURNING] = int(bool(o["turning"]))
         cfg_f = np.zeros(layout.N_CFG_F)
         if m.generator:
             cfg[layout.C_GENERATOR] = 1
@@ -291,13 +292,18 @@ class SMACBatch:
         self._started = True
 
     def _upgrade(self, snap: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """A snapshot from before weapon_delay (two fewer unit floats and ints) or, of a v1 map, from before the
-        SMACv2 scenarios (4 env ints, 1 env float, no ranges) made current."""
+        """A snapshot from before turning (uf one column short), from before weapon_delay (uf three and ui two
+        columns short) or, of a v1 map, from before the SMACv2 scenarios (4 env ints, 1 env float, no ranges)
+        made current."""
         snap = dict(snap)
-        for k, n_old, fill in (("uf", layout.NUF - 2, 0.0), ("ui", layout.NUI - 2, -1)):
-            a = snap.get(k)  # no attack winding up, no missile in flight
-            if a is not None and a.shape[-1] == n_old:
-                snap[k] = np.concatenate([a, np.full(a.shape[:-1] + (2,), fill, a.dtype)], axis=-1)
+        # no attack winding up, no missile in flight; facing east (the heading is read only with the option
+        # turning, which did not exist then)
+        for k, missing in (("uf", (layout.NUF - 3, layout.NUF - 1)), ("ui", (layout.NUI - 2,))):
+            a = snap.get(k)
+            if a is not None and a.shape[-1] in missing:
+                n = (layout.NUF if k == "uf" else layout.NUI) - a.shape[-1]
+                fill = 0.0 if k == "uf" else -1
+                snap[k] = np.concatenate([a, np.full(a.shape[:-1] + (n,), fill, a.dtype)], axis=-1)
         if self.map.generator:
             return snap
         E = self.n_envs

@@ -19,9 +19,10 @@ import numpy as np
 
 # per-unit float fields
 # WINDUP: loops left of the weapon's damage point before the shot; FLIGHT: loops left before the missile in flight
-# hits (both 0 unless the option weapon_delay is on)
-X, Y, HP, SH, EN, CD, TX, TY, NODMG, PREV_HS, WINDUP, FLIGHT = range(12)
-NUF = 12
+# hits (both 0 unless the option weapon_delay is on); HEADING: the direction the unit faces, radians from +x (read
+# only with the option turning)
+X, Y, HP, SH, EN, CD, TX, TY, NODMG, PREV_HS, WINDUP, FLIGHT, HEADING = range(13)
+NUF = 13
 # per-unit int fields; SHOT_AT: the target of the attack winding up, MISSILE_AT: of the missile in flight (-1: none)
 ALIVE, ORDER, TARGET, DEATH_SEEN, LAST_ACTION, ATTACKER, SHOT_AT, MISSILE_AT = range(8)
 NUI = 8
@@ -89,7 +90,9 @@ class ObsSizes(NamedTuple):
  C_STATE_DIM) = range(C_SIZES, C_SIZES + len(ObsSizes._fields))
 # 1: damage lands after the weapon's damage point and its missile's flight (env option weapon_delay)
 C_WEAPON_DELAY = C_SIZES + len(ObsSizes._fields)
-N_CFG_I = C_WEAPON_DELAY + 1
+# 1: units turn at their turning rate and fire only when facing their target (env option turning)
+C_TURNING = C_WEAPON_DELAY + 1
+N_CFG_I = C_TURNING + 1
 
 
 def obs_sizes(cfg_i: np.ndarray) -> ObsSizes:

@@ -36,6 +36,7 @@ from .layout import (
     EN,
     EP_RETURN,
     FLIGHT,
+    HEADING,
     HP,
     LAST_ACTION,
     LAYOUT,
@@ -225,6 +226,25 @@ def _swap_slots(utype, tid, spawn, e, a, b):
 
 
 @njit(cache=True, _nrt=False)
+def _face_opponents(uf, e, n_agents, n_units):
+    """Each unit starts facing the centre of the other side's start positions (read only with the option turning;
+    the game's facing at creation is not in SMAC's code or data, so this is a choice: units first meet facing
+    each other, as they do after walking toward each other)."""
+    ax = ay = bx = by = 0.0
+    for u in range(n_agents):
+        ax += uf[e, u, X]
+        ay += uf[e, u, Y]
+    for u in range(n_agents, n_units):
+        bx += uf[e, u, X]
+        by += uf[e, u, Y]
+    ax, ay = ax / n_agents, ay / n_agents
+    bx, by = bx / (n_units - n_agents), by / (n_units - n_agents)
+    for u in range(n_units):
+        ox, oy = (bx, by) if u < n_agents else (ax, ay)
+        uf[e, u, HEADING] = math.atan2(oy - uf[e, u, Y], ox - uf[e, u, X])
+
+
+@njit(cache=True, _nrt=False)
 def reset_env(tables, battles, e):
     """Put battle e back at its spawn state (generator maps: a freshly drawn one) and give the enemies orders.
 
@@ -262,6 +282,7 @@ def reset_env(tables, battles, e):
         uf[e, u, FLIGHT] = 0.0
         ui[e, u, SHOT_AT] = -1
         ui[e, u, MISSILE_AT] = -1
+    _face_opponents(uf, e, n_agents, n_units)
     mode = int(enemy_order[0])
     tx, ty = enemy_order[1], enemy_order[2]
     if mode == EORDER_ATTACK_MOVE_SEGMENT:

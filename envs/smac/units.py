@@ -25,8 +25,9 @@ KIND_NORMAL, KIND_MEDIVAC, KIND_BANELING, KIND_COLOSSUS, KIND_STATIC = 0, 1, 2, 
 
 # columns of the float table
 (F_HP, F_SHIELD, F_ARMOR, F_RADIUS, F_SPEED, F_SIGHT, F_DAMAGE, F_ATTACKS, F_BONUS, F_RANGE,
- F_COOLDOWN, F_MAX_COOLDOWN, F_REGEN, F_SPLASH, F_DAMAGE_POINT, F_MISSILE_SPEED, F_DECAY) = range(17)
-N_FLOAT_COLS = 17
+ F_COOLDOWN, F_MAX_COOLDOWN, F_REGEN, F_SPLASH, F_DAMAGE_POINT, F_MISSILE_SPEED, F_DECAY, F_TURN,
+ F_ARC) = range(19)
+N_FLOAT_COLS = 19
 # columns of the int table
 I_ATTR, I_BONUS_ATTR, I_HITS, I_KIND, I_FLYING, I_CLIFF_WALKER, I_RACE = range(7)
 N_INT_COLS = 7
@@ -37,6 +38,11 @@ ZERG_REGEN_PER_S = 0.2734
 OFF_CREEP_DAMAGE_PERIOD_S = 0.3332
 SHIELD_REGEN_PER_S = 2.0
 SHIELD_REGEN_DELAY_S = 10.0
+# turning (unitdata.xml `TurningRate`, degrees per normal game-second; weapondata.xml `ArcSlop`, `Arc`): SMAC's
+# units all turn at the engine's 999.8437 but the colossus (the CUnit default, 720); a weapon fires when its
+# target lies within Arc / 2 + ArcSlop of the unit's facing (Arc 0 but the colossus's 90)
+TURNING_RATE_DEG_S = 999.8437
+ARC_SLOP_DEG = 11.25
 MEDIVAC_ENERGY_START = 50.0
 MEDIVAC_ENERGY_MAX = 200.0
 MEDIVAC_ENERGY_REGEN_PER_S = 0.5625
@@ -79,6 +85,10 @@ class UnitType:
     damage_point: float = 0.0
     missile_speed: float = 0.0
     off_creep: bool = False  # a zerg structure placed off creep: it decays (OFF_CREEP_DAMAGE_PERIOD_S)
+    # with the env option turning: degrees per normal game-second (0: the unit faces anything at once and its
+    # weapon never waits to face its target) and the weapon's firing arc (degrees, besides ARC_SLOP_DEG)
+    turning_rate: float = TURNING_RATE_DEG_S
+    weapon_arc: float = 0.0
 
 
 UNIT_TYPES: dict[str, UnitType] = {
@@ -89,25 +99,26 @@ UNIT_TYPES: dict[str, UnitType] = {
         UnitType("marauder", 51, "T", 125, 0, 1, ARMORED | BIOLOGICAL, 0.5625, 2.25, 10, 10, 1, 10,
                  ARMORED, 6, 1.5, HITS_GROUND, KIND_NORMAL, 25, missile_speed=20.0),
         UnitType("medivac", 54, "T", 150, 0, 1, ARMORED | MECHANICAL, 0.75, 2.5, 11, 0, 0, 0, 0,
-                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True),
+                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True, turning_rate=0.0),
         UnitType("medivac_rl", 54, "T", 150, 0, 1, ARMORED | MECHANICAL, 0.75, 2.75, 11, 0, 0, 0, 0,
-                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True),
+                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True, turning_rate=0.0),
         UnitType("stalker", 74, "P", 80, 80, 1, ARMORED | MECHANICAL, 0.625, 2.953125, 10, 13, 1, 5,
                  ARMORED, 6, 1.8701, HITS_GROUND | HITS_AIR, KIND_NORMAL, 35, damage_point=0.167,
                  missile_speed=18.75),
         UnitType("zealot", 73, "P", 100, 50, 1, LIGHT | BIOLOGICAL, 0.5, 2.25, 9, 8, 2, 0, 0, 0.1,
                  1.2, HITS_GROUND, KIND_NORMAL, 22),
         UnitType("colossus", 4, "P", 200, 150, 1, ARMORED | MECHANICAL | MASSIVE, 1.0, 2.25, 10, 10, 2,
-                 5, LIGHT, 7, 1.5, HITS_GROUND, KIND_COLOSSUS, 24, cliff_walker=True, damage_point=0.0832),
+                 5, LIGHT, 7, 1.5, HITS_GROUND, KIND_COLOSSUS, 24, cliff_walker=True, damage_point=0.0832,
+                 turning_rate=720.0, weapon_arc=90.0),
         UnitType("hydralisk", 107, "Z", 80, 0, 0, LIGHT | BIOLOGICAL, 0.625, 2.25, 9, 12, 1, 0, 0, 5,
                  0.825, HITS_GROUND | HITS_AIR, KIND_NORMAL, 10, damage_point=0.14, missile_speed=40.0),
         UnitType("zergling", 105, "Z", 35, 0, 0, LIGHT | BIOLOGICAL, 0.375, 2.953125, 8, 5, 1, 0, 0,
                  0.1, 0.696, HITS_GROUND, KIND_NORMAL, 11, damage_point=0.167),
         UnitType("baneling", 9, "Z", 30, 0, 0, BIOLOGICAL, 0.375, 2.5, 8, 16, 1, 19, LIGHT, 0.25, 0,
-                 HITS_GROUND, KIND_BANELING, 1, splash=BANELING_SPLASH_RADIUS),
+                 HITS_GROUND, KIND_BANELING, 1, splash=BANELING_SPLASH_RADIUS, turning_rate=0.0),
         UnitType("spine_crawler", 98, "Z", 300, 0, 2, ARMORED | BIOLOGICAL | STRUCTURE, 1.125, 0, 11,
                  25, 1, 5, ARMORED, 7, 1.85, HITS_GROUND, KIND_STATIC, 15, damage_point=0.3332,
-                 off_creep=True),
+                 off_creep=True, turning_rate=0.0),
     ]
 }
 
@@ -146,6 +157,8 @@ def unit_tables() -> tuple[np.ndarray, np.ndarray]:
         ft[i, F_DAMAGE_POINT] = u.damage_point * LOOPS_PER_SECOND
         ft[i, F_MISSILE_SPEED] = u.missile_speed / LOOPS_PER_SECOND
         ft[i, F_DECAY] = 1.0 / (OFF_CREEP_DAMAGE_PERIOD_S * LOOPS_PER_SECOND) if u.off_creep else 0.0
+        ft[i, F_TURN] = np.radians(u.turning_rate) / LOOPS_PER_SECOND
+        ft[i, F_ARC] = np.radians(u.weapon_arc / 2.0 + ARC_SLOP_DEG)
         it[i, I_ATTR] = u.attributes
         it[i, I_BONUS_ATTR] = u.bonus_attr
         it[i, I_HITS] = u.hits
