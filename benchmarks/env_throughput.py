@@ -5,6 +5,8 @@ Random valid actions; every step builds obs, state and avail. One process, E bat
     python benchmarks/env_throughput.py --maps 3s5z 27m_vs_30m --envs 1 64 256 1024 [--smax]
     python benchmarks/env_throughput.py --maps 3s5z --envs 1 64 --cpu-time   # one thread, CPU time per step
     python benchmarks/env_throughput.py --maps 3s5z --envs 1 64 --cpu-time --against c3124af  # A/B vs a revision
+    python benchmarks/env_throughput.py --maps 3s5z --envs 8 --cpu-time --against HEAD --option turning=true
+        # an env option on (this checkout) against off (HEAD's simulator, its defaults)
 
 On a shared, loaded machine the wall-clock rates swing by a third from run to run; `--cpu-time` reports
 the process CPU time per env-step on one thread (best of 7 repetitions), which stays within a few percent.
@@ -22,6 +24,7 @@ import sys
 import time
 
 import numpy as np
+import yaml
 from numba import njit
 
 from marl.envs.smac import SMACEnv, SMACVecEnv
@@ -91,8 +94,8 @@ def single_throughput(map_name: str, seconds: float = 3.0) -> dict:
 class _CpuTimer:
     """E battles of one map on one thread, stepped with random valid actions, timed in process CPU time."""
 
-    def __init__(self, batch_cls, map_name: str, n_envs: int):
-        self.b = batch_cls(map_name, n_envs, threads=1)
+    def __init__(self, batch_cls, map_name: str, n_envs: int, **options):
+        self.b = batch_cls(map_name, n_envs, threads=1, **options)
         self.b.seed(0)
         self.b.reset()
         self.acts = np.zeros((n_envs, self.b.n_agents), np.int64)
@@ -140,15 +143,18 @@ def baseline_batch(rev: str):
     return importlib.import_module("smac_baseline").SMACBatch
 
 
-def cpu_time_against(rev: str, map_name: str, n_envs: int, rounds: int = 6, repeats: int = 3) -> dict:
-    """CPU time per env-step of this checkout's simulator and of revision `rev`'s, A/B/B/A in one process.
+def cpu_time_against(rev: str, map_name: str, n_envs: int, rounds: int = 6, repeats: int = 3,
+                     options: dict | None = None) -> dict:
+    """CPU time per env-step of this checkout's simulator (with the env `options`) and of revision `rev`'s (its
+    defaults), A/B/B/A in one process.
 
     The rounds alternate which goes first, so that a load that comes and goes on a shared machine hits both;
     the ratios (new / old) of the rounds give the spread.
     """
     from marl.envs.smac import SMACBatch
 
-    timers = {"old": _CpuTimer(baseline_batch(rev), map_name, n_envs), "new": _CpuTimer(SMACBatch, map_name, n_envs)}
+    timers = {"old": _CpuTimer(baseline_batch(rev), map_name, n_envs),
+              "new": _CpuTimer(SMACBatch, map_name, n_envs, **(options or {}))}
     for t in timers.values():
         t.best_us(1)  # warm caches and clocks before the first measured round
     us: dict[str, list[float]] = {"old": [], "new": []}
@@ -156,7 +162,8 @@ def cpu_time_against(rev: str, map_name: str, n_envs: int, rounds: int = 6, repe
         for k in ("old", "new") if r % 2 == 0 else ("new", "old"):
             us[k].append(timers[k].best_us(repeats))
     ratio = np.array(us["new"]) / np.array(us["old"])
-    return {"map": map_name, "num_envs": n_envs, "against": rev, "old_cpu_us": [round(x, 2) for x in us["old"]],
+    return {"map": map_name, "num_envs": n_envs, "against": rev, "options": options or {},
+            "old_cpu_us": [round(x, 2) for x in us["old"]],
             "new_cpu_us": [round(x, 2) for x in us["new"]], "ratio_median": round(float(np.median(ratio)), 4),
             "ratio_min": round(float(ratio.min()), 4), "ratio_max": round(float(ratio.max()), 4),
             "ratio_of_bests": round(min(us["new"]) / min(us["old"]), 4)}
@@ -172,13 +179,21 @@ def main(argv=None) -> None:
     p.add_argument("--cpu-time", action="store_true", help="only CPU time per env-step, one thread")
     p.add_argument("--against", metavar="REV", help="with --cpu-time: A/B against envs/smac of this git revision")
     p.add_argument("--rounds", type=int, default=6, help="A/B rounds with --against")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --against: an env option of this checkout's side (repeatable; YAML values)")
     args = p.parse_args(argv)
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--option takes KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
     print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d")}))
     if args.cpu_time and args.against:
         for m in args.maps:
             for e in args.envs:
-                print(json.dumps(cpu_time_against(args.against, m, e, args.rounds)), flush=True)
+                print(json.dumps(cpu_time_against(args.against, m, e, args.rounds, options=options)), flush=True)
         return
     if args.cpu_time:
         for m in args.maps:

@@ -127,10 +127,10 @@ def test_a_snapshot_from_before_the_option_restores_with_nothing_in_flight():
     b.seed(0)
     b.reset()
     snap = b.snapshot()
-    # the unit floats before weapon_delay end before WINDUP (the option turning's HEADING came after them)
+    # the unit floats before weapon_delay end before WINDUP (the option turning's HX, HY came after them)
     old = dict(snap, uf=snap["uf"][..., :layout.WINDUP], ui=snap["ui"][..., :layout.NUI - 2])
     b.ui[..., layout.SHOT_AT] = 7
     b.restore(old)
     assert (b.ui[..., layout.SHOT_AT] == -1).all() and (b.ui[..., layout.MISSILE_AT] == -1).all()
     assert not b.uf[..., layout.WINDUP].any() and not b.uf[..., layout.FLIGHT].any()
-    np.testing.assert_array_equal(b.uf[..., :layout.HEADING], snap["uf"][..., :layout.HEADING])
+    np.testing.assert_array_equal(b.uf[..., :layout.HX], snap["uf"][..., :layout.HX])

@@ -24,8 +24,9 @@ from .layout import (
     CD,
     EN,
     FLIGHT,
-    HEADING,
     HP,
+    HX,
+    HY,
     MISSILE_AT,
     NODMG,
     ORD_AMOVE,
@@ -51,7 +52,7 @@ from .units import (
     BIOLOGICAL,
     COLOSSUS_BEAM_HALF_LENGTH,
     COLOSSUS_BEAM_HALF_WIDTH,
-    F_ARC,
+    F_ARC_COS,
     F_ARMOR,
     F_ATTACKS,
     F_BONUS,
@@ -68,6 +69,8 @@ from .units import (
     F_SIGHT,
     F_SPLASH,
     F_TURN,
+    F_TURN_COS,
+    F_TURN_SIN,
     HITS_AIR,
     HITS_GROUND,
     I_ATTR,
@@ -177,24 +180,27 @@ def _hits(uf, ui, utype, ft, it, e, u, t, lo, hi):
             _deal(uf, ui, utype, ft, it, e, u, t, base)
 
 
-@njit(cache=True, _nrt=False, inline="always")
-def _wrap_angle(a):
-    """a in [-pi, pi)."""
-    return a - 2.0 * math.pi * math.floor((a + math.pi) / (2.0 * math.pi))
-
-
 @njit(cache=True, _nrt=False)
 def _turn_toward(uf, ft, e, u, tu, dx, dy):
-    """turning: u turns at most its turning rate toward the direction (dx, dy); returns the angle left (radians)."""
-    want = math.atan2(dy, dx)
-    diff = _wrap_angle(want - uf[e, u, HEADING])
-    rate = ft[tu, F_TURN]
-    if abs(diff) <= rate:
-        uf[e, u, HEADING] = want
-        return 0.0
-    h = uf[e, u, HEADING] + (rate if diff > 0.0 else -rate)
-    uf[e, u, HEADING] = _wrap_angle(h)
-    return abs(diff) - rate
+    """turning: u turns at most its turning rate toward the direction (dx, dy), the shorter way (counter-clockwise
+    when facing exactly away); returns the cosine of the angle left between its facing and that direction."""
+    d = math.sqrt(dx * dx + dy * dy)
+    if d == 0.0:
+        return 1.0
+    dx /= d
+    dy /= d
+    hx, hy = uf[e, u, HX], uf[e, u, HY]
+    c = ft[tu, F_TURN_COS]
+    if hx * dx + hy * dy >= c:  # within one loop's turn: face it exactly
+        uf[e, u, HX], uf[e, u, HY] = dx, dy
+        return 1.0
+    s = ft[tu, F_TURN_SIN] if hx * dy - hy * dx >= 0.0 else -ft[tu, F_TURN_SIN]
+    nx, ny = hx * c - hy * s, hx * s + hy * c
+    n = math.sqrt(nx * nx + ny * ny)  # against rounding drift over many turns
+    nx /= n
+    ny /= n
+    uf[e, u, HX], uf[e, u, HY] = nx, ny
+    return nx * dx + ny * dy
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -266,8 +272,8 @@ def _engage(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, t, lo, hi, may_m
     if dist(uf, e, u, t) <= reach + 1e-9:
         facing = True
         if turning and ft[tu, F_TURN] > 0.0:
-            left = _turn_toward(uf, ft, e, u, tu, uf[e, t, X] - uf[e, u, X], uf[e, t, Y] - uf[e, u, Y])
-            facing = left <= ft[tu, F_ARC]
+            facing = _turn_toward(uf, ft, e, u, tu, uf[e, t, X] - uf[e, u, X],
+                                  uf[e, t, Y] - uf[e, u, Y]) >= ft[tu, F_ARC_COS]
         if uf[e, u, CD] <= 0.0 and facing:
             _attack(uf, ui, utype, ft, it, rng, e, u, t, lo, hi, weapon_delay)
     elif may_move:

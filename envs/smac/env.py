@@ -292,18 +292,18 @@ class SMACBatch:
         self._started = True
 
     def _upgrade(self, snap: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """A snapshot from before turning (uf one column short), from before weapon_delay (uf three and ui two
+        """A snapshot from before turning (uf two columns short), from before weapon_delay (uf four and ui two
         columns short) or, of a v1 map, from before the SMACv2 scenarios (4 env ints, 1 env float, no ranges)
         made current."""
         snap = dict(snap)
-        # no attack winding up, no missile in flight; facing east (the heading is read only with the option
-        # turning, which did not exist then)
-        for k, missing in (("uf", (layout.NUF - 3, layout.NUF - 1)), ("ui", (layout.NUI - 2,))):
+        # the missing last columns: no attack winding up, no missile in flight (WINDUP, FLIGHT, SHOT_AT, MISSILE_AT),
+        # facing east (HX, HY: read only with the option turning, which did not exist then)
+        tails = {"uf": np.array([0.0, 0.0, 1.0, 0.0]), "ui": np.array([-1, -1])}
+        for k, missing in (("uf", (layout.NUF - 4, layout.NUF - 2)), ("ui", (layout.NUI - 2,))):
             a = snap.get(k)
             if a is not None and a.shape[-1] in missing:
-                n = (layout.NUF if k == "uf" else layout.NUI) - a.shape[-1]
-                fill = 0.0 if k == "uf" else -1
-                snap[k] = np.concatenate([a, np.full(a.shape[:-1] + (n,), fill, a.dtype)], axis=-1)
+                tail = tails[k][a.shape[-1] - (layout.NUF if k == "uf" else layout.NUI):].astype(a.dtype)
+                snap[k] = np.concatenate([a, np.broadcast_to(tail, a.shape[:-1] + tail.shape)], axis=-1)
         if self.map.generator:
             return snap
         E = self.n_envs

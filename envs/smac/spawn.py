@@ -36,8 +36,9 @@ from .layout import (
     EN,
     EP_RETURN,
     FLIGHT,
-    HEADING,
     HP,
+    HX,
+    HY,
     LAST_ACTION,
     LAYOUT,
     LAYOUT_REFLECT,
@@ -241,7 +242,9 @@ def _face_opponents(uf, e, n_agents, n_units):
     bx, by = bx / (n_units - n_agents), by / (n_units - n_agents)
     for u in range(n_units):
         ox, oy = (bx, by) if u < n_agents else (ax, ay)
-        uf[e, u, HEADING] = math.atan2(oy - uf[e, u, Y], ox - uf[e, u, X])
+        dx, dy = ox - uf[e, u, X], oy - uf[e, u, Y]
+        d = math.sqrt(dx * dx + dy * dy)
+        uf[e, u, HX], uf[e, u, HY] = (dx / d, dy / d) if d > 0.0 else (1.0, 0.0)
 
 
 @njit(cache=True, _nrt=False)

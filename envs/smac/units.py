@@ -26,8 +26,8 @@ KIND_NORMAL, KIND_MEDIVAC, KIND_BANELING, KIND_COLOSSUS, KIND_STATIC = 0, 1, 2, 
 # columns of the float table
 (F_HP, F_SHIELD, F_ARMOR, F_RADIUS, F_SPEED, F_SIGHT, F_DAMAGE, F_ATTACKS, F_BONUS, F_RANGE,
  F_COOLDOWN, F_MAX_COOLDOWN, F_REGEN, F_SPLASH, F_DAMAGE_POINT, F_MISSILE_SPEED, F_DECAY, F_TURN,
- F_ARC) = range(19)
-N_FLOAT_COLS = 19
+ F_TURN_COS, F_TURN_SIN, F_ARC_COS) = range(21)
+N_FLOAT_COLS = 21
 # columns of the int table
 I_ATTR, I_BONUS_ATTR, I_HITS, I_KIND, I_FLYING, I_CLIFF_WALKER, I_RACE = range(7)
 N_INT_COLS = 7
@@ -157,8 +157,10 @@ def unit_tables() -> tuple[np.ndarray, np.ndarray]:
         ft[i, F_DAMAGE_POINT] = u.damage_point * LOOPS_PER_SECOND
         ft[i, F_MISSILE_SPEED] = u.missile_speed / LOOPS_PER_SECOND
         ft[i, F_DECAY] = 1.0 / (OFF_CREEP_DAMAGE_PERIOD_S * LOOPS_PER_SECOND) if u.off_creep else 0.0
+        # turning: radians a loop (0: no turning), that angle's cosine and sine, and the cosine of the firing arc
         ft[i, F_TURN] = np.radians(u.turning_rate) / LOOPS_PER_SECOND
-        ft[i, F_ARC] = np.radians(u.weapon_arc / 2.0 + ARC_SLOP_DEG)
+        ft[i, F_TURN_COS], ft[i, F_TURN_SIN] = np.cos(ft[i, F_TURN]), np.sin(ft[i, F_TURN])
+        ft[i, F_ARC_COS] = np.cos(np.radians(u.weapon_arc / 2.0 + ARC_SLOP_DEG))
         it[i, I_ATTR] = u.attributes
         it[i, I_BONUS_ATTR] = u.bonus_attr
         it[i, I_HITS] = u.hits
