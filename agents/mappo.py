@@ -18,6 +18,7 @@ from marl.spec import EnvSpec, Rollout, Step
 from .ppo import (
     Stats,
     ValueNorm,
+    imitation_loss,
     masked_entropy,
     masked_logits,
     mlp,
@@ -105,8 +106,13 @@ class MAPPO:
                 logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
                 entropy = masked_entropy(logp_all, m)
                 p_loss, info = policy_loss(logp, batch.old_log_probs[idx], batch.advantages[idx], cfg["clip"], m)
+                actor_loss = p_loss - cfg["entropy_coef"] * entropy
+                if batch.imitate_weight is not None:  # another policy's steps (StepMix's baseline), cloned
+                    bc = imitation_loss(logp, batch.imitate_weight[idx])
+                    actor_loss = actor_loss + bc
+                    info["imitation_loss"] = float(bc)
                 self.actor_opt.zero_grad()
-                (p_loss - cfg["entropy_coef"] * entropy).backward()
+                actor_loss.backward()
                 gn = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg["max_grad_norm"])
                 self.actor_opt.step()
 

@@ -195,10 +195,14 @@ class PPOTargets:
     old_log_probs: torch.Tensor  # log-probabilities of the actions taken
     mask: torch.Tensor  # 1 for living agents, 0 for dead ones: losses and statistics count only the living
     value_mask: torch.Tensor  # the entries of the value loss: `mask` itself unless extras "value_mask" widens it
+    # the weight of a behaviour-cloning term on the action taken, per living entry (extras "imitate_weight": steps
+    # another policy took, whose actions the actor also learns to take); None without it
+    imitate_weight: torch.Tensor | None = None
 
     def reshape(self, *shape: int) -> PPOTargets:
         """The same targets with every tensor reshaped (to [T * E * A], or [T * E, A])."""
-        return PPOTargets(**{f.name: getattr(self, f.name).reshape(*shape) for f in dataclasses.fields(self)})
+        return PPOTargets(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).reshape(*shape)
+                             for f in dataclasses.fields(self)})
 
 
 def bootstrap_values(rollout: Rollout, values_of: ValuesOf) -> tuple[np.ndarray, np.ndarray]:
@@ -245,8 +249,10 @@ def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float,
     keeps only its set steps in the mask, so the other policy's steps enter neither the policy loss nor the
     advantage statistics; by default not the value loss or the value normalisation either. "value_mask"
     (the same shapes) names the steps the critic learns from instead (`value_mask` of the result), for a
-    learner whose cut segments bootstrap from its critic at states the other policy plays on. Without
-    them nothing changes."""
+    learner whose cut segments bootstrap from its critic at states the other policy plays on. "imitate_weight"
+    float[T, E] (or [T, E, A]) weights a behaviour-cloning term on the actions taken at those steps
+    (`imitation_loss`), for a learner that should also learn the other policy's actions where it does not act
+    itself. Without them nothing changes."""
     old_values = rollout.extras["value"]
     values = old_values
     if value_norm is not None:
@@ -273,10 +279,20 @@ def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float,
             value_norm.update(returns_t[value_mask > 0])
         targets = value_norm.normalize(returns_t)
     adv_t = normalize_advantages(torch.as_tensor(adv, dtype=torch.float32, device=device), mask)
+    imitate = rollout.extras.get("imitate_weight")
+    if imitate is not None:
+        w = imitate if imitate.ndim == rollout.alive.ndim else imitate[..., None]
+        imitate = torch.as_tensor(w * rollout.alive, dtype=torch.float32, device=device)
     return PPOTargets(advantages=adv_t, returns=returns_t, targets=targets,
                       old_values=torch.as_tensor(old_values, device=device),
                       old_log_probs=torch.as_tensor(rollout.extras["log_prob"], device=device), mask=mask,
-                      value_mask=value_mask)
+                      value_mask=value_mask, imitate_weight=imitate)
+
+
+def imitation_loss(log_prob: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Behaviour cloning: the weighted negative log-likelihood of the actions taken, averaged over the entries
+    with a positive weight (0 when there are none)."""
+    return -(log_prob * weight).sum() / (weight > 0).sum().clamp(min=1)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:

@@ -388,6 +388,8 @@ class StepMixSettings(MAPPOSettings):
     init: Literal["scratch", "baseline"] = setting(
         "the learner's first networks: its own initialisation (the paper's learner), or a copy of a run "
         "baseline's MAPPO actor and critic")
+    imitation_coef: float = setting("weight of a behaviour-cloning term that teaches the learner the baseline's "
+                                    "actions on the steps the baseline took (0: off, the paper's learner)", ge=0)
     vb_episodes: int = setting("the baseline's sampled episodes that estimate V_b before training", ge=2)
     vb_envs: int = setting("battles V_b's and the calibration's episodes are played on", ge=1)
     ensemble: int = setting("critics per ensemble of the lower bound (the learner's and the baseline's)", ge=2)

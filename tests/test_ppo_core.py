@@ -28,7 +28,9 @@ from marl.agents.ppo import (
     ValueNorm,
     bootstrap_values,
     gae,
+    imitation_loss,
     masked_entropy,
+    masked_logits,
     normalize_advantages,
     ppo_targets,
 )
@@ -219,7 +221,8 @@ def test_targets_without_value_norm_are_the_returns_and_advantages_are_normalise
     learner, rollout = _rollout(cfg={**MAPPO_CFG, "value_norm": False})
     batch = ppo_targets(rollout, lambda obs, state, alive: learner.values(state), 0.99, 0.95, None)
     shape = rollout.alive.shape
-    assert all(getattr(batch, f).shape == shape for f in PPOTargets.__dataclass_fields__)
+    assert batch.imitate_weight is None  # no extras "imitate_weight": no behaviour cloning
+    assert all(getattr(batch, f).shape == shape for f in PPOTargets.__dataclass_fields__ if f != "imitate_weight")
     assert torch.equal(batch.targets, batch.returns)
     assert torch.equal(batch.mask, torch.as_tensor(rollout.alive).float())
     assert torch.equal(batch.old_log_probs, torch.as_tensor(rollout.extras["log_prob"]))
@@ -274,6 +277,45 @@ def test_a_value_mask_widens_the_value_loss_and_norm_but_not_the_policys_steps()
     assert torch.equal(batch.targets, norm.normalize(batch.returns))
 
 
+def test_imitate_weight_reaches_the_living_entries_and_clones_the_actions_taken():
+    learner, rollout = _rollout()
+    rng = np.random.default_rng(6)
+    learn = rng.random(rollout.alive.shape[:2]) < 0.4
+    weight = np.where(learn, 0.0, 0.5).astype(np.float32)
+    rollout.extras.update(learn_mask=learn, imitate_weight=weight)
+    batch = ppo_targets(rollout, lambda obs, state, alive: learner.values(state), 0.99, 0.95, None)
+    np.testing.assert_array_equal(batch.imitate_weight.numpy(), weight[..., None] * rollout.alive)
+    assert batch.reshape(-1).imitate_weight.shape == (rollout.alive.size,)
+    # imitation_loss: the weighted mean negative log-likelihood over the weighted entries, by hand
+    logp = torch.as_tensor(rng.normal(size=rollout.alive.shape), dtype=torch.float32)
+    w = batch.imitate_weight
+    expected = -float((logp * w).sum()) / int((w > 0).sum())
+    assert float(imitation_loss(logp, w)) == pytest.approx(expected, rel=1e-6)
+    assert float(imitation_loss(logp, torch.zeros_like(w))) == 0.0
+
+
+def test_mappo_with_only_imitation_steps_learns_the_actions_taken_there():
+    """No step of the learner's own (learn_mask all off): the actor moves toward the other policy's actions."""
+    learner, rollout = _rollout()
+    rollout.extras.update(learn_mask=np.zeros(rollout.alive.shape[:2], bool),
+                          imitate_weight=np.ones(rollout.alive.shape[:2], np.float32))
+    n = rollout.alive.size
+    obs = learner._actor_in(rollout.obs).reshape(n, -1)
+    avail = torch.as_tensor(rollout.avail.reshape(n, -1))
+    taken = torch.as_tensor(rollout.actions.reshape(-1))
+    live = torch.as_tensor(rollout.alive.reshape(-1))
+
+    def nll():
+        with torch.no_grad():
+            logp = torch.log_softmax(masked_logits(learner.actor(obs), avail), -1)
+            return -float(logp.gather(-1, taken[:, None]).squeeze(-1)[live].mean())
+
+    before = nll()
+    metrics = learner.update(rollout)
+    assert metrics["imitation_loss"] > 0 and metrics["policy_loss"] == 0.0
+    assert nll() < before
+
+
 def test_bootstrap_asks_for_the_next_step_and_the_cut_episodes_with_everyone_alive():
     _, rollout = _rollout()
     calls = []
@@ -324,11 +366,13 @@ def test_stats_average_each_metric_over_the_minibatches_in_the_order_first_added
 
 
 def test_targets_reshape_every_field():
-    t = PPOTargets(*(torch.arange(24.0).reshape(2, 3, 4) + i for i in range(7)))
+    t = PPOTargets(*(torch.arange(24.0).reshape(2, 3, 4) + i for i in range(8)))
     flat = t.reshape(-1)
     assert all(getattr(flat, f).shape == (24,) for f in PPOTargets.__dataclass_fields__)
     assert torch.equal(flat.mask, t.mask.reshape(-1)) and torch.equal(flat.value_mask, t.value_mask.reshape(-1))
+    assert torch.equal(flat.imitate_weight, t.imitate_weight.reshape(-1))
     assert torch.equal(t.reshape(6, 4).old_values, t.old_values.reshape(6, 4))
+    assert PPOTargets(*(torch.zeros(2, 3) for _ in range(7))).reshape(-1).imitate_weight is None  # optional
 
 
 def test_commformer_is_budget_aware_and_freezes_its_graph_at_the_post_stable_fraction():

@@ -297,6 +297,41 @@ def test_episodes_the_baseline_played_alone_enter_neither_loss(tmp_path):
     assert _same(actor, a2) and _same(critic, c2)
 
 
+def test_imitation_clones_the_baselines_actions_at_its_steps_and_off_adds_nothing(tmp_path):
+    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40",
+                         "algo.imitation_coef=0.5")
+    env, learner, step = started(cfg, mixing=2.5)
+    rollout, _, _ = collect(env, learner, step, 40)
+    ex = rollout.extras
+    base = ~ex["learn_mask"]
+    np.testing.assert_array_equal(ex["imitate_weight"], np.where(base, 0.5, 0.0))
+    state = copy.deepcopy(learner.mappo.state_dict())
+    actor, _ = _train_mappo(learner, rollout, state)
+    other = copy.deepcopy(rollout)
+    other.actions[base] = 0  # the baseline's actions are what the actor clones now
+    a2, _ = _train_mappo(learner, other, state)
+    assert not _same(actor, a2)
+    other = copy.deepcopy(rollout)
+    other.extras["log_prob"][base] -= 1.0  # but never the baseline's steps in PPO's ratio
+    a3, _ = _train_mappo(learner, other, state)
+    assert _same(actor, a3)
+    last = cfg["env"]["symbols"] - 1  # the learner's probability of the baseline's action rises where it played
+
+    def p_last():
+        with torch.no_grad():
+            logits = learner.mappo.actor(learner.mappo._actor_in(rollout.obs[base]))
+            return float(torch.softmax(logits, -1)[..., last].mean())
+
+    learner.mappo.load_state_dict(state)
+    before = p_last()
+    learner.mappo.update(rollout)
+    assert p_last() > before
+    plain = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40")
+    env, learner, step = started(plain, mixing=2.5)
+    rollout, _, _ = collect(env, learner, step, 40)
+    assert "imitate_weight" not in rollout.extras  # 0, the default: the paper's learner
+
+
 # ------------------------------------------------------------------------------------------- the baseline's copy
 def state_equal(a, b, where=""):
     if isinstance(a, dict):

@@ -54,6 +54,13 @@ optimisers): every member is then worth about V_b at the start. The default, `sc
 learner. On 3s5z under StepMix the copy, trained on a battle's first steps only, forgot the rest of the
 baseline's policy within 64k steps (BENCHMARKS.md, StepMix part 6).
 
+`algo.imitation_coef` > 0 adds behaviour cloning of the baseline to the learner's actor: on the steps the
+baseline took, the negative log-likelihood of the baseline's actions under the learner's policy, with that
+weight (extras "imitate_weight", agents/ppo.py `imitation_loss`). The learner then keeps a policy for the
+states it does not play yet, near the baseline's, instead of whatever its untrained (or, with
+`algo.init=baseline`, forgotten) outputs are there; its own steps still learn by PPO alone. This departs from
+the paper, whose learner learns from its own episodes only; 0, the default, is the paper's.
+
 `act(step, deterministic=True)` is the learner's own argmax policy: the trainer's evaluation reports it.
 The mixing parameter is decided after each update (and once before the first, from the untrained
 ensemble). The baseline's config and weights and V_b's statistics are in `state_dict`, so a resumed run
@@ -318,6 +325,9 @@ class StepMix:
         joined = self.switch > 0  # the learner plays part of this episode: the critic learns all of it
         extras.update(learn_mask=learner, value_mask=joined, cut=(step.t == self.switch) & joined, t=step.t.copy(),
                       switch=self.switch.copy())
+        if self.cfg["imitation_coef"] > 0:  # the baseline's steps: the actor learns its actions there too
+            extras["imitate_weight"] = np.where(learner, 0.0, self.cfg["imitation_coef"]).astype(np.float32)
+        return actions, extras
         return actions, extras
 
     # ------------------------------------------------------------------ learning
@@ -326,7 +336,9 @@ class StepMix:
         learn = rollout.extras["learn_mask"]
         self._count_episodes(rollout)
         metrics: dict = {}
-        if (rollout.alive & learn[..., None]).any():  # no step of its own: Adam's momentum must not move it
+        # no step to learn from (its own, or the baseline's to imitate): Adam's momentum must not move it
+        imitating = self.cfg["imitation_coef"] > 0 and (rollout.alive & ~learn[..., None]).any()
+        if (rollout.alive & learn[..., None]).any() or imitating:
             metrics.update(self.mappo.update(rollout))
         values, targets, metrics["bound_loss"] = self._update_bound(rollout)
         self._decide_from(rollout, values, targets)
