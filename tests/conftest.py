@@ -92,6 +92,24 @@ def set_type(batch, unit, type_name, e=0):
     batch.uf[e, unit, layout.PREV_HS] = u.hp + u.shield
 
 
+def duel(shooter: str, x: float, **options):
+    """3m with agent 0 turned into `shooter` at (x, 16), ordered onto enemy 3 (a marine standing idle at (16, 16),
+    east of it); every other unit dead. `options` are the battle's env options."""
+    from marl.envs.smac import SMACBatch, layout
+
+    b = SMACBatch("3m", 1, **options)
+    b.seed(0)
+    b.reset()
+    freeze_enemies(b)
+    set_type(b, 0, shooter)
+    stage(b, 0, x=x, y=16.0)
+    stage(b, 3, x=16.0, y=16.0)
+    for u in (1, 2, 4, 5):
+        stage(b, u, alive=False)
+    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_ATTACK, 3
+    return b
+
+
 def actions_for(batch, **by_agent):
     """An int[1, A] action array: stop for the living, no-op for the dead, overrides by agent index."""
     acts = np.where(batch.avail[0, :, 1], 1, 0).astype(np.int64)[None]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 
+import conftest
 import numpy as np
 import pytest
-from conftest import freeze_enemies, set_type, stage
+from conftest import stage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,19 +22,9 @@ RATE = math.radians(999.8437) / 16  # radians a loop
 
 
 def duel(shooter: str, x: float, heading: float, turning: bool = True):
-    """3m with agent 0 turned into `shooter` at (x, 16) facing `heading` (radians), ordered onto enemy 3, a frozen
-    marine at (16, 16), east of it; the other units dead."""
-    b = SMACBatch("3m", 1, turning=turning)
-    b.seed(0)
-    b.reset()
-    freeze_enemies(b)
-    set_type(b, 0, shooter)
-    stage(b, 0, x=x, y=16.0)
-    stage(b, 3, x=16.0, y=16.0)
-    for u in (1, 2, 4, 5):
-        stage(b, u, alive=False)
+    """conftest's duel (agent 0 as `shooter` at (x, 16) onto an idle marine at (16, 16)), facing `heading` radians."""
+    b = conftest.duel(shooter, x, turning=turning)
     face(b, 0, heading)
-    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_ATTACK, 3
     return b
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import conftest
 import numpy as np
 import pytest
-from conftest import freeze_enemies, set_type, stage
+from conftest import stage
 
 from marl.envs.smac import SMACBatch, combat, layout
 
@@ -12,18 +13,8 @@ STALKER_FLIGHT = 6.0 / (18.75 / 16)  # 5.12 loops for a missile launched 6 away
 
 
 def duel(shooter: str, x: float, delay: bool = True):
-    """3m with agent 0 turned into `shooter` at (x, 16), ordered onto enemy 3 (a marine at 16, 16); the rest away."""
-    b = SMACBatch("3m", 1, weapon_delay=delay)
-    b.seed(0)
-    b.reset()
-    freeze_enemies(b)
-    set_type(b, 0, shooter)
-    stage(b, 0, x=x, y=16.0)
-    stage(b, 3, x=16.0, y=16.0)
-    for u in (1, 2, 4, 5):
-        stage(b, u, alive=False)
-    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_ATTACK, 3
-    return b
+    """conftest's duel (agent 0 as `shooter` at (x, 16) onto an idle marine at (16, 16)), weapon_delay on or off."""
+    return conftest.duel(shooter, x, weapon_delay=delay)
 
 
 def loop(b, n=1):

@@ -253,10 +253,16 @@ def _same(a, b):
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def test_baseline_steps_stay_out_of_the_actor_and_teach_the_critic_the_continuation(tmp_path):
-    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40")
-    env, learner, step = started(cfg, mixing=2.5)
+def _mixed_rollout(tmp_path, mixing, *more):
+    """cfg, learner and a 40-step rollout on 4 battles of the scripted baseline mixed in at `mixing`."""
+    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40", *more)
+    env, learner, step = started(cfg, mixing=mixing)
     rollout, _, _ = collect(env, learner, step, 40)
+    return cfg, learner, rollout
+
+
+def test_baseline_steps_stay_out_of_the_actor_and_teach_the_critic_the_continuation(tmp_path):
+    cfg, learner, rollout = _mixed_rollout(tmp_path, 2.5)
     ex = rollout.extras
     base, learn = ~ex["learn_mask"], ex["learn_mask"]
     assert np.array_equal(ex["value_mask"], ex["switch"] > 0) and ex["value_mask"].all()  # every episode began
@@ -279,10 +285,7 @@ def test_baseline_steps_stay_out_of_the_actor_and_teach_the_critic_the_continuat
 
 
 def test_episodes_the_baseline_played_alone_enter_neither_loss(tmp_path):
-    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "algo.mix=epsmix", "train.envs=4",
-                         "train.rollout=40")
-    env, learner, step = started(cfg, mixing=0.5)
-    rollout, _, _ = collect(env, learner, step, 40)
+    _, learner, rollout = _mixed_rollout(tmp_path, 0.5, "algo.mix=epsmix")
     ex = rollout.extras
     alone = ex["switch"] == 0
     assert alone.any() and (~alone).any()
@@ -298,10 +301,7 @@ def test_episodes_the_baseline_played_alone_enter_neither_loss(tmp_path):
 
 
 def test_imitation_clones_the_baselines_actions_at_its_steps_and_off_adds_nothing(tmp_path):
-    cfg = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40",
-                         "algo.imitation_coef=0.5")
-    env, learner, step = started(cfg, mixing=2.5)
-    rollout, _, _ = collect(env, learner, step, 40)
+    cfg, learner, rollout = _mixed_rollout(tmp_path, 2.5, "algo.imitation_coef=0.5")
     ex = rollout.extras
     base = ~ex["learn_mask"]
     np.testing.assert_array_equal(ex["imitate_weight"], np.where(base, 0.5, 0.0))
@@ -326,9 +326,7 @@ def test_imitation_clones_the_baselines_actions_at_its_steps_and_off_adds_nothin
     before = p_last()
     learner.mappo.update(rollout)
     assert p_last() > before
-    plain = stepmix_config(tmp_path, "test_stepmix_deep:last_symbol", "train.envs=4", "train.rollout=40")
-    env, learner, step = started(plain, mixing=2.5)
-    rollout, _, _ = collect(env, learner, step, 40)
+    _, _, rollout = _mixed_rollout(tmp_path, 2.5)
     assert "imitate_weight" not in rollout.extras  # 0, the default: the paper's learner
 
 
