@@ -110,7 +110,7 @@ class MAPPO:
                 if batch.imitate_weight is not None:  # another policy's steps (StepMix's baseline), cloned
                     bc = imitation_loss(logp, batch.imitate_weight[idx])
                     actor_loss = actor_loss + bc
-                    info["imitation_loss"] = float(bc)
+                    info["imitation_loss"] = float(bc.detach())
                 self.actor_opt.zero_grad()
                 actor_loss.backward()
                 gn = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg["max_grad_norm"])
