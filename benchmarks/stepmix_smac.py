@@ -228,7 +228,7 @@ def precise_vb(args, base: dict) -> dict:
 def runs(args) -> None:
     """Stage 2: EpsMix and StepMix at alpha on the baseline, and MAPPO from scratch, for each seed."""
     root = Path(args.root)
-    for seed in range(1, args.seeds + 1):
+    for seed in range(args.first_seed, args.seeds + 1):
         for mode in args.modes:
             run = root / "runs" / (f"{mode}-{args.tag}-s{seed}" if args.tag else f"{mode}-s{seed}")
             more = [f"train.steps={args.steps}", "train.log_episodes=true", f"train.eval_interval={args.eval_interval}"]
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True)
     p.add_argument("--scenario", default="3s5z")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=1,
+                   help="train seeds first-seed..seeds (another process can train the others meanwhile)")
     p.add_argument("--modes", type=_modes, default=list(MODES),
                    help=f"comma list of the runs to train per seed, of {', '.join(MODES)} (default: all)")
     p.add_argument("--tag", default="", help="a name for a variant (with -o): its runs are MODE-TAG-sSEED")
