@@ -146,7 +146,8 @@ def returns_text(mean_return, names) -> str:
 EVAL_SEED = 12345  # `marl eval`'s battles unless --seed says otherwise; benchmarks use them too, so numbers repeat
 
 
-def load_for_eval(run_dir, episodes: int, scenario: str | None = None) -> tuple[dict, dict, object, object, str]:
+def load_for_eval(run_dir, episodes: int, scenario: str | None = None,
+                  env_options: list[str] | tuple = ()) -> tuple[dict, dict, object, object, str]:
     """What `marl eval` plays: the run's config, its last checkpoint, an env of min(episodes, 32) battles per
     scenario, the learner restored from the checkpoint, and the scenarios' label (`scenario`: --scenario's text)."""
     from pathlib import Path
@@ -159,6 +160,8 @@ def load_for_eval(run_dir, episodes: int, scenario: str | None = None) -> tuple[
     config = config_mod.load_file(run_dir / "config.yaml")
     data = checkpoint.load(run_dir / "checkpoints" / LAST)
     batch = min(episodes, 32)
+    if env_options:
+        config = _with_env_options(config, env_options)
     if scenario is not None:  # battles the run may never have trained on, padded to its shapes
         scenarios = [s.strip() for s in scenario.split(",")]
         if not all(scenarios):
@@ -169,6 +172,33 @@ def load_for_eval(run_dir, episodes: int, scenario: str | None = None) -> tuple[
     env, learner = build(config, n_envs=batch * n_scenarios)
     checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
     return config, data, env, learner, config["run"]["scenario"] or ""
+
+
+def _with_env_options(config: dict, items) -> dict:
+    """The run's config with --env-option KEY=VALUE applied to its env section; refused (one line) where an option
+    is unknown, out of its domain, or changes the shapes the learner was built for."""
+    import copy
+
+    from marl import config as config_mod
+    from marl.trainer import build_env
+
+    changed = copy.deepcopy(config)
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--env-option takes KEY=VALUE (for example turning=true), got {item!r}")
+        config_mod.apply(changed, f"env.{key.strip()}", config_mod.parse_value(text.strip()))
+    config_mod.validate(changed)
+    specs = []
+    for c in (config, changed):
+        env = build_env(c, 1)
+        specs.append(env.spec)
+        env.close()
+    shapes = [(s.obs_dim, s.state_dim, s.n_actions, s.n_agents) for s in specs]
+    if shapes[0] != shapes[1]:
+        raise CLIError(f"--env-option {' '.join(items)} changes what the learner sees (obs, state, actions, agents "
+                       f"{shapes[0]} -> {shapes[1]}); only options that keep the shapes can be evaluated")
+    return changed
 
 
 def evaluate_run(run_dir, episodes: int, seed: int = EVAL_SEED) -> dict:
@@ -193,8 +223,10 @@ def _eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if args.out and not args.record:
         raise CLIError("--out DIR goes with --record N (the number of battles to record)")
-    config, data, env, learner, what = load_for_eval(run_dir, args.episodes, args.scenario)
+    config, data, env, learner, what = load_for_eval(run_dir, args.episodes, args.scenario, args.env_option)
     r = config["run"]
+    if args.env_option:
+        what = f"{what} ({', '.join(args.env_option)})".lstrip()
     if args.preference is not None:
         _choose(learner, args.preference, r["algo"], env.spec)
     res = evaluate(env, learner, args.episodes, seed=args.seed)
@@ -437,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "never have trained on: battles padded to the run's shapes; --episodes per scenario")
     ev.add_argument("--preference", metavar="W", help="a Pareto-front run (cmorl): evaluate the archived policy "
                     "with the best w . G, w one weight per objective (0.3,0.7 or [0.3,0.7])")
+    ev.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an env option for the evaluation battles only, e.g. turning=true (repeatable); options "
+                    "that change what the learner sees are refused")
     ev.set_defaults(func=_eval)
     fr = sub.add_parser("front", help="a Pareto-front run's archive: one row per policy, front.csv and front.png")
     fr.add_argument("run_dir")

@@ -158,6 +158,22 @@ def test_unknown_short_map_gets_a_suggestion(tmp_path, monkeypatch, capsys):
     assert "did you mean 3m" in capsys.readouterr().err
 
 
+def test_eval_with_env_options_plays_other_battles_and_refuses_other_shapes(trained):
+    cwd, _, run = trained
+    proc = marl("eval", str(run), "--episodes", "4", "--env-option", "turning=true", "--env-option",
+                "weapon_delay=true", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "smac 3m (turning=true, weapon_delay=true) mappo after 64 env steps: " in proc.stdout
+    assert EVAL_LINE.search(proc.stdout)
+    changes = marl("eval", str(run), "--env-option", "obs_last_action=true", cwd=cwd)
+    assert_one_line_error(changes, "marl: error: --env-option obs_last_action=true changes what the learner sees "
+                          "(obs, state, actions, agents (30, 48, 9, 3) -> (48, 48, 9, 3))")  # + 2 allies x 9 actions
+    assert_one_line_error(marl("eval", str(run), "--env-option", "turning", cwd=cwd),
+                          "marl: error: --env-option takes KEY=VALUE (for example turning=true), got 'turning'")
+    assert_one_line_error(marl("eval", str(run), "--env-option", "turnin=1", cwd=cwd),
+                          "marl: error: unknown config key 'env.turnin'; valid keys in env: ")
+
+
 def test_eval_of_a_missing_run(tmp_path):
     proc = marl("eval", "NONEXISTENT", cwd=tmp_path)
     assert_one_line_error(proc, "marl: error: ")
