@@ -328,7 +328,6 @@ class StepMix:
         if self.cfg["imitation_coef"] > 0:  # the baseline's steps: the actor learns its actions there too
             extras["imitate_weight"] = np.where(learner, 0.0, self.cfg["imitation_coef"]).astype(np.float32)
         return actions, extras
-        return actions, extras
 
     # ------------------------------------------------------------------ learning
     def update(self, rollout: Rollout) -> dict:

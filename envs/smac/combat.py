@@ -182,8 +182,9 @@ def _hits(uf, ui, utype, ft, it, e, u, t, lo, hi):
 
 @njit(cache=True, _nrt=False)
 def _turn_toward(uf, ft, e, u, tu, dx, dy):
-    """turning: u turns at most its turning rate toward the direction (dx, dy), the shorter way (counter-clockwise
-    when facing exactly away); returns the cosine of the angle left between its facing and that direction."""
+    """turning: u turns at most its turning rate toward the direction (dx, dy), the shorter way (either way, by
+    rounding, when facing exactly away); returns the cosine of the angle left between its facing and that
+    direction."""
     d = math.sqrt(dx * dx + dy * dy)
     if d == 0.0:
         return 1.0
