@@ -100,6 +100,52 @@ def mlp(inputs: int, hidden: int, layers: int, outputs: int, out_gain: float, in
     return nn.Sequential(*mods)
 
 
+class RecurrentNet(nn.Module):
+    """The MAPPO authors' recurrent network (rMAPPO): `mlp`'s layers, a GRU cell, LayerNorm, then the head.
+
+    Its hidden state h [N, hidden] is the GRU's output, carried from one step of an episode to the next and
+    zeroed where an episode starts. The GRU's weights are orthogonal and its biases zero, as theirs.
+    """
+
+    def __init__(self, inputs: int, hidden: int, layers: int, outputs: int, out_gain: float, input_norm: bool = True):
+        super().__init__()
+        body = mlp(inputs, hidden, layers, outputs, out_gain, input_norm)
+        self.trunk, self.head = body[:-1], body[-1]
+        self.hidden = hidden
+        self.gru = nn.GRUCell(hidden, hidden)
+        for name, p in self.gru.named_parameters():
+            if name.startswith("weight"):
+                nn.init.orthogonal_(p)
+            else:
+                nn.init.zeros_(p)
+        self.norm = nn.LayerNorm(hidden)
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: inputs [N, D] and the hidden state before it [N, H] -> outputs [N, out] and the state after."""
+        h = self.gru(self.trunk(x), h)
+        return self.head(self.norm(h)), h
+
+    def unroll(self, x: torch.Tensor, h0: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Outputs [L, N, out] of sequences x [L, N, D] from hidden states h0 [N, H]; starts [L, N] (0/1) zeroes
+        the state before a step where an episode starts."""
+        feats, h, out = self.trunk(x), h0, []
+        for t in range(x.shape[0]):
+            h = self.gru(feats[t], h * (1.0 - starts[t]).unsqueeze(-1))
+            out.append(h)
+        return self.head(self.norm(torch.stack(out)))
+
+
+def chunked(x: torch.Tensor, length: int) -> torch.Tensor:
+    """[T, E, ...] -> [length, ceil(T / length) * E, ...]: the rollout cut into sequences of `length` steps (the
+    last one padded with zeros), sequence index (chunk, env) on axis 1."""
+    T = x.shape[0]
+    n = -(-T // length)
+    if n * length != T:
+        x = torch.cat([x, x.new_zeros(n * length - T, *x.shape[1:])])
+    x = x.reshape(n, length, *x.shape[1:]).transpose(0, 1)
+    return x.reshape(length, n * x.shape[2], *x.shape[3:])
+
+
 def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     """Unavailable actions get logits of -1e10, so they are never sampled."""
     return logits.masked_fill(~avail, -1e10)
@@ -201,7 +247,11 @@ class PPOTargets:
 
     def reshape(self, *shape: int) -> PPOTargets:
         """The same targets with every tensor reshaped (to [T * E * A], or [T * E, A])."""
-        return PPOTargets(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).reshape(*shape)
+        return self.apply(lambda x: x.reshape(*shape))
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> PPOTargets:
+        """The same targets with fn applied to every tensor (a recurrent learner's cut into sequences)."""
+        return PPOTargets(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
                              for f in dataclasses.fields(self)})
 
 
@@ -236,8 +286,9 @@ def normalize_advantages(adv: torch.Tensor, mask: torch.Tensor, batch_dims: int 
     return (adv - live.mean()) / (live.std() + 1e-5) if live.numel() > 1 else adv
 
 
-def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float, value_norm: ValueNorm | None,
-                device: torch.device | str = "cpu", preference=None) -> PPOTargets:
+def ppo_targets(rollout: Rollout, values_of: ValuesOf | None, gamma: float, lam: float, value_norm: ValueNorm | None,
+                device: torch.device | str = "cpu", preference=None,
+                bootstraps: tuple[np.ndarray, np.ndarray] | None = None) -> PPOTargets:
     """Advantages, returns, value targets and masks of a rollout whose extras hold "value" (the critic's
     outputs, normalised under `value_norm`) and "log_prob". With a ValueNorm, the stored values are
     denormalised for GAE, the living agents' returns update its statistics, and the targets are the
@@ -252,12 +303,16 @@ def ppo_targets(rollout: Rollout, values_of: ValuesOf, gamma: float, lam: float,
     learner whose cut segments bootstrap from its critic at states the other policy plays on. "imitate_weight"
     float[T, E] (or [T, E, A]) weights a behaviour-cloning term on the actions taken at those steps
     (`imitation_loss`), for a learner that should also learn the other policy's actions where it does not act
-    itself. Without them nothing changes."""
+    itself. Without them nothing changes.
+
+    `bootstraps`, when given, are the values `bootstrap_values` would compute (of the state after the last step
+    [E, A], of the final states [n, A]), for a critic that needs more than those states, such as a recurrent
+    one's hidden state; `values_of` is then not called."""
     old_values = rollout.extras["value"]
     values = old_values
     if value_norm is not None:
         values = value_norm.denormalize(torch.as_tensor(old_values, device=device)).cpu().numpy()
-    bootstrap, final_values = bootstrap_values(rollout, values_of)  # before the statistics move
+    bootstrap, final_values = bootstraps or bootstrap_values(rollout, values_of)  # before the statistics move
     adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, gamma, lam, preference,
                                       rollout.extras.get("cut"))
 

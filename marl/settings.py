@@ -257,8 +257,8 @@ class PPOSettings(Settings):
                 raise ConfigError(f"algo.preference: {err}") from None
 
 
-class MAPPOSettings(PPOSettings):
-    """configs/algos/mappo.yaml: MAPPO (shared actor, centralised critic on the global state)."""
+class MAPPONetSettings(PPOSettings):
+    """MAPPO's feed-forward networks and critic settings, shared by MAPPO and the learners built on it (StepMix)."""
 
     critic_lr: float = setting("critic learning rate", gt=0)
     value_norm: bool = setting("normalise value targets with running statistics")
@@ -267,6 +267,15 @@ class MAPPOSettings(PPOSettings):
     agent_id: bool = setting("append the agent's one-hot id to actor and critic inputs")
     input_norm: bool = setting("LayerNorm over the network inputs (MAPPO's); false for a few raw features, such as "
                                "deep-sea-treasure's grid position, which it would map to one vector along a ray")
+
+
+class MAPPOSettings(MAPPONetSettings):
+    """configs/algos/mappo.yaml: MAPPO (shared actor, centralised critic on the global state)."""
+
+    recurrent: bool = setting("a GRU after the actor's and the critic's layers, trained on chunks of the rollout "
+                              "(the MAPPO authors' rMAPPO); false: feed-forward networks")
+    chunk_length: int = setting("recurrent: steps per training sequence, each started from the hidden state stored "
+                                "when it was played (rMAPPO's data_chunk_length)", ge=1)
 
 
 class CommFormerSettings(PPOSettings):
@@ -376,7 +385,7 @@ class CMORLSettings(PPOSettings):
                               "(2 per objective, so every objective's extremes survive pruning)")
 
 
-class StepMixSettings(MAPPOSettings):
+class StepMixSettings(MAPPONetSettings):
     """configs/algos/stepmix.yaml: StepMix / EpsMix, MAPPO mixed with a frozen safe baseline (agents/stepmix/)."""
 
     baseline: str = setting("the safe baseline: RUN_DIR (an earlier marl run on this environment, its last "

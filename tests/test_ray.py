@@ -118,6 +118,7 @@ def test_shards_join_to_the_whole_rollout_in_shard_order(tmp_path):
 # ------------------------------------------------------------------------------------------- ActingState (no Ray)
 SHARDED = {  # a small run of each learner whose acting state a shard's copy is made from
     "mappo": lambda tmp: comm_config(tmp, "train.act_chunks=2"),
+    "mappo_recurrent": lambda tmp: comm_config(tmp, "train.act_chunks=2", "algo.recurrent=true"),
     "commformer": lambda tmp: comm_config(tmp, "train.act_chunks=2", "algo.warmup=0", "algo.graph_estimator=score",
                                           algo="commformer"),
     "stepmix": lambda tmp: comm_config(tmp, "train.act_chunks=2", "algo.baseline=test_stepmix_deep:last_symbol",
@@ -140,7 +141,7 @@ def test_a_copy_loaded_with_a_shards_acting_state_acts_as_the_shard_does(tmp_pat
     tr = Trainer(cfg, tmp_path / algo, show_progress=False)
     tr.run(max_updates=1)
     shard = tr.collector.shards[1]
-    fresh = make_learner(algo, shard.spec, cfg["algo"], seed=99, device="cpu")
+    fresh = make_learner(cfg["run"]["algo"], shard.spec, cfg["algo"], seed=99, device="cpu")
     fresh.set_shard(shard.offset, shard.total, 12345)
     fresh.load_acting_state(shard.learner.acting_state())
     for _ in range(3):

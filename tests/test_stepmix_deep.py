@@ -407,6 +407,15 @@ def test_error_texts(tmp_path, baseline_run, capsys):
                                      "config.yaml and checkpoints/last.pt) nor module:factory (a scripted policy)")
 
 
+def test_a_recurrent_run_is_no_baseline(tmp_path):
+    cfg = config_mod.load("comm", "informants", "mappo", [*FAST, f"train.runs_dir={tmp_path}", "algo.recurrent=true"])
+    Trainer(cfg, tmp_path / "rnn", show_progress=False).run(max_updates=1)
+    with pytest.raises(BaselineError, match=rf"^algo.baseline {tmp_path / 'rnn'} is a recurrent mappo run "
+                                            r"\(algo.recurrent=true\); stepmix takes a feed-forward baseline, whose "
+                                            r"actions depend on the step alone$"):
+        build(stepmix_config(tmp_path, tmp_path / "rnn"))
+
+
 # ------------------------------------------------------------------------------------------- algo.init
 def test_init_baseline_starts_the_learner_as_a_copy_of_a_mappo_baseline(tmp_path, baseline_run):
     env, learner = build(stepmix_config(tmp_path, baseline_run, "algo.init=baseline"))

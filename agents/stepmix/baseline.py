@@ -69,7 +69,10 @@ class Baseline:
                 f"algo.baseline {source} ({r['env']} {r.get('scenario') or ''}, {r['algo']}) does not fit this "
                 f"environment ({spec.name or 'this run'}: {spec.n_agents} agents, obs_dim {spec.obs_dim}, state_dim "
                 f"{spec.state_dim}, {spec.n_actions} actions); give a run of the same environment") from None
-        self.shadow = self.policy  # a run's learner keeps no state between steps
+        if getattr(self.policy, "recurrent", False):
+            raise BaselineError(f"algo.baseline {source} is a recurrent {r['algo']} run (algo.recurrent=true); stepmix "
+                                f"takes a feed-forward baseline, whose actions depend on the step alone")
+        self.shadow = self.policy  # a run's feed-forward learner keeps no state between steps
 
     @staticmethod
     def _scripted(source: str, spec: EnvSpec):
