@@ -394,9 +394,10 @@ class StepMixSettings(MAPPONetSettings):
     mix: Literal["stepmix", "epsmix"] = setting("one switch step per episode (learner first, then the baseline), "
                                                 "or one coin per episode")
     alpha: float = setting("every episode's value is kept at or above (1 - alpha) V_b", ge=0, le=1)
-    init: Literal["scratch", "baseline"] = setting(
-        "the learner's first networks: its own initialisation (the paper's learner), or a copy of a run "
-        "baseline's MAPPO actor and critic")
+    init: Literal["auto", "scratch", "baseline"] = setting(
+        "the learner's first networks: a copy of a run baseline's MAPPO actor and critic (baseline), its own "
+        "initialisation (scratch, the paper's learner), or the copy where the baseline is a MAPPO run of the same "
+        "networks and scratch otherwise (auto)")
     imitation_coef: float = setting("weight of a behaviour-cloning term that teaches the learner the baseline's "
                                     "actions on the steps the baseline took (0: off, the paper's learner)", ge=0)
     vb_episodes: int = setting("the baseline's sampled episodes that estimate V_b before training", ge=2)

@@ -48,9 +48,10 @@ def not_a_policy(spec):
 
 
 def stepmix_config(tmp_path, baseline, *more):
+    """A small StepMix run's config with the paper's learner (from scratch, no imitation) unless `more` says else."""
     return config_mod.load("comm", "informants", "stepmix", [
         *FAST, f"train.runs_dir={tmp_path}", f"algo.baseline={baseline}", "algo.vb_episodes=8", "algo.bound_epochs=1",
-        "algo.vb_envs=2", "algo.calibration_episodes=2", *more])
+        "algo.vb_envs=2", "algo.calibration_episodes=2", "algo.init=scratch", "algo.imitation_coef=0.0", *more])
 
 
 @pytest.fixture(scope="module")
@@ -433,6 +434,21 @@ def test_init_baseline_starts_the_learner_as_a_copy_of_a_mappo_baseline(tmp_path
     assert not torch.equal(next(learner.mappo.actor.parameters()), next(base.actor.parameters()))
 
 
+def test_by_default_a_fitting_mappo_run_is_copied_and_imitated_and_anything_else_starts_from_scratch(tmp_path,
+                                                                                                      baseline_run):
+    cfg = config_mod.load("comm", "informants", "stepmix", [*FAST, f"algo.baseline={baseline_run}"])
+    assert (cfg["algo"]["init"], cfg["algo"]["imitation_coef"]) == ("auto", 1.0)
+    _, copied = build(cfg)
+    assert copied.started_from_baseline
+    assert torch.equal(next(copied.mappo.actor.parameters()), next(copied.baseline.policy.actor.parameters()))
+    for other in ("test_stepmix_deep:last_symbol", baseline_run):  # a scripted policy; a run of other networks
+        more = ["algo.hidden=8"] if other == baseline_run else []
+        _, fresh = build(config_mod.load("comm", "informants", "stepmix", [*FAST, f"algo.baseline={other}", *more]))
+        assert not fresh.started_from_baseline
+    _, scratch = build(stepmix_config(tmp_path, baseline_run))
+    assert not scratch.started_from_baseline
+
+
 def test_init_baseline_error_texts(tmp_path, baseline_run, capsys):
     with pytest.raises(BaselineError, match=r"^algo.init=baseline copies a mappo baseline's networks, but "
                                             r"algo.baseline 'test_stepmix_deep:last_symbol' is a scripted policy; "
@@ -445,4 +461,4 @@ def test_init_baseline_error_texts(tmp_path, baseline_run, capsys):
     code = main(["train", "comm", "informants", "--algo", "stepmix", *FAST, f"train.runs_dir={tmp_path}",
                  f"algo.baseline={baseline_run}", "algo.init=warm", "--steps", "16"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["marl: error: algo.init must be one of scratch, baseline, got 'warm'"]
+    assert code == 2 and err == ["marl: error: algo.init must be one of auto, scratch, baseline, got 'warm'"]

@@ -50,16 +50,21 @@ The mapping from the tabular algorithm (agents/stepmix/tabular.py) to this one:
   episodes are all its own, so this changes nothing there.
 
 `algo.init=baseline` starts the learner from a copy of a run baseline's MAPPO actor and critic (its own
-optimisers): every member is then worth about V_b at the start. The default, `scratch`, is the paper's
-learner. On 3s5z under StepMix the copy, trained on a battle's first steps only, forgot the rest of the
-baseline's policy within 64k steps (BENCHMARKS.md, StepMix part 6).
+optimisers): every member is then worth about V_b at the start. `scratch` is the paper's learner. The
+default, `auto`, copies a MAPPO run baseline whose networks have this learner's shapes and starts any other
+(a scripted policy, another learner's run) from scratch. On 3s5z under StepMix the copy alone, trained on a
+battle's first steps only, forgot the rest of the baseline's policy within 64k steps (BENCHMARKS.md, StepMix
+part 6); with imitation (below) it kept it.
 
 `algo.imitation_coef` > 0 adds behaviour cloning of the baseline to the learner's actor: on the steps the
 baseline took, the negative log-likelihood of the baseline's actions under the learner's policy, with that
 weight (extras "imitate_weight", agents/ppo.py `imitation_loss`). The learner then keeps a policy for the
 states it does not play yet, near the baseline's, instead of whatever its untrained (or, with
 `algo.init=baseline`, forgotten) outputs are there; its own steps still learn by PPO alone. This departs from
-the paper, whose learner learns from its own episodes only; 0, the default, is the paper's.
+the paper, whose learner learns from its own episodes only (0 is the paper's). The default is 1 with
+`algo.init=auto`: on 3s5z that pair met the issue's safety and learner targets on three seeds of StepMix and
+of EpsMix, where the paper's learner under StepMix never won (BENCHMARKS.md, StepMix parts 6-8);
+`algo.init=scratch algo.imitation_coef=0` gives the paper's learner back.
 
 `act(step, deterministic=True)` is the learner's own argmax policy: the trainer's evaluation reports it.
 The mixing parameter is decided after each update (and once before the first, from the untrained
@@ -181,6 +186,7 @@ class StepMix:
         self.H = spec.episode_limit
         self.evaluator: Evaluator | None = None
         self.baseline: Baseline | None = None
+        self.started_from_baseline = False  # algo.init: the learner's networks began as the baseline's copy
         self._baseline_error: BaselineError | None = None
         try:
             kind_of(cfg["baseline"])
@@ -188,7 +194,9 @@ class StepMix:
             self._baseline_error = err
         else:  # a baseline that is there is loaded now, so one that does not fit stops the run before it starts
             self.baseline = Baseline(cfg["baseline"], spec, seed, device)
-            if cfg["init"] == "baseline":  # a resumed run's checkpoint then overwrites the copy
+            # a resumed run's checkpoint then overwrites the copy
+            self.started_from_baseline = cfg["init"] == "baseline" or (cfg["init"] == "auto" and self._baseline_fits())
+            if self.started_from_baseline:
                 self._start_from_baseline()
         self.ready = False  # V_b estimated and the first mixing parameter chosen
         self.switch: np.ndarray | None = None  # per battle: the episode step from which the baseline acts
@@ -205,6 +213,17 @@ class StepMix:
         # StepMix: the returns of the last member_window episodes played as each member h (switch h), [H + 1]
         self.member_returns: list[list[float]] = [[] for _ in range(self.H + 1)]
         self._shard: tuple[int, int, int] | None = None  # a shard's copy: (offset, total, seed of its streams)
+
+    def _baseline_fits(self) -> bool:
+        """algo.init=auto: whether the baseline is a MAPPO run whose actor and critic have this learner's shapes."""
+        base = self.baseline.policy
+        if self.baseline.kind != RUN or not isinstance(base, MAPPO):
+            return False
+
+        def shapes(net: nn.Module) -> dict:
+            return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+        return shapes(base.actor) == shapes(self.mappo.actor) and shapes(base.critic) == shapes(self.mappo.critic)
 
     def _start_from_baseline(self) -> None:
         """algo.init=baseline: the learner's actor and critic (with its value normalisation) become copies of a
