@@ -111,7 +111,6 @@ class RecurrentNet(nn.Module):
         super().__init__()
         body = mlp(inputs, hidden, layers, outputs, out_gain, input_norm)
         self.trunk, self.head = body[:-1], body[-1]
-        self.hidden = hidden
         self.gru = nn.GRUCell(hidden, hidden)
         for name, p in self.gru.named_parameters():
             if name.startswith("weight"):
@@ -312,7 +311,9 @@ def ppo_targets(rollout: Rollout, values_of: ValuesOf | None, gamma: float, lam:
     values = old_values
     if value_norm is not None:
         values = value_norm.denormalize(torch.as_tensor(old_values, device=device)).cpu().numpy()
-    bootstrap, final_values = bootstraps or bootstrap_values(rollout, values_of)  # before the statistics move
+    if bootstraps is None:
+        bootstraps = bootstrap_values(rollout, values_of)  # before the statistics move
+    bootstrap, final_values = bootstraps
     adv, returns = rollout_advantages(rollout, values, bootstrap, final_values, gamma, lam, preference,
                                       rollout.extras.get("cut"))
 

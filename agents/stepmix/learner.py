@@ -195,7 +195,9 @@ class StepMix:
         else:  # a baseline that is there is loaded now, so one that does not fit stops the run before it starts
             self.baseline = Baseline(cfg["baseline"], spec, seed, device)
             # a resumed run's checkpoint then overwrites the copy
-            self.started_from_baseline = cfg["init"] == "baseline" or (cfg["init"] == "auto" and self._baseline_fits())
+            base = self._mappo_run()
+            self.started_from_baseline = cfg["init"] == "baseline" or (
+                cfg["init"] == "auto" and base is not None and self._same_networks(base))
             if self.started_from_baseline:
                 self._start_from_baseline()
         self.ready = False  # V_b estimated and the first mixing parameter chosen
@@ -214,32 +216,32 @@ class StepMix:
         self.member_returns: list[list[float]] = [[] for _ in range(self.H + 1)]
         self._shard: tuple[int, int, int] | None = None  # a shard's copy: (offset, total, seed of its streams)
 
-    def _baseline_fits(self) -> bool:
-        """algo.init=auto: whether the baseline is a MAPPO run whose actor and critic have this learner's shapes."""
+    def _mappo_run(self) -> MAPPO | None:
+        """The baseline's MAPPO learner when the baseline is a MAPPO run (what algo.init can copy), else None."""
         base = self.baseline.policy
-        if self.baseline.kind != RUN or not isinstance(base, MAPPO):
-            return False
+        return base if self.baseline.kind == RUN and isinstance(base, MAPPO) else None
 
+    def _same_networks(self, base: MAPPO) -> bool:
+        """Whether a MAPPO baseline's actor and critic have this learner's parameter names and shapes."""
         def shapes(net: nn.Module) -> dict:
             return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
         return shapes(base.actor) == shapes(self.mappo.actor) and shapes(base.critic) == shapes(self.mappo.critic)
 
     def _start_from_baseline(self) -> None:
-        """algo.init=baseline: the learner's actor and critic (with its value normalisation) become copies of a
-        run baseline's MAPPO networks; its optimisers and generators stay its own."""
-        base = self.baseline.policy
-        if self.baseline.kind != RUN or not isinstance(base, MAPPO):
+        """algo.init=baseline (or auto, where it fits): the learner's actor and critic (with its value
+        normalisation) become copies of a run baseline's MAPPO networks; its optimisers and generators stay its own."""
+        base = self._mappo_run()
+        if base is None:
             what = "a scripted policy" if self.baseline.kind != RUN else f"a {self.baseline.config['run']['algo']} run"
             raise BaselineError(f"algo.init=baseline copies a mappo baseline's networks, but algo.baseline "
                                 f"{self.baseline.source!r} is {what}; give a mappo run or algo.init=scratch")
-        try:
-            self.mappo.actor.load_state_dict(base.actor.state_dict())
-            self.mappo.critic.load_state_dict(base.critic.state_dict())
-        except RuntimeError:
+        if not self._same_networks(base):
             raise BaselineError(f"algo.init=baseline: the baseline {self.baseline.source!r} has other networks than "
                                 f"this learner's (algo.hidden, algo.layers, algo.agent_id, algo.input_norm); give "
-                                f"the same settings or algo.init=scratch") from None
+                                f"the same settings or algo.init=scratch")
+        self.mappo.actor.load_state_dict(base.actor.state_dict())
+        self.mappo.critic.load_state_dict(base.critic.state_dict())
         self.mappo.value_norm.load_state_dict(base.value_norm.state_dict())
 
     # ------------------------------------------------------------------ capability
