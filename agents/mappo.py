@@ -54,7 +54,7 @@ class MAPPO:
         ids = A if cfg["agent_id"] else 0
         self.recurrent = bool(cfg.get("recurrent", False))  # learners built on MAPPO (StepMix) have no such key
         net = RecurrentNet if self.recurrent else mlp
-        self.actor = net(spec.obs_dim + ids, cfg["hidden"], cfg["layers"], spec.n_actions, 0.01,
+        self.actor = net(spec.obs_dim + ids, cfg["hidden"], cfg["layers"], spec.n_actions, cfg["actor_gain"],
                          cfg["input_norm"]).to(self.device)
         self.critic = net(spec.state_dim + ids, cfg["hidden"], cfg["layers"], 1, 1.0, cfg["input_norm"]).to(self.device)
         # recurrent: per stream ("sample", "deterministic"), each network's hidden states after the last step [E, A, H]

@@ -267,6 +267,8 @@ class MAPPONetSettings(PPOSettings):
     agent_id: bool = setting("append the agent's one-hot id to actor and critic inputs")
     input_norm: bool = setting("LayerNorm over the network inputs (MAPPO's); false for a few raw features, such as "
                                "deep-sea-treasure's grid position, which it would map to one vector along a ray")
+    actor_gain: float = setting("orthogonal-init gain of the actor's output layer: 0.01 starts from a near-uniform "
+                                "policy; the MAPPO authors use 1 on MMM2 (their --gain)", gt=0)
 
 
 class MAPPOSettings(MAPPONetSettings):

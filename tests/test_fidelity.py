@@ -131,3 +131,16 @@ def test_errors_are_one_line(tmp_path, capsys):
         fid.main(["--maps", "3m", "--runs-dir", str(tmp_path / "fid")])
     assert capsys.readouterr().err == (f"marl: error: {tmp_path / 'fid' / 'default' / '3m-s1'} exists; pass "
                                        "--resume to skip it when finished or continue it\n")
+
+
+def test_mmm2_takes_the_authors_actor_gain_and_the_other_maps_the_default():
+    """MMM2's script alone passes --gain 1 (the actor head's init gain); the overrides load as a MAPPO config."""
+    from marl import config as config_mod
+
+    mmm2 = fid.overrides_for("MMM2", 3_000_000, 1, Path("runs"), 10)
+    assert mmm2[-4:] == ["algo.ppo_epochs=5", "algo.clip=0.2", "algo.minibatches=2", "algo.actor_gain=1.0"]
+    assert config_mod.load("smac", "MMM2", "mappo", mmm2)["algo"]["actor_gain"] == 1.0
+    for name in ("3m", "2s3z", "3s5z", "5m_vs_6m"):
+        overrides = fid.overrides_for(name, 3_000_000, 1, Path("runs"), 10)
+        assert not any(o.startswith("algo.actor_gain") for o in overrides)
+        assert config_mod.load("smac", name, "mappo", overrides)["algo"]["actor_gain"] == 0.01

@@ -115,7 +115,8 @@ class Skirmish:
 PPO = {"gamma": 0.99, "gae_lambda": 0.95, "entropy_coef": 0.01, "value_coef": 1.0, "huber_delta": 10.0,
        "max_grad_norm": 10.0, "value_clip": True, "adam_eps": 1e-5}
 MAPPO_CFG = {**PPO, "lr": 5e-4, "critic_lr": 5e-4, "clip": 0.2, "ppo_epochs": 3, "minibatches": 2,
-             "value_norm": True, "hidden": 32, "layers": 2, "agent_id": True, "input_norm": True}
+             "value_norm": True, "hidden": 32, "layers": 2, "agent_id": True, "input_norm": True,
+             "actor_gain": 0.01}
 COMMFORMER_CFG = {**PPO, "lr": 5e-4, "graph_lr": 1e-2, "clip": 0.05, "ppo_epochs": 4, "minibatches": 1,
                   "graph_every": 2, "warmup": 1, "post_stable": True, "post_stable_at": 0.5, "sparsity": 0.5,
                   "graph": "learned", "self_loops": True, "gates": True, "gate_cost": 1e-2, "n_embd": 16,
@@ -427,3 +428,18 @@ if __name__ == "__main__":
     REFERENCE.parent.mkdir(exist_ok=True)
     REFERENCE.write_text(json.dumps({"machine": machine(), "updates": UPDATES, "cases": cases}, indent=1) + "\n")
     print(f"wrote {REFERENCE}", file=sys.stderr)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("gain", [0.01, 1.0])
+def test_actor_gain_scales_the_orthogonal_actor_head_and_leaves_the_critic_at_one(recurrent, gain):
+    """algo.actor_gain is the orthogonal init gain of the actor's output layer (the MAPPO authors' --gain): every
+    singular value of the head's weight is the gain; the critic's head keeps gain 1."""
+    env = Skirmish(1)
+    learner = MAPPO(env.spec, {**MAPPO_CFG, "actor_gain": gain, "recurrent": recurrent, "chunk_length": 4})
+    actor_head = learner.actor.head if recurrent else learner.actor[-1]
+    critic_head = learner.critic.head if recurrent else learner.critic[-1]
+    assert actor_head.weight.shape == (env.spec.n_actions, 32)
+    assert torch.allclose(torch.linalg.svdvals(actor_head.weight), torch.full((env.spec.n_actions,), gain), rtol=1e-5)
+    assert torch.allclose(torch.linalg.svdvals(critic_head.weight), torch.ones(1), rtol=1e-5)
+    assert not actor_head.bias.any()

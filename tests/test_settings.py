@@ -101,6 +101,7 @@ def cli(tmp_path, monkeypatch, capsys):
     (["train", "smac", "3m", "algo.sparsity=-1"], "algo.sparsity must be in (0, 1], got -1"),
     (["train", "smac", "3m", "algo.gate_cost=-3"], "algo.gate_cost must be >= 0, got -3"),
     (["train", "smac", "3m", "--algo", "mappo", "algo.clip=0"], "algo.clip must be in (0, 1], got 0"),
+    (["train", "smac", "3m", "--algo", "mappo", "algo.actor_gain=0"], "algo.actor_gain must be > 0, got 0"),
     (["train", "smac", "3m", "train.rollout=0"], "train.rollout must be a positive integer, got 0"),
     (["train", "smac", "3m", "train.log_interval=0"], "train.log_interval must be a positive integer, got 0"),
     (["train", "smac", "3m", "--envs", "0"], "train.envs must be a positive integer, got 0"),
