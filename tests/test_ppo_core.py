@@ -423,13 +423,6 @@ def test_the_reference_runs_cover_deaths_cuts_masks_and_the_graph_schedule(refer
     assert [m["graph_steps"] for m in cf] == [0.0, 2.0, 2.0, 0.0, 0.0]
 
 
-if __name__ == "__main__":
-    cases = {name: run_case(name) for name in CASES}
-    REFERENCE.parent.mkdir(exist_ok=True)
-    REFERENCE.write_text(json.dumps({"machine": machine(), "updates": UPDATES, "cases": cases}, indent=1) + "\n")
-    print(f"wrote {REFERENCE}", file=sys.stderr)
-
-
 @pytest.mark.parametrize("recurrent", [False, True])
 @pytest.mark.parametrize("gain", [0.01, 1.0])
 def test_actor_gain_scales_the_orthogonal_actor_head_and_leaves_the_critic_at_one(recurrent, gain):
@@ -443,3 +436,11 @@ def test_actor_gain_scales_the_orthogonal_actor_head_and_leaves_the_critic_at_on
     assert torch.allclose(torch.linalg.svdvals(actor_head.weight), torch.full((env.spec.n_actions,), gain), rtol=1e-5)
     assert torch.allclose(torch.linalg.svdvals(critic_head.weight), torch.ones(1), rtol=1e-5)
     assert not actor_head.bias.any()
+
+
+if __name__ == "__main__":
+    cases = {name: run_case(name) for name in CASES}
+    REFERENCE.parent.mkdir(exist_ok=True)
+    REFERENCE.write_text(json.dumps({"machine": machine(), "updates": UPDATES, "cases": cases}, indent=1) + "\n")
+    print(f"wrote {REFERENCE}", file=sys.stderr)
+
