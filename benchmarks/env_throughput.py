@@ -7,6 +7,8 @@ Random valid actions; every step builds obs, state and avail. One process, E bat
     python benchmarks/env_throughput.py --maps 3s5z --envs 1 64 --cpu-time --against c3124af  # A/B vs a revision
     python benchmarks/env_throughput.py --maps 3s5z --envs 8 --cpu-time --against HEAD --option turning=true
         # an env option on (this checkout) against off (HEAD's simulator, its defaults)
+    python benchmarks/env_throughput.py --maps 3s5z --envs 8 --cpu-time --against HEAD --option weapon_delay=true \
+        --against-option weapon_delay=true   # a change to an option's rule: the option on, on both sides
 
 On a shared, loaded machine the wall-clock rates swing by a third from run to run; `--cpu-time` reports
 the process CPU time per env-step on one thread (best of 7 repetitions), which stays within a few percent.
@@ -144,16 +146,16 @@ def baseline_batch(rev: str):
 
 
 def cpu_time_against(rev: str, map_name: str, n_envs: int, rounds: int = 6, repeats: int = 3,
-                     options: dict | None = None) -> dict:
-    """CPU time per env-step of this checkout's simulator (with the env `options`) and of revision `rev`'s (its
-    defaults), A/B/B/A in one process.
+                     options: dict | None = None, against_options: dict | None = None) -> dict:
+    """CPU time per env-step of this checkout's simulator (with the env `options`) and of revision `rev`'s (with
+    `against_options`; by default its defaults), A/B/B/A in one process.
 
     The rounds alternate which goes first, so that a load that comes and goes on a shared machine hits both;
     the ratios (new / old) of the rounds give the spread.
     """
     from marl.envs.smac import SMACBatch
 
-    timers = {"old": _CpuTimer(baseline_batch(rev), map_name, n_envs),
+    timers = {"old": _CpuTimer(baseline_batch(rev), map_name, n_envs, **(against_options or {})),
               "new": _CpuTimer(SMACBatch, map_name, n_envs, **(options or {}))}
     for t in timers.values():
         t.best_us(1)  # warm caches and clocks before the first measured round
@@ -163,6 +165,7 @@ def cpu_time_against(rev: str, map_name: str, n_envs: int, rounds: int = 6, repe
             us[k].append(timers[k].best_us(repeats))
     ratio = np.array(us["new"]) / np.array(us["old"])
     return {"map": map_name, "num_envs": n_envs, "against": rev, "options": options or {},
+            "against_options": against_options or {},
             "old_cpu_us": [round(x, 2) for x in us["old"]],
             "new_cpu_us": [round(x, 2) for x in us["new"]], "ratio_median": round(float(np.median(ratio)), 4),
             "ratio_min": round(float(ratio.min()), 4), "ratio_max": round(float(ratio.max()), 4),
@@ -181,19 +184,24 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=6, help="A/B rounds with --against")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="with --against: an env option of this checkout's side (repeatable; YAML values)")
+    p.add_argument("--against-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --against: an env option of the revision's side (repeatable; YAML values)")
     args = p.parse_args(argv)
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            p.error(f"--option takes KEY=VALUE, got {item!r}")
-        options[key] = yaml.safe_load(value)
+    options, against_options = {}, {}
+    for flag, items, into in (("--option", args.option, options),
+                              ("--against-option", args.against_option, against_options)):
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                p.error(f"{flag} takes KEY=VALUE, got {item!r}")
+            into[key] = yaml.safe_load(value)
     print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d")}))
     if args.cpu_time and args.against:
         for m in args.maps:
             for e in args.envs:
-                print(json.dumps(cpu_time_against(args.against, m, e, args.rounds, options=options)), flush=True)
+                print(json.dumps(cpu_time_against(args.against, m, e, args.rounds, options=options,
+                                                  against_options=against_options)), flush=True)
         return
     if args.cpu_time:
         for m in args.maps:

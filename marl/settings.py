@@ -148,8 +148,9 @@ class SMACSettings(Settings):
     obs_own_pos: bool | None = setting("SMACv2: own x/32, y/32 in the own features; null: on for SMACv2 maps only")
     use_unit_ranges: bool | None = setting("SMACv2: per-unit shoot and sight ranges; null: on for SMACv2 maps only")
     min_attack_range: int = setting("SMACv2: shoot range = max(weapon range, this) when unit ranges are on", ge=0)
-    weapon_delay: bool = setting("marl's: damage lands after the weapon's damage point and its missile's flight "
-                                 "(the game's values; docs/smac_rules.md section 18); off: at once, as before")
+    weapon_delay: bool = setting("marl's: damage lands after the weapon's damage point and its missile's flight, "
+                                 "and the zealot's second blade 0.28 s after its first (the game's values; "
+                                 "docs/smac_rules.md section 18); off: at once, as before")
     turning: bool = setting("the game's turning: units turn at 999.84 deg/s (colossus 720) and fire only when facing "
                             "their target (docs/smac_rules.md section 18); off: they face anything at once")
     off_creep_decay: bool = setting("the game's: a zerg structure off creep (2s_vs_1sc's spine crawler) loses 1 HP "

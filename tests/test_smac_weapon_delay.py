@@ -63,10 +63,85 @@ def test_marine_hits_one_loop_late_instant_shot_after_its_damage_point():
     assert hp(b, 3) == 45.0 - 6.0 and b.ui[0, 0, layout.SHOT_AT] == -1 and b.ui[0, 0, layout.MISSILE_AT] == -1
 
 
-def test_zealot_has_no_damage_point_and_hits_at_once():
+ZEALOT_BURST = 0.28 * 16  # 4.48 loops between the blades (effectdata.xml PsiBladesBurst)
+
+
+def test_off_the_zealot_lands_both_blades_at_once():
+    b = duel("zealot", 15.1, delay=False)
+    loop(b)
+    assert hp(b, 3) == 45.0 - 16.0 and b.ui[0, 0, layout.MISSILE_AT] == -1
+
+
+# Rule changed (2026-11-30): with weapon_delay the zealot's second blade no longer lands with the first; it comes
+# 0.28 s later, channelled (this test asserted 16 damage in the first loop before).
+def test_zealot_has_no_damage_point_and_its_second_blade_comes_4_48_loops_later():
+    b = duel("zealot", 15.1)
+    loop(b)  # no damage point: the first blade lands in the loop the attack starts
+    assert hp(b, 3) == 45.0 - 8.0 and b.ui[0, 0, layout.SHOT_AT] == -1
+    assert b.ui[0, 0, layout.MISSILE_AT] == 3 and b.uf[0, 0, layout.FLIGHT] == pytest.approx(ZEALOT_BURST)
+    assert b.uf[0, 0, layout.CD] > 18.0  # the cooldown (1.2 s = 19.2 loops, jittered) is paid once for both
+    loop(b, 4)  # loops 2-5: 0.48 loops left
+    assert hp(b, 3) == 45.0 - 8.0 and b.uf[0, 0, layout.FLIGHT] == pytest.approx(ZEALOT_BURST - 4)
+    loop(b)  # loop 6: the second blade
+    assert hp(b, 3) == 45.0 - 16.0 and b.ui[0, 0, layout.MISSILE_AT] == -1
+    loop(b, 10)
+    assert hp(b, 3) == 45.0 - 16.0  # nothing more before the cooldown is over
+
+
+def test_a_zealot_that_walks_loses_its_second_blade():
     b = duel("zealot", 15.1)
     loop(b)
-    assert hp(b, 3) == 45.0 - 16.0 and b.ui[0, 0, layout.SHOT_AT] == -1
+    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_MOVE, -1
+    b.uf[0, 0, layout.TX], b.uf[0, 0, layout.TY] = 5.0, 16.0
+    loop(b)
+    assert b.uf[0, 0, layout.X] == pytest.approx(15.1 - 2.25 / 16)
+    assert b.ui[0, 0, layout.MISSILE_AT] == -1 and b.uf[0, 0, layout.FLIGHT] == 0.0
+    loop(b, 10)
+    assert hp(b, 3) == 45.0 - 8.0
+
+
+def test_a_zealot_standing_on_its_attack_order_keeps_its_second_blade():
+    b = duel("zealot", 15.1)
+    loop(b)
+    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_ATTACK, 3  # ordered again: it stays in reach
+    loop(b, 5)
+    assert b.uf[0, 0, layout.X] == 15.1 and hp(b, 3) == 45.0 - 16.0
+
+
+def test_a_zealot_killed_before_its_second_blade_deals_only_the_first():
+    b = duel("zealot", 15.1)
+    loop(b, 2)
+    combat._kill(b.uf, b.ui, 0, 0)
+    loop(b, 10)
+    assert hp(b, 3) == 45.0 - 8.0 and b.ui[0, 0, layout.MISSILE_AT] == -1
+
+
+def test_a_second_blade_on_a_dead_target_is_dropped():
+    b = duel("zealot", 15.1)
+    loop(b)
+    stage(b, 3, alive=False)
+    loop(b, 5)
+    assert b.ui[0, 0, layout.MISSILE_AT] == -1 and not b.ui[0, 3, layout.ALIVE]
+
+
+def test_a_first_blade_that_kills_leaves_nothing_to_come():
+    b = duel("zealot", 15.1)
+    stage(b, 3, health=8.0)
+    loop(b)
+    assert not b.ui[0, 3, layout.ALIVE] and b.ui[0, 0, layout.MISSILE_AT] == -1
+
+
+def test_only_the_zealot_has_a_burst_and_a_burst_must_be_two_instant_hits(monkeypatch):
+    from dataclasses import replace
+
+    from marl.envs.smac import units
+
+    ft, _ = units.unit_tables()
+    bursts = {n: ft[i, units.F_BURST_PERIOD] for i, n in enumerate(units.TYPE_NAMES) if ft[i, units.F_BURST_PERIOD]}
+    assert bursts == {"zealot": pytest.approx(ZEALOT_BURST)}
+    monkeypatch.setitem(units.UNIT_TYPES, "zealot", replace(units.UNIT_TYPES["zealot"], attacks=3))
+    with pytest.raises(ValueError, match="unit type 'zealot': a burst .* two instant hits .* got attacks=3"):
+        units.unit_tables()
 
 
 def test_a_unit_winding_up_stands_whatever_its_new_order():

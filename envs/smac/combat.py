@@ -6,7 +6,8 @@ on its order (move, attack, heal, attack-move, hunt, hold); then overlapping gro
 then shields, zerg health and medivac energy regenerate. By default damage lands when a weapon fires; with the
 env option weapon_delay, an attack first winds up for its weapon's damage point (the unit stands, busy), then the
 shot leaves: instant weapons hit then, missiles fly to the target at their speed and hit on arrival (a target dead
-by then is missed), as in the game (docs/smac_rules.md section 18). With the option turning, every unit faces a
+by then is missed), and the zealot's second blade lands 0.28 s after its first unless the zealot died or walked
+meanwhile, as in the game (docs/smac_rules.md section 18). With the option turning, every unit faces a
 direction that turns at its turning rate (toward where it walks, toward the target it attacks), and a weapon fires
 only once its target lies within the weapon's arc of that facing. The built-in AI picks threats first, then
 the nearest (docs/smac_rules.md), not SC2's exact target-priority table.
@@ -56,6 +57,7 @@ from .units import (
     F_ARMOR,
     F_ATTACKS,
     F_BONUS,
+    F_BURST_PERIOD,
     F_COOLDOWN,
     F_DAMAGE,
     F_DAMAGE_POINT,
@@ -240,18 +242,33 @@ def _launch(uf, ui, utype, ft, it, e, u, lo, hi):
 
 @njit(cache=True, _nrt=False)
 def _land(uf, ui, utype, ft, it, e, u, lo, hi):
-    """weapon_delay: u's missile arrives (its shooter may be dead by now); a target already dead is missed."""
+    """weapon_delay: u's missile arrives (its shooter may be dead by now), or the second hit of u's burst comes (lost
+    if u died); a target already dead is missed."""
     t = ui[e, u, MISSILE_AT]
     ui[e, u, MISSILE_AT] = -1
     uf[e, u, FLIGHT] = 0.0
-    if ui[e, t, ALIVE]:
-        _hits(uf, ui, utype, ft, it, e, u, t, lo, hi)
+    if not ui[e, t, ALIVE]:
+        return
+    if ft[utype[e, u], F_BURST_PERIOD] > 0.0:  # a burst's last hit: channelled, lost with its striker
+        if ui[e, u, ALIVE]:
+            _deal(uf, ui, utype, ft, it, e, u, t, ft[utype[e, u], F_DAMAGE])
+        return
+    _hits(uf, ui, utype, ft, it, e, u, t, lo, hi)
 
 
 @njit(cache=True, _nrt=False)
 def _attack(uf, ui, utype, ft, it, rng, e, u, t, lo, hi, weapon_delay):
     """Unit u's weapon is ready and t in reach: fire at once, or (weapon_delay) begin the attack's damage point."""
     tu = utype[e, u]
+    if weapon_delay and ft[tu, F_BURST_PERIOD] > 0.0:
+        # a channelled burst (the zealot's blades): the first hit lands now, the second after the burst's period,
+        # carried like a missile in flight (simulate_loop drops it if u walks meanwhile, _land if u dies)
+        _deal(uf, ui, utype, ft, it, e, u, t, ft[tu, F_DAMAGE])
+        _pay_cooldown(uf, ft, rng, e, u, tu)
+        if ui[e, t, ALIVE]:
+            ui[e, u, MISSILE_AT] = t
+            uf[e, u, FLIGHT] = ft[tu, F_BURST_PERIOD]
+        return
     if not weapon_delay or (ft[tu, F_DAMAGE_POINT] <= 0.0 and ft[tu, F_MISSILE_SPEED] <= 0.0):
         _fire(uf, ui, utype, ft, it, rng, e, u, t, lo, hi)
         return
@@ -447,6 +464,7 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
                   turning=0):
     """One game loop of battle e: missiles fly, units act in a random order, then collide, then regenerate.
 
+    weapon_delay: a zealot that walks in its turn (not one pushed by collisions) loses its second blade still to come.
     turning: a unit that walked in its turn turns toward the way it walked (it walks at full speed meanwhile)."""
     if weapon_delay:
         for u in range(n_units):  # missiles in flight, whether or not their shooters still live
@@ -476,12 +494,19 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
                 continue
             lo, hi = _hostiles(u, n_agents, n_units)
             _launch(uf, ui, utype, ft, it, e, u, lo, hi)
-        if turning and ft[utype[e, u], F_TURN] > 0.0:
+        turns = turning and ft[utype[e, u], F_TURN] > 0.0
+        # weapon_delay: a burst's second hit still to come is channelled: lost if its striker walks in its turn
+        channels = ui[e, u, MISSILE_AT] >= 0 and ft[utype[e, u], F_BURST_PERIOD] > 0.0
+        if turns or channels:
             x0, y0 = uf[e, u, X], uf[e, u, Y]
             _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
             dx, dy = uf[e, u, X] - x0, uf[e, u, Y] - y0
             if dx != 0.0 or dy != 0.0:
-                _turn_toward(uf, ft, e, u, utype[e, u], dx, dy)
+                if turns:
+                    _turn_toward(uf, ft, e, u, utype[e, u], dx, dy)
+                if channels:
+                    ui[e, u, MISSILE_AT] = -1
+                    uf[e, u, FLIGHT] = 0.0
         else:
             _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
     collide(uf, ui, utype, ft, it, walk, cliff, e, n_units)

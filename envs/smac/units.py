@@ -26,8 +26,8 @@ KIND_NORMAL, KIND_MEDIVAC, KIND_BANELING, KIND_COLOSSUS, KIND_STATIC = 0, 1, 2, 
 # columns of the float table
 (F_HP, F_SHIELD, F_ARMOR, F_RADIUS, F_SPEED, F_SIGHT, F_DAMAGE, F_ATTACKS, F_BONUS, F_RANGE,
  F_COOLDOWN, F_MAX_COOLDOWN, F_REGEN, F_SPLASH, F_DAMAGE_POINT, F_MISSILE_SPEED, F_DECAY, F_TURN,
- F_TURN_COS, F_TURN_SIN, F_ARC_COS) = range(21)
-N_FLOAT_COLS = 21
+ F_TURN_COS, F_TURN_SIN, F_ARC_COS, F_BURST_PERIOD) = range(22)
+N_FLOAT_COLS = 22
 # columns of the int table
 I_ATTR, I_BONUS_ATTR, I_HITS, I_KIND, I_FLYING, I_CLIFF_WALKER, I_RACE = range(7)
 N_INT_COLS = 7
@@ -85,6 +85,9 @@ class UnitType:
     damage_point: float = 0.0
     missile_speed: float = 0.0
     off_creep: bool = False  # a zerg structure placed off creep: it decays (OFF_CREEP_DAMAGE_PERIOD_S)
+    # a channelled burst (normal game-seconds between its two hits; 0: all hits land at once), used with the env
+    # option weapon_delay: the zealot's PsiBladesBurst (effectdata.xml: PeriodCount 2, periods 0 and 0.28, Channeled)
+    burst_period: float = 0.0
     # with the env option turning: degrees per normal game-second (0: the unit faces anything at once and its
     # weapon never waits to face its target) and the weapon's firing arc (degrees, besides ARC_SLOP_DEG)
     turning_rate: float = TURNING_RATE_DEG_S
@@ -106,7 +109,7 @@ UNIT_TYPES: dict[str, UnitType] = {
                  ARMORED, 6, 1.8701, HITS_GROUND | HITS_AIR, KIND_NORMAL, 35, damage_point=0.167,
                  missile_speed=18.75),
         UnitType("zealot", 73, "P", 100, 50, 1, LIGHT | BIOLOGICAL, 0.5, 2.25, 9, 8, 2, 0, 0, 0.1,
-                 1.2, HITS_GROUND, KIND_NORMAL, 22),
+                 1.2, HITS_GROUND, KIND_NORMAL, 22, burst_period=0.28),
         UnitType("colossus", 4, "P", 200, 150, 1, ARMORED | MECHANICAL | MASSIVE, 1.0, 2.25, 10, 10, 2,
                  5, LIGHT, 7, 1.5, HITS_GROUND, KIND_COLOSSUS, 24, cliff_walker=True, damage_point=0.0832,
                  turning_rate=720.0, weapon_arc=90.0),
@@ -161,6 +164,11 @@ def unit_tables() -> tuple[np.ndarray, np.ndarray]:
         ft[i, F_TURN] = np.radians(u.turning_rate) / LOOPS_PER_SECOND
         ft[i, F_TURN_COS], ft[i, F_TURN_SIN] = np.cos(ft[i, F_TURN]), np.sin(ft[i, F_TURN])
         ft[i, F_ARC_COS] = np.cos(np.radians(u.weapon_arc / 2.0 + ARC_SLOP_DEG))
+        if u.burst_period > 0.0 and (u.attacks != 2 or u.damage_point > 0.0 or u.missile_speed > 0.0
+                                     or u.kind != KIND_NORMAL):
+            raise ValueError(f"unit type {name!r}: a burst (burst_period > 0) is two instant hits of a normal "
+                             f"weapon without a damage point; got attacks={u.attacks}")
+        ft[i, F_BURST_PERIOD] = u.burst_period * LOOPS_PER_SECOND
         it[i, I_ATTR] = u.attributes
         it[i, I_BONUS_ATTR] = u.bonus_attr
         it[i, I_HITS] = u.hits
