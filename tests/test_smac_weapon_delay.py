@@ -88,24 +88,40 @@ def test_zealot_has_no_damage_point_and_its_second_blade_comes_4_48_loops_later(
     assert hp(b, 3) == 45.0 - 16.0  # nothing more before the cooldown is over
 
 
-def test_a_zealot_that_walks_loses_its_second_blade():
+def order(b, kind, target=-1, to=None):
+    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = kind, target
+    if to is not None:
+        b.uf[0, 0, layout.TX], b.uf[0, 0, layout.TY] = to
+
+
+@pytest.mark.parametrize("kind, target", [(layout.ORD_MOVE, -1), (layout.ORD_IDLE, -1), (layout.ORD_ATTACK, 4)])
+def test_a_zealot_that_leaves_the_attack_loses_its_second_blade(kind, target):
+    """A move order, a stop, or an attack on another unit ends the channel."""
     b = duel("zealot", 15.1)
+    stage(b, 4, x=15.1, y=17.0, health=45.0, alive=True)  # another enemy marine in reach, for the new target
     loop(b)
-    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_MOVE, -1
-    b.uf[0, 0, layout.TX], b.uf[0, 0, layout.TY] = 5.0, 16.0
+    assert b.ui[0, 0, layout.MISSILE_AT] == 3
+    order(b, kind, target, to=(5.0, 16.0))
     loop(b)
-    assert b.uf[0, 0, layout.X] == pytest.approx(15.1 - 2.25 / 16)
     assert b.ui[0, 0, layout.MISSILE_AT] == -1 and b.uf[0, 0, layout.FLIGHT] == 0.0
     loop(b, 10)
-    assert hp(b, 3) == 45.0 - 8.0
+    assert hp(b, 3) == 45.0 - 8.0 and hp(b, 4) == 45.0
 
 
 def test_a_zealot_standing_on_its_attack_order_keeps_its_second_blade():
     b = duel("zealot", 15.1)
     loop(b)
-    b.ui[0, 0, layout.ORDER], b.ui[0, 0, layout.TARGET] = layout.ORD_ATTACK, 3  # ordered again: it stays in reach
+    order(b, layout.ORD_ATTACK, 3)  # ordered again, as SMAC repeats an agent's attack every step
     loop(b, 5)
     assert b.uf[0, 0, layout.X] == 15.1 and hp(b, 3) == 45.0 - 16.0
+
+
+def test_a_zealot_chasing_the_same_target_keeps_its_second_blade():
+    b = duel("zealot", 15.1)
+    loop(b)
+    stage(b, 3, x=17.0)  # the target steps out of reach: the zealot walks after it on the same order
+    loop(b, 5)
+    assert b.uf[0, 0, layout.X] > 15.1 and hp(b, 3) == 45.0 - 16.0
 
 
 def test_a_zealot_killed_before_its_second_blade_deals_only_the_first():

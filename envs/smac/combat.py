@@ -6,8 +6,8 @@ on its order (move, attack, heal, attack-move, hunt, hold); then overlapping gro
 then shields, zerg health and medivac energy regenerate. By default damage lands when a weapon fires; with the
 env option weapon_delay, an attack first winds up for its weapon's damage point (the unit stands, busy), then the
 shot leaves: instant weapons hit then, missiles fly to the target at their speed and hit on arrival (a target dead
-by then is missed), and the zealot's second blade lands 0.28 s after its first unless the zealot died or walked
-meanwhile, as in the game (docs/smac_rules.md section 18). With the option turning, every unit faces a
+by then is missed), and the zealot's second blade lands 0.28 s after its first unless the zealot died or left that
+attack meanwhile, as in the game (docs/smac_rules.md section 18). With the option turning, every unit faces a
 direction that turns at its turning rate (toward where it walks, toward the target it attacks), and a weapon fires
 only once its target lies within the weapon's arc of that facing. The built-in AI picks threats first, then
 the nearest (docs/smac_rules.md), not SC2's exact target-priority table.
@@ -262,7 +262,7 @@ def _attack(uf, ui, utype, ft, it, rng, e, u, t, lo, hi, weapon_delay):
     tu = utype[e, u]
     if weapon_delay and ft[tu, F_BURST_PERIOD] > 0.0:
         # a channelled burst (the zealot's blades): the first hit lands now, the second after the burst's period,
-        # carried like a missile in flight (simulate_loop drops it if u walks meanwhile, _land if u dies)
+        # carried like a missile in flight (simulate_loop drops it if u leaves the attack, _land if u dies)
         _deal(uf, ui, utype, ft, it, e, u, t, ft[tu, F_DAMAGE])
         _pay_cooldown(uf, ft, rng, e, u, tu)
         if ui[e, t, ALIVE]:
@@ -464,7 +464,8 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
                   turning=0):
     """One game loop of battle e: missiles fly, units act in a random order, then collide, then regenerate.
 
-    weapon_delay: a zealot that walks in its turn (not one pushed by collisions) loses its second blade still to come.
+    weapon_delay: a zealot whose order in its turn no longer attacks the target of its first blade (a move or stop
+    order, another target) loses its second blade still to come.
     turning: a unit that walked in its turn turns toward the way it walked (it walks at full speed meanwhile)."""
     if weapon_delay:
         for u in range(n_units):  # missiles in flight, whether or not their shooters still live
@@ -494,21 +495,20 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
                 continue
             lo, hi = _hostiles(u, n_agents, n_units)
             _launch(uf, ui, utype, ft, it, e, u, lo, hi)
-        turns = turning and ft[utype[e, u], F_TURN] > 0.0
-        # weapon_delay: a burst's second hit still to come is channelled: lost if its striker walks in its turn
-        channels = ui[e, u, MISSILE_AT] >= 0 and ft[utype[e, u], F_BURST_PERIOD] > 0.0
-        if turns or channels:
+        if turning and ft[utype[e, u], F_TURN] > 0.0:
             x0, y0 = uf[e, u, X], uf[e, u, Y]
             _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
             dx, dy = uf[e, u, X] - x0, uf[e, u, Y] - y0
             if dx != 0.0 or dy != 0.0:
-                if turns:
-                    _turn_toward(uf, ft, e, u, utype[e, u], dx, dy)
-                if channels:
-                    ui[e, u, MISSILE_AT] = -1
-                    uf[e, u, FLIGHT] = 0.0
+                _turn_toward(uf, ft, e, u, utype[e, u], dx, dy)
         else:
             _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
+        t = ui[e, u, MISSILE_AT]
+        if t >= 0 and ui[e, u, TARGET] != t and ft[utype[e, u], F_BURST_PERIOD] > 0.0:
+            # weapon_delay: a burst's second hit still to come is channelled: its striker's attack on that target
+            # ended (a move or stop order, another target), so it is lost
+            ui[e, u, MISSILE_AT] = -1
+            uf[e, u, FLIGHT] = 0.0
     collide(uf, ui, utype, ft, it, walk, cliff, e, n_units)
     _regenerate(uf, ui, utype, ft, it, e, n_units)
 
