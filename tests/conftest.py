@@ -1,4 +1,4 @@
-"""Shared test set-up: headless pygame, and helpers to stage SMAC scenarios by hand."""
+"""Shared test set-up: headless pygame, helpers to stage SMAC scenarios by hand, and per-machine bit references."""
 
 from __future__ import annotations
 
@@ -8,6 +8,76 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
+# ------------------------------------------------------------------------------ per-machine bit references
+# Same seed, same bits holds for one torch build on one kind of CPU: an AMD EPYC and the machine of the first
+# references, both AVX512, gave different bits from the same code. A reference file keeps one set per machine,
+# {"references": [{"machine": {...}, ...}, ...]}; a test reads this machine's set and skips where there is none.
+
+
+def cpu_model() -> str:
+    """The CPU's vendor, family and model from the first processor of /proc/cpuinfo ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the end of the first processor's block
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    return " ".join(fields.get(k, "?") for k in ("vendor_id", "cpu family", "model"))
+
+
+def machine() -> dict:
+    """What the bits depend on besides the code: the torch build, the CPU's vector instructions and the CPU."""
+    import platform
+
+    import torch
+
+    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(),
+            "arch": platform.machine(), "cpu_model": cpu_model()}
+
+
+def matching(references: list[dict], here: dict) -> dict | None:
+    """The set written on this machine: the most specific one whose every machine field equals this machine's (the
+    first sets, written before the CPU model was recorded, have no cpu_model and so fit any model)."""
+    fits = [r for r in references if all(here.get(k) == v for k, v in r["machine"].items())]
+    return max(fits, key=lambda r: len(r["machine"]), default=None)
+
+
+def stored_reference(path) -> dict:
+    """This machine's set in the reference file at `path`; skips the test where there is none."""
+    import json
+
+    with open(path) as f:
+        references = json.load(f)["references"]
+    ref = matching(references, machine())
+    if ref is None:
+        pytest.skip(f"no reference in {os.path.basename(path)} for this machine, {machine()}; they were written "
+                    f"on {[r['machine'] for r in references]}")
+    return ref
+
+
+def write_reference(path, entry: dict) -> int:
+    """Add this machine's set (`entry` plus its machine) to the reference file at `path`, replacing an older one
+    of the same machine; returns how many other sets it keeps."""
+    import json
+
+    here = machine()
+    kept = []
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = [r for r in json.load(f)["references"] if r["machine"] != here]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(json.dumps({"references": [*kept, {"machine": here, **entry}]}, indent=1) + "\n")
+    return len(kept)
 
 
 @pytest.fixture

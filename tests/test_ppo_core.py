@@ -3,15 +3,15 @@
 The reference digests in tests/data/ppo_reference.json were written by the code before the PPO target
 step moved into agents/ppo.py. The same seed must still give the same bits in every parameter,
 optimiser moment, value-norm statistic, sampling generator and reported metric after N updates. The
-digests hold for one torch build on one kind of CPU; elsewhere the test skips, saying why. Write them
-anew (`python tests/test_ppo_core.py`) only from code whose learning is known to be unchanged.
+digests hold for one torch build on one kind of CPU: the file keeps one set per machine (conftest's
+per-machine references), and a machine with none skips, saying why. `python tests/test_ppo_core.py`
+adds (or replaces) this machine's set; run it only from code whose learning is known to be unchanged, e.g. a
+commit whose digests pass on a machine that has a set.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import platform
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import matching, stored_reference, write_reference
 
 from marl.agents.commformer import CommFormer
 from marl.agents.mappo import MAPPO
@@ -390,18 +391,18 @@ def test_commformer_is_budget_aware_and_freezes_its_graph_at_the_post_stable_fra
     assert not never.graph.frozen
 
 
-def machine() -> dict:
-    """What the bits depend on besides the code: the torch build and the CPU's vector instructions."""
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(),
-            "arch": platform.machine()}
-
-
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    ref = json.loads(REFERENCE.read_text())
-    if ref["machine"] != machine():
-        pytest.skip(f"the PPO reference was written on {ref['machine']}, this is {machine()}")
-    return ref
+    return stored_reference(REFERENCE)
+
+
+def test_the_reference_of_a_machine_is_its_most_specific_match():
+    old = {"machine": {"torch": "2.13.0+cpu", "cpu": "AVX512", "arch": "x86_64"}}
+    amd = {"machine": {**old["machine"], "cpu_model": "AuthenticAMD 25 17"}}
+    here = {**old["machine"], "cpu_model": "AuthenticAMD 25 17"}
+    assert matching([old, amd], here) is amd and matching([amd, old], here) is amd
+    assert matching([old, amd], {**here, "cpu_model": "GenuineIntel 6 143"}) is old
+    assert matching([old, amd], {**here, "cpu": "AVX2"}) is None
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -440,7 +441,5 @@ def test_actor_gain_scales_the_orthogonal_actor_head_and_leaves_the_critic_at_on
 
 if __name__ == "__main__":
     cases = {name: run_case(name) for name in CASES}
-    REFERENCE.parent.mkdir(exist_ok=True)
-    REFERENCE.write_text(json.dumps({"machine": machine(), "updates": UPDATES, "cases": cases}, indent=1) + "\n")
-    print(f"wrote {REFERENCE}", file=sys.stderr)
-
+    kept = write_reference(REFERENCE, {"updates": UPDATES, "cases": cases})
+    print(f"wrote this machine's set into {REFERENCE} ({kept} other set(s) kept)", file=sys.stderr)

@@ -732,10 +732,12 @@ def test_trainer_evaluate_on_real_battles(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ same-seed reference
-# rewritten only on purpose (a new torch, or a change meant to alter training), from the repository root:
-# python -c "import sys, json, pathlib, tempfile, torch; sys.path.insert(0, 'tests'); torch.set_num_threads(1);
-#   import test_trainer as t; d = pathlib.Path(tempfile.mkdtemp());
-#   open(t.REFERENCE, 'w').write(json.dumps(t.reference_run(d), indent=1) + chr(10))"
+# one set per machine (conftest's per-machine references); this machine's set is added (or replaced) only on
+# purpose (a new torch, a new kind of CPU, or a change meant to alter training), from the repository root:
+# python -c "import sys, pathlib, tempfile, torch; sys.path.insert(0, 'tests'); torch.set_num_threads(1);
+#   import conftest, test_trainer as t; d = pathlib.Path(tempfile.mkdtemp());
+#   conftest.write_reference(t.REFERENCE, t.reference_run(d))"
+# (the first set was written before machines were recorded; its machine is the PPO reference's first one)
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "trainer_reference.json")
 # wall-clock timings: their tags and steps are compared, their values cannot be
 TIMED = ("perf/env_steps_per_s", "perf/seconds_env", "perf/seconds_act", "perf/seconds_update")
@@ -784,11 +786,10 @@ def reference_run(tmp_path) -> dict:
 
 def test_same_seed_gives_the_stored_parameters_and_scalars(tmp_path):
     # recorded from the trainer before its loop was split into named steps (tests/data/trainer_reference.json);
-    # bit-exact with one torch thread on one CPU build: a new torch may need a new reference, a refactor may not
-    import json
+    # bit-exact with one torch thread on one torch build and CPU: a new one may need a new set, a refactor may not
+    from conftest import stored_reference
 
-    with open(REFERENCE) as f:
-        expected = json.load(f)
+    expected = stored_reference(REFERENCE)
     got = reference_run(tmp_path)
     assert [s[:2] for s in got["scalars"]] == [s[:2] for s in expected["scalars"]]  # the same tags at the same steps
     assert got["scalars"] == expected["scalars"]
