@@ -167,7 +167,8 @@ def unit_tables() -> tuple[np.ndarray, np.ndarray]:
         if u.burst_period > 0.0 and (u.attacks != 2 or u.damage_point > 0.0 or u.missile_speed > 0.0
                                      or u.kind != KIND_NORMAL):
             raise ValueError(f"unit type {name!r}: a burst (burst_period > 0) is two instant hits of a normal "
-                             f"weapon without a damage point; got attacks={u.attacks}")
+                             f"weapon without a damage point; got attacks={u.attacks}, damage_point={u.damage_point}, "
+                             f"missile_speed={u.missile_speed}, kind={u.kind}")
         ft[i, F_BURST_PERIOD] = u.burst_period * LOOPS_PER_SECOND
         it[i, I_ATTR] = u.attributes
         it[i, I_BONUS_ATTR] = u.bonus_attr
