@@ -153,6 +153,9 @@ class SMACSettings(Settings):
                                  "docs/smac_rules.md section 18); off: at once, as before")
     turning: bool = setting("the game's turning: units turn at 999.84 deg/s (colossus 720) and fire only when facing "
                             "their target (docs/smac_rules.md section 18); off: they face anything at once")
+    acceleration: bool = setting("the game's medivac acceleration: a medivac starts from rest and gains 2.25 per "
+                                 "game-second squared (ally copy 2.3125) up to full speed; ground units stay at full "
+                                 "speed at once (docs/smac_rules.md section 18); off: full speed at once")
     off_creep_decay: bool = setting("the game's: a zerg structure off creep (2s_vs_1sc's spine crawler) loses 1 HP "
                                     "every 0.3332 game-seconds (docs/smac_rules.md section 18); false: never")
     state_last_action: bool = setting("the state includes every agent's last action")

@@ -43,6 +43,7 @@ from .layout import (
     TARGET,
     TX,
     TY,
+    VEL,
     WINDUP,
     X,
     Y,
@@ -53,6 +54,7 @@ from .units import (
     BIOLOGICAL,
     COLOSSUS_BEAM_HALF_LENGTH,
     COLOSSUS_BEAM_HALF_WIDTH,
+    F_ACCEL,
     F_ARC_COS,
     F_ARMOR,
     F_ATTACKS,
@@ -466,7 +468,9 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
 
     weapon_delay: a zealot whose order in its turn no longer attacks the target of its first blade (a move or stop
     order, another target) loses its second blade still to come.
-    turning: a unit that walked in its turn turns toward the way it walked (it walks at full speed meanwhile)."""
+    turning: a unit that walked in its turn turns toward the way it walked (it walks at full speed meanwhile).
+    A unit with an acceleration (the medivac, with the option acceleration; else the column is 0) keeps the
+    distance it walked in its turn: its next walk starts from that speed (0 if it did not walk)."""
     if weapon_delay:
         for u in range(n_units):  # missiles in flight, whether or not their shooters still live
             if ui[e, u, MISSILE_AT] >= 0:
@@ -495,12 +499,16 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
                 continue
             lo, hi = _hostiles(u, n_agents, n_units)
             _launch(uf, ui, utype, ft, it, e, u, lo, hi)
-        if turning and ft[utype[e, u], F_TURN] > 0.0:
+        tu = utype[e, u]
+        turns = turning and ft[tu, F_TURN] > 0.0
+        if turns or ft[tu, F_ACCEL] > 0.0:  # the unit's walk in this turn matters to the next
             x0, y0 = uf[e, u, X], uf[e, u, Y]
             _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
             dx, dy = uf[e, u, X] - x0, uf[e, u, Y] - y0
-            if dx != 0.0 or dy != 0.0:
-                _turn_toward(uf, ft, e, u, utype[e, u], dx, dy)
+            if turns and (dx != 0.0 or dy != 0.0):
+                _turn_toward(uf, ft, e, u, tu, dx, dy)
+            if ft[tu, F_ACCEL] > 0.0:  # the option acceleration: the next loop starts from this one's walk
+                uf[e, u, VEL] = math.hypot(dx, dy)
         else:
             _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
         t = ui[e, u, MISSILE_AT]

@@ -29,7 +29,19 @@ from . import core, layout
 from .layout import N_NO_ATTACK_ACTIONS, SHOOT_RANGE, SIGHT_RANGE, Battles, Tables
 from .maps import GENERATOR_RACES, REFLECT_PROBABILITY, SMACMap, get_map
 from .navigation import nav_tables
-from .units import F_DECAY, F_HP, F_RANGE, F_SHIELD, F_SIGHT, I_KIND, KIND_MEDIVAC, TYPE_INDEX, TYPE_NAMES, unit_tables
+from .units import (
+    F_ACCEL,
+    F_DECAY,
+    F_HP,
+    F_RANGE,
+    F_SHIELD,
+    F_SIGHT,
+    I_KIND,
+    KIND_MEDIVAC,
+    TYPE_INDEX,
+    TYPE_NAMES,
+    unit_tables,
+)
 
 # SMACv2 numbers agents by their *_RL type id first; those ids are alphabetical over its nine unit types
 _RL_RANK = {name: i for i, name in enumerate(sorted({u for _, pool, _ in GENERATOR_RACES.values() for u in pool}))}
@@ -112,6 +124,8 @@ class SMACBatch:
         self.ft, self.it = unit_tables()
         if not o["off_creep_decay"]:
             self.ft[:, F_DECAY] = 0.0
+        if not o["acceleration"]:  # every unit at full speed at once
+            self.ft[:, F_ACCEL] = 0.0
         self.utype = np.broadcast_to(m.unit_type, (E, U)).copy()
         self.tid = np.broadcast_to(m.type_id, (E, U)).copy()
         self.spawn = np.broadcast_to(m.spawn, (E, U, 2)).copy()
@@ -292,14 +306,15 @@ class SMACBatch:
         self._started = True
 
     def _upgrade(self, snap: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """A snapshot from before turning (uf two columns short), from before weapon_delay (uf four and ui two
-        columns short) or, of a v1 map, from before the SMACv2 scenarios (4 env ints, 1 env float, no ranges)
-        made current."""
+        """A snapshot from before acceleration (uf one column short), before turning (uf three columns short),
+        from before weapon_delay (uf five and ui two columns short) or, of a v1 map, from before the SMACv2
+        scenarios (4 env ints, 1 env float, no ranges) made current."""
         snap = dict(snap)
         # the missing last columns: no attack winding up, no missile in flight (WINDUP, FLIGHT, SHOT_AT, MISSILE_AT),
-        # facing east (HX, HY: read only with the option turning, which did not exist then)
-        tails = {"uf": np.array([0.0, 0.0, 1.0, 0.0]), "ui": np.array([-1, -1])}
-        for k, missing in (("uf", (layout.NUF - 4, layout.NUF - 2)), ("ui", (layout.NUI - 2,))):
+        # facing east (HX, HY: read only with the option turning, which did not exist then), at rest (VEL: read only
+        # with the option acceleration, which did not exist then)
+        tails = {"uf": np.array([0.0, 0.0, 1.0, 0.0, 0.0]), "ui": np.array([-1, -1])}
+        for k, missing in (("uf", (layout.NUF - 5, layout.NUF - 3, layout.NUF - 1)), ("ui", (layout.NUI - 2,))):
             a = snap.get(k)
             if a is not None and a.shape[-1] in missing:
                 tail = tails[k][a.shape[-1] - (layout.NUF if k == "uf" else layout.NUI):].astype(a.dtype)

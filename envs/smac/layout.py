@@ -20,9 +20,10 @@ import numpy as np
 # per-unit float fields
 # WINDUP: loops left of the weapon's damage point before the shot; FLIGHT: loops left before the missile in flight
 # hits (both 0 unless the option weapon_delay is on); HX, HY: the unit vector the unit faces (read only with the
-# option turning; a vector rather than an angle, so that turning needs no trigonometry)
-X, Y, HP, SH, EN, CD, TX, TY, NODMG, PREV_HS, WINDUP, FLIGHT, HX, HY = range(14)
-NUF = 14
+# option turning; a vector rather than an angle, so that turning needs no trigonometry); VEL: the distance the unit
+# walked in its last turn, from which it accelerates (read only with the option acceleration, for the medivac)
+X, Y, HP, SH, EN, CD, TX, TY, NODMG, PREV_HS, WINDUP, FLIGHT, HX, HY, VEL = range(15)
+NUF = 15
 # per-unit int fields; SHOT_AT: the target of the attack winding up, MISSILE_AT: of the missile in flight (-1: none)
 ALIVE, ORDER, TARGET, DEATH_SEEN, LAST_ACTION, ATTACKER, SHOT_AT, MISSILE_AT = range(8)
 NUI = 8

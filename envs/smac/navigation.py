@@ -3,7 +3,9 @@ and the push that keeps ground units apart, plus the grid path lengths a walk fo
 
 Units walk straight while they can and slide along walls; where a wall stands between a unit and its goal
 it follows the map's precomputed shortest grid path (`nav_tables`) instead, e.g. to the ramps of a cliff.
-SC2's own pathfinding, acceleration and turning are not modelled.
+With the env option acceleration a medivac starts from rest and gains its acceleration each loop up to full speed
+(ground units reach theirs within 0.04 loops in the game, so they walk at full speed at once). SC2's own
+pathfinding is not modelled; turning lives in combat.py.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from .layout import ALIVE, X, Y
+from .layout import ALIVE, VEL, X, Y
 from .maps import get_map
-from .units import F_RADIUS, F_SPEED, I_CLIFF_WALKER, I_FLYING, I_KIND, KIND_STATIC
+from .units import F_ACCEL, F_RADIUS, F_SPEED, I_CLIFF_WALKER, I_FLYING, I_KIND, KIND_STATIC
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -70,6 +72,8 @@ def move_toward(uf, utype, ft, it, walk, cliff, nav, e, u, gx, gy, stop_dist):
     speed = ft[ti, F_SPEED]
     if speed <= 0.0:
         return False
+    if ft[ti, F_ACCEL] > 0.0:  # the option acceleration (the medivac): from its last loop's walk, up to full speed
+        speed = min(uf[e, u, VEL] + ft[ti, F_ACCEL], speed)
     step = min(speed, d - stop_dist)
     sx = dx / d * step
     sy = dy / d * step

@@ -62,6 +62,7 @@ from .layout import (
     TARGET,
     TX,
     TY,
+    VEL,
     WINDUP,
     X,
     Y,
@@ -283,6 +284,7 @@ def reset_env(tables, battles, e):
         ui[e, u, ATTACKER] = -1
         uf[e, u, WINDUP] = 0.0
         uf[e, u, FLIGHT] = 0.0
+        uf[e, u, VEL] = 0.0  # every unit starts at rest
         ui[e, u, SHOT_AT] = -1
         ui[e, u, MISSILE_AT] = -1
     _face_opponents(uf, e, n_agents, n_units)

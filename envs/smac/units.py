@@ -26,8 +26,8 @@ KIND_NORMAL, KIND_MEDIVAC, KIND_BANELING, KIND_COLOSSUS, KIND_STATIC = 0, 1, 2, 
 # columns of the float table
 (F_HP, F_SHIELD, F_ARMOR, F_RADIUS, F_SPEED, F_SIGHT, F_DAMAGE, F_ATTACKS, F_BONUS, F_RANGE,
  F_COOLDOWN, F_MAX_COOLDOWN, F_REGEN, F_SPLASH, F_DAMAGE_POINT, F_MISSILE_SPEED, F_DECAY, F_TURN,
- F_TURN_COS, F_TURN_SIN, F_ARC_COS, F_BURST_PERIOD) = range(22)
-N_FLOAT_COLS = 22
+ F_TURN_COS, F_TURN_SIN, F_ARC_COS, F_BURST_PERIOD, F_ACCEL) = range(23)
+N_FLOAT_COLS = 23
 # columns of the int table
 I_ATTR, I_BONUS_ATTR, I_HITS, I_KIND, I_FLYING, I_CLIFF_WALKER, I_RACE = range(7)
 N_INT_COLS = 7
@@ -38,6 +38,11 @@ ZERG_REGEN_PER_S = 0.2734
 OFF_CREEP_DAMAGE_PERIOD_S = 0.3332
 SHIELD_REGEN_PER_S = 2.0
 SHIELD_REGEN_DELAY_S = 10.0
+# the medivac's acceleration, per normal game-second: the engine's (unitdata.xml `Acceleration`, 2.3125 in liberty,
+# overridden to 2.25 in swarm, unchanged later) and SMAC's ally copy's (its map's Medivac_RL sets 2.3125 with its
+# speed 2.75; ../shared/reference/smac/unit_stats.csv)
+MEDIVAC_ACCELERATION = 2.25
+MEDIVAC_RL_ACCELERATION = 2.3125
 # turning (unitdata.xml `TurningRate`, degrees per normal game-second; weapondata.xml `ArcSlop`, `Arc`): SMAC's
 # units all turn at the engine's 999.8437 but the colossus (the CUnit default, 720); a weapon fires when its
 # target lies within Arc / 2 + ArcSlop of the unit's facing (Arc 0 but the colossus's 90)
@@ -92,6 +97,9 @@ class UnitType:
     # weapon never waits to face its target) and the weapon's firing arc (degrees, besides ARC_SLOP_DEG)
     turning_rate: float = TURNING_RATE_DEG_S
     weapon_arc: float = 0.0
+    # with the env option acceleration: speed gained per normal game-second (0: full speed at once; the game's
+    # ground units accelerate at 1000, full speed within 0.04 loops, so only the medivac's is kept)
+    acceleration: float = 0.0
 
 
 UNIT_TYPES: dict[str, UnitType] = {
@@ -102,9 +110,11 @@ UNIT_TYPES: dict[str, UnitType] = {
         UnitType("marauder", 51, "T", 125, 0, 1, ARMORED | BIOLOGICAL, 0.5625, 2.25, 10, 10, 1, 10,
                  ARMORED, 6, 1.5, HITS_GROUND, KIND_NORMAL, 25, missile_speed=20.0),
         UnitType("medivac", 54, "T", 150, 0, 1, ARMORED | MECHANICAL, 0.75, 2.5, 11, 0, 0, 0, 0,
-                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True, turning_rate=0.0),
+                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True, turning_rate=0.0,
+                 acceleration=MEDIVAC_ACCELERATION),
         UnitType("medivac_rl", 54, "T", 150, 0, 1, ARMORED | MECHANICAL, 0.75, 2.75, 11, 0, 0, 0, 0,
-                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True, turning_rate=0.0),
+                 MEDIVAC_HEAL_RANGE, 0, 0, KIND_MEDIVAC, 200, flying=True, turning_rate=0.0,
+                 acceleration=MEDIVAC_RL_ACCELERATION),
         UnitType("stalker", 74, "P", 80, 80, 1, ARMORED | MECHANICAL, 0.625, 2.953125, 10, 13, 1, 5,
                  ARMORED, 6, 1.8701, HITS_GROUND | HITS_AIR, KIND_NORMAL, 35, damage_point=0.167,
                  missile_speed=18.75),
@@ -170,6 +180,7 @@ def unit_tables() -> tuple[np.ndarray, np.ndarray]:
                              f"weapon without a damage point; got attacks={u.attacks}, damage_point={u.damage_point}, "
                              f"missile_speed={u.missile_speed}, kind={u.kind}")
         ft[i, F_BURST_PERIOD] = u.burst_period * LOOPS_PER_SECOND
+        ft[i, F_ACCEL] = u.acceleration / LOOPS_PER_SECOND ** 2  # distance per loop gained each loop
         it[i, I_ATTR] = u.attributes
         it[i, I_BONUS_ATTR] = u.bonus_attr
         it[i, I_HITS] = u.hits
