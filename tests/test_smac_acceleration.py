@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from marl.envs.smac import SMACBatch, combat, layout
 from marl.envs.smac.units import F_ACCEL, F_SPEED, TYPE_INDEX
+from marl.testing import random_actions
 
 ALLY_STEP, ALLY_TOP = 2.3125 / 256, 2.75 / 16  # the ally medivac's gain a loop and full speed, distance per loop
 ENEMY_STEP, ENEMY_TOP = 2.25 / 256, 2.5 / 16
@@ -136,10 +137,7 @@ def test_medivacs_never_fly_faster_than_full_speed_and_the_option_changes_only_t
     top = on.ft[on.utype, F_SPEED]
     for _ in range(15):
         for b in (on, off):
-            avail = b.avail
-            score = rng.random(avail.shape)
-            score[~avail] = -1.0
-            b.step(score.argmax(-1))
+            b.step(random_actions(b, rng))
         vel = on.uf[..., layout.VEL]
         assert (vel >= 0.0).all() and (vel <= top + 1e-12).all()
         assert (vel[~medivac] == 0.0).all()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from marl.envs.smac import SMACBatch, combat, layout
 from marl.envs.smac.units import F_ARC_COS, F_TURN, TYPE_INDEX
+from marl.testing import random_actions
 
 RATE = math.radians(999.8437) / 16  # radians a loop
 
@@ -158,10 +159,7 @@ def test_facings_stay_unit_vectors_and_off_leaves_them_at_the_start(seed, map_na
     start = off.uf[..., [layout.HX, layout.HY]].copy()
     for _ in range(20):
         for b in (on, off):
-            avail = b.avail
-            score = rng.random(avail.shape)
-            score[~avail] = -1.0
-            b.step(score.argmax(-1))
+            b.step(random_actions(b, rng))
     norm = np.hypot(on.uf[..., layout.HX], on.uf[..., layout.HY])
     np.testing.assert_allclose(norm, 1.0, atol=1e-12)  # the facing stays a unit vector through every turn
     # off, nothing turns: the facing is only the start's (battles that ended were reset to the same start)
