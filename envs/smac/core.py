@@ -8,8 +8,8 @@ layout.py names the arrays they share.
 What the real game does that this does not model: the weapon's damage point and projectile travel (damage
 is instant unless the option weapon_delay is on), turning (units face anything at once unless the option
 turning is on), the medivac's acceleration (full speed at once unless the option acceleration is on), SC2's
-exact pathfinding (units walk straight and slide along walls) and its exact target-priority table (threats first, then the nearest, as described in
-docs/smac_rules.md).
+exact pathfinding (units walk straight and slide along walls) and its exact target-priority table (threats first,
+then the nearest, as described in docs/smac_rules.md).
 
 Imports run one way: units, then layout and maps, then the phase kernels (splitmix, navigation, combat,
 spawn, observation), then this driver, then env (tests/test_smac_layout.py checks it).
