@@ -501,13 +501,14 @@ def simulate_loop(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, n_agents, n_u
             _launch(uf, ui, utype, ft, it, e, u, lo, hi)
         tu = utype[e, u]
         turns = turning and ft[tu, F_TURN] > 0.0
-        if turns or ft[tu, F_ACCEL] > 0.0:  # the unit's walk in this turn matters to the next
+        accelerates = ft[tu, F_ACCEL] > 0.0  # the option acceleration (else the column is 0)
+        if turns or accelerates:  # the unit's walk in this turn matters to the next
             x0, y0 = uf[e, u, X], uf[e, u, Y]
             _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
             dx, dy = uf[e, u, X] - x0, uf[e, u, Y] - y0
             if turns and (dx != 0.0 or dy != 0.0):
                 _turn_toward(uf, ft, e, u, tu, dx, dy)
-            if ft[tu, F_ACCEL] > 0.0:  # the option acceleration: the next loop starts from this one's walk
+            if accelerates:  # the next loop starts from this one's walk
                 uf[e, u, VEL] = math.hypot(dx, dy)
         else:
             _act(uf, ui, utype, ft, it, walk, cliff, nav, rng, e, u, n_agents, n_units, weapon_delay, turning)
