@@ -36,8 +36,10 @@ class RunLogger:
 
         self.can_win = can_win
         self.reward_names = tuple(reward_names) if reward_names else None
-        # purge_step drops events a killed run wrote after its last checkpoint, so a resume has no duplicates
-        self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=initial_steps or None)
+        # purge_step drops the events a killed run wrote after its last checkpoint, so a resume has no duplicates.
+        # TensorBoard hides every event at or after purge_step; the checkpoint's own step was logged before the
+        # checkpoint was written (its update and evaluation), so the purge starts one step after it
+        self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=initial_steps + 1 if initial_steps else None)
         self.bar = tqdm(total=total_steps, initial=initial_steps, unit="step", unit_scale=True,
                         dynamic_ncols=True, disable=not show_progress, file=sys.stderr, smoothing=0.1)
 

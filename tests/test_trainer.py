@@ -79,6 +79,35 @@ def test_resume_continues_exactly(tmp_path, extra):
         assert_same(a[key], b[key], key)
 
 
+def test_a_resumed_run_logs_the_whole_runs_scalars_the_checkpoints_step_included(tmp_path):
+    """TensorBoard after a resume holds each update's scalars once, those of the checkpoint's own update and
+    evaluation too (they were written before the checkpoint), with the uninterrupted run's values; what a killed
+    run logged after its last checkpoint is gone."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    n = 2
+    cfg = tiny(tmp_path, "train.eval_interval=2", "train.eval_episodes=2", "train.record_replays=false")
+    Trainer(cfg, tmp_path / "whole", show_progress=False).run(max_updates=2 * n)
+    Trainer(cfg, tmp_path / "split", show_progress=False).run(max_updates=n)
+    # a run killed after logging one more update than its checkpoint holds: that update's events are dropped
+    last = tmp_path / "split" / "checkpoints" / "last.pt"
+    saved = last.read_bytes()
+    Trainer(cfg, tmp_path / "split", resume=True, show_progress=False).run(max_updates=1)
+    last.write_bytes(saved)
+    Trainer(cfg, tmp_path / "split", resume=True, show_progress=False).run(max_updates=n)
+
+    def scalars(run: str) -> dict:
+        acc = EventAccumulator(str(tmp_path / run / "tb"), size_guidance={"scalars": 0})
+        acc.Reload()
+        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+                for tag in ("loss/policy_loss", "train/episode_length", "eval/win_rate", "eval/episode_return")}
+
+    whole, split = scalars("whole"), scalars("split")
+    assert [s for s, _ in whole["loss/policy_loss"]] == [PER_UPDATE * (i + 1) for i in range(2 * n)]
+    assert [s for s, _ in whole["eval/win_rate"]] == [2 * PER_UPDATE, 4 * PER_UPDATE]
+    assert split == whole
+
+
 def test_resume_twice_from_one_checkpoint_is_reproducible(tmp_path):
     cfg = tiny(tmp_path)
     Trainer(cfg, tmp_path / "run", show_progress=False).run(max_updates=1)
