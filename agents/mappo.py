@@ -30,6 +30,7 @@ from .ppo import (
     Stats,
     ValueNorm,
     chunked,
+    follow_lr_schedule,
     imitation_loss,
     masked_entropy,
     masked_logits,
@@ -160,6 +161,10 @@ class MAPPO:
             return bootstrap, value(rollout.final_state, after(rollout.final_t, rollout.final_e))
 
     # ------------------------------------------------------------------ learning
+    def set_budget_fraction(self, fraction: float) -> None:
+        """BudgetAware: the actor's and critic's learning rates follow `lr_decay` (none: constant)."""
+        follow_lr_schedule(self.cfg, fraction, {"lr": self.actor_opt, "critic_lr": self.critic_opt})
+
     def update(self, rollout: Rollout) -> dict:
         """PPO epochs over the rollout; returns mean losses, entropy, KL, clip fraction, grad norms."""
         cfg = self.cfg

@@ -1,6 +1,7 @@
 """PPO machinery the on-policy learners share: the rollout-to-targets step (value denormalisation,
 bootstrap and final-state values, GAE, value normalisation and advantage normalisation over living
-agents), clipped losses, the masked entropy, per-minibatch statistics, value normalisation and MLPs.
+agents), clipped losses, the masked entropy, per-minibatch statistics, value normalisation, MLPs and the
+learning-rate schedule (`algo.lr_decay`).
 
 A learner calls `ppo_targets` once per update, then runs its own epochs over the tensors it returns.
 """
@@ -76,6 +77,28 @@ class ValueNorm(nn.Module):
         """Critic outputs back in return units."""
         mean, std = self._stats()
         return x * std + mean
+
+
+def scheduled_lr(base: float, schedule: str, fraction: float) -> float:
+    """The learning rate at `fraction` of the step budget: `none` keeps `base`; `linear` falls from `base` at the
+    first update to 0 at the budget's end (the MAPPO and C-MORL authors' linear decay, set before each update)."""
+    if schedule == "none":
+        return base
+    if schedule == "linear":
+        return base * max(0.0, 1.0 - fraction)
+    raise ValueError(f"algo.lr_decay is {schedule!r}; accepted: none, linear")
+
+
+def follow_lr_schedule(cfg: dict, fraction: float, optimisers: dict[str, torch.optim.Optimizer]) -> None:
+    """Set each optimiser's rate to its base rate cfg[key] at `fraction` of the budget (BudgetAware learners call
+    it from set_budget_fraction). With `lr_decay: none` (a config without the key too) nothing is touched, so the
+    optimisers' bits are those of a learner without a schedule."""
+    schedule = cfg.get("lr_decay", "none")
+    if schedule == "none":
+        return
+    for key, optimiser in optimisers.items():
+        for group in optimiser.param_groups:
+            group["lr"] = scheduled_lr(cfg[key], schedule, fraction)
 
 
 def mlp(inputs: int, hidden: int, layers: int, outputs: int, out_gain: float, input_norm: bool = True

@@ -226,6 +226,9 @@ class PPOSettings(Settings):
     """The settings every PPO-based learner has (agents/ppo.py); a learner's schema adds its own."""
 
     lr: float = setting("learning rate (of the actor, or of the whole network)", gt=0)
+    lr_decay: Literal["none", "linear"] = setting("learning-rate schedule over the step budget: none (constant) or "
+                                                  "linear (lr and critic_lr fall to 0 at the budget's end, set "
+                                                  "before each update)")
     gamma: float = setting("discount", ge=0, le=1)
     gae_lambda: float = setting("GAE lambda", ge=0, le=1)
     clip: float = setting("PPO ratio clip (and value clip); above 1 the lower ratio bound would be negative",

@@ -379,7 +379,6 @@ def test_targets_reshape_every_field():
 
 def test_commformer_is_budget_aware_and_freezes_its_graph_at_the_post_stable_fraction():
     env = Skirmish(1)
-    assert not isinstance(MAPPO(env.spec, dict(MAPPO_CFG)), BudgetAware)
     learner = CommFormer(env.spec, dict(COMMFORMER_CFG))
     assert isinstance(learner, BudgetAware) and not hasattr(learner, "progress")
     learner.set_budget_fraction(0.49)
@@ -437,6 +436,69 @@ def test_actor_gain_scales_the_orthogonal_actor_head_and_leaves_the_critic_at_on
     assert torch.allclose(torch.linalg.svdvals(actor_head.weight), torch.full((env.spec.n_actions,), gain), rtol=1e-5)
     assert torch.allclose(torch.linalg.svdvals(critic_head.weight), torch.ones(1), rtol=1e-5)
     assert not actor_head.bias.any()
+
+
+# ------------------------------------------------------------------------------------ the lr schedule
+# each built-in PPO learner's optimisers (attribute paths) and the rate key each follows; None: its rate stays put
+SCHEDULED = {
+    "mappo": ("smac", "3m", [], {"actor_opt": "lr", "critic_opt": "critic_lr"}),
+    "commformer": ("smac", "3m", [], {"net_opt": "lr", "graph_opt": None}),
+    "mra": ("smac", "3m", [], {"actor_opt": "lr", "critic_opt": "critic_lr"}),
+    "cmorl": ("smac", "3m", ["train.envs=6"], {"actor_opt": "lr", "critic_opt": "critic_lr"}),
+    "stepmix": ("comm", "informants", ["algo.baseline=test_stepmix_deep:last_symbol"],
+                {"mappo.actor_opt": "lr", "mappo.critic_opt": "critic_lr", "bound_opt": None}),
+}
+
+
+def optimisers_of(learner) -> dict[str, torch.optim.Optimizer]:
+    """Every torch optimiser a learner holds, by attribute path (one level of sub-learners deep)."""
+    found = {}
+    for name, value in vars(learner).items():
+        if isinstance(value, torch.optim.Optimizer):
+            found[name] = value
+        elif hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, torch.Tensor, torch.Generator)):
+            found.update({f"{name}.{k}": v for k, v in vars(value).items() if isinstance(v, torch.optim.Optimizer)})
+    return found
+
+
+@pytest.mark.parametrize("algo", list(SCHEDULED))
+def test_lr_decay_linear_sets_every_network_rate_from_the_budget_and_none_leaves_them(algo):
+    from marl import config as config_mod
+    from marl.registry import make_learner
+    from marl.trainer import build_env
+
+    env_name, scenario, extra, keys = SCHEDULED[algo]
+    rates = {}
+    for decay in ("none", "linear"):
+        cfg = config_mod.load(env_name, scenario, algo, ["train.envs=2", *extra, f"algo.lr_decay={decay}"])
+        env = build_env(cfg, 2)
+        learner = make_learner(algo, env.spec, cfg["algo"], 0, "cpu")
+        env.close()
+        opts = optimisers_of(learner)
+        assert set(opts) == set(keys)  # no optimiser of the learner goes unlisted here
+        assert isinstance(learner, BudgetAware)
+        for fraction in (0.0, 0.25, 0.6, 1.0):
+            learner.set_budget_fraction(fraction)
+            rates[decay, fraction] = {path: [g["lr"] for g in o.param_groups] for path, o in opts.items()}
+        base = {path: cfg["algo"][key or {"graph_opt": "graph_lr", "bound_opt": "critic_lr"}[path]]
+                for path, key in keys.items()}
+    for fraction in (0.0, 0.25, 0.6, 1.0):
+        for path, key in keys.items():
+            assert all(lr == base[path] for lr in rates["none", fraction][path]), (path, fraction)
+            want = base[path] * (1.0 - fraction) if key else base[path]
+            assert rates["linear", fraction][path] == pytest.approx([want] * len(rates["linear", fraction][path]),
+                                                                    rel=1e-12, abs=0.0), (path, fraction)
+
+
+def test_scheduled_lr_values_and_an_unknown_schedule():
+    from marl.agents.ppo import scheduled_lr
+
+    assert scheduled_lr(5e-4, "none", 0.7) == 5e-4
+    assert scheduled_lr(0.5, "linear", 0.25) == 0.375
+    assert scheduled_lr(4e-4, "linear", 1.0) == 0.0
+    assert scheduled_lr(4e-4, "linear", 1.5) == 0.0  # a run extended past its budget does not go negative
+    with pytest.raises(ValueError, match="^algo.lr_decay is 'cosine'; accepted: none, linear$"):
+        scheduled_lr(4e-4, "cosine", 0.5)
 
 
 if __name__ == "__main__":

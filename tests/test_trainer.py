@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import assert_same, freeze_enemies
+from conftest import assert_same, freeze_enemies, whole_and_resumed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +77,17 @@ def test_resume_continues_exactly(tmp_path, extra):
     b = checkpoint.load(tmp_path / "split" / "checkpoints" / "last.pt")
     for key in ("learner", "env", "torch_rng", "counters", "config"):
         assert_same(a[key], b[key], key)
+
+
+def test_linear_lr_decay_follows_the_budget_and_resumes_exactly(tmp_path):
+    budget = 256  # six updates of 32 env steps: the rate falls to 1 - 160/256 of lr before the sixth
+    cfg = tiny(tmp_path, "algo.lr_decay=linear", f"train.steps={budget}")
+    whole, resumed = whole_and_resumed(cfg, tmp_path, 3)
+    assert_same(whole.learner.state_dict(), resumed.learner.state_dict(), "learner")
+    for trainer in (whole, resumed):
+        for opt, key in ((trainer.learner.actor_opt, "lr"), (trainer.learner.critic_opt, "critic_lr")):
+            assert opt.param_groups[0]["lr"] == pytest.approx(cfg["algo"][key] * (1 - 5 * PER_UPDATE / budget),
+                                                              rel=1e-12)
 
 
 def test_a_resumed_run_logs_the_whole_runs_scalars_the_checkpoints_step_included(tmp_path):

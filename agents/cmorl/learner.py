@@ -55,6 +55,7 @@ from marl.spec import EnvSpec, Evaluator, Rollout, Step
 from ..ppo import (
     Stats,
     ValueNorm,
+    follow_lr_schedule,
     masked_entropy,
     masked_logits,
     mlp,
@@ -448,8 +449,10 @@ class CMORL:
 
     # ------------------------------------------------------------------ learning
     def set_budget_fraction(self, fraction: float) -> None:
-        """BudgetAware: Stage 1 ends once stage1_fraction of the budget is done."""
+        """BudgetAware: Stage 1 ends once stage1_fraction of the budget is done; the population's learning rates
+        follow `lr_decay` over the whole budget (a Stage-2 branch's new optimisers from its next update on)."""
         self.fraction = float(fraction)
+        follow_lr_schedule(self.cfg, fraction, {"lr": self.actor_opt, "critic_lr": self.critic_opt})
 
     def update(self, rollout: Rollout) -> dict:
         """One PPO update of the whole population; evaluations, archive and Stage-2 selections on schedule."""

@@ -29,6 +29,7 @@ from ..ppo import (
     PPOTargets,
     Stats,
     ValueNorm,
+    follow_lr_schedule,
     masked_entropy,
     masked_logits,
     masked_mean,
@@ -213,8 +214,10 @@ class CommFormer:
 
     def set_budget_fraction(self, fraction: float) -> None:
         """Post-stable: freeze the graph at its top-k once `post_stable_at` of the budget has passed; the
-        fraction also sets the Gumbel temperature (graph_tau -> graph_tau_end)."""
+        fraction also sets the Gumbel temperature (graph_tau -> graph_tau_end) and the network's learning rate
+        (`lr_decay`; the edge logits keep graph_lr)."""
         self.budget_fraction = float(fraction)
+        follow_lr_schedule(self.cfg, fraction, {"lr": self.net_opt})
         if self.cfg["post_stable"] and fraction >= self.cfg["post_stable_at"]:
             self.graph.frozen = True
 

@@ -50,6 +50,7 @@ from torch import nn
 from marl.agents.ppo import (
     Stats,
     ValueNorm,
+    follow_lr_schedule,
     masked_entropy,
     masked_logits,
     masked_mean,
@@ -527,6 +528,10 @@ class MRA:
                 acc = masked_mean((g_logits.argmax(-1) == games).float(), ones)
             parts.update(game_id_loss=g_loss, game_id_acc=acc)
         return loss, parts
+
+    def set_budget_fraction(self, fraction: float) -> None:
+        """BudgetAware: the actor's and critic's learning rates follow `lr_decay` (none: constant)."""
+        follow_lr_schedule(self.cfg, fraction, {"lr": self.actor_opt, "critic_lr": self.critic_opt})
 
     def update(self, rollout: Rollout) -> dict:
         """PPO epochs over the rollout's battle-steps; returns the losses, MI, game-ID accuracy, KL, grad norms.

@@ -351,6 +351,10 @@ class StepMix:
         return actions, extras
 
     # ------------------------------------------------------------------ learning
+    def set_budget_fraction(self, fraction: float) -> None:
+        """BudgetAware: the MAPPO learner's rates follow `lr_decay`; the lower bound's ensembles keep critic_lr."""
+        self.mappo.set_budget_fraction(fraction)
+
     def update(self, rollout: Rollout) -> dict:
         """MAPPO on the learner's steps, the ensembles on each policy's, then the next mixing parameter."""
         learn = rollout.extras["learn_mask"]
