@@ -79,8 +79,12 @@ def _train(args: argparse.Namespace) -> int:
     from marl.trainer import Trainer, run_dir_name
 
     if args.resume:
-        if args.env or args.overrides:
-            raise CLIError("--resume continues a run as it was configured; give only the run directory")
+        # a run's settings are its config.yaml: a flag that would change one is refused, not silently dropped
+        flags = [f"--{flag}" for flag in ("algo", "steps", "seed", "envs") if getattr(args, flag) is not None]
+        if args.env or args.overrides or flags:
+            given = f" (not {', '.join(flags)})" if flags else ""
+            raise CLIError(f"--resume continues a run as it was configured; give only the run directory{given}, "
+                           "with --ray-workers/--address at most")
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise CLIError(f"no run directory at {run_dir}")
@@ -98,6 +102,7 @@ def _train(args: argparse.Namespace) -> int:
         for flag, key in [("steps", "train.steps"), ("seed", "train.seed"), ("envs", "train.envs")]:
             if getattr(args, flag) is not None:
                 overrides.append(f"{key}={getattr(args, flag)}")
+        args.algo = args.algo or "commformer"
         config = config_mod.load(args.env, scenario, args.algo, overrides)
         _ray_flags(args, config)
         run_dir = Path(config["train"]["runs_dir"]) / run_dir_name(config)
@@ -447,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("env", nargs="?", help="environment, e.g. smac")
     tr.add_argument("scenario", nargs="?", help="scenario, e.g. a SMAC map such as 3m or 3s5z")
     tr.add_argument("overrides", nargs="*", help="config overrides such as algo.lr=0.0003 train.rollout=200")
-    tr.add_argument("--algo", default="commformer", help="learner (default: commformer; mappo is the baseline)")
+    tr.add_argument("--algo", help="learner (default: commformer; mappo is the baseline)")
     tr.add_argument("--steps", type=int, help="env steps to train for (train.steps)")
     tr.add_argument("--seed", type=int, help="random seed (train.seed)")
     tr.add_argument("--envs", type=int, help="parallel environments (train.envs)")

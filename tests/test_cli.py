@@ -217,6 +217,19 @@ def test_resume_without_a_checkpoint(trained, tmp_path):
     assert_one_line_error(proc, f"marl: error: no checkpoint at {run / 'checkpoints' / 'last.pt'}")
 
 
+@pytest.mark.parametrize("flags, named", [(["--steps", "128"], "--steps"), (["--seed", "2", "--envs", "4"], "--seed, --envs"),
+                                          (["--algo", "mappo"], "--algo"), (["train.lr=1"], None)])
+def test_resume_refuses_what_would_change_the_run_and_leaves_it_untouched(trained, tmp_path, flags, named):
+    run = copy_run(trained, tmp_path)
+    before = checkpoint.load(run / "checkpoints" / "last.pt")
+    proc = marl("train", "--resume", str(run), *flags, cwd=tmp_path)
+    given = f" (not {named})" if named else ""
+    line = assert_one_line_error(proc, "marl: error: --resume continues a run as it was configured; give only the "
+                                       f"run directory{given}, with --ray-workers/--address at most")
+    assert line.endswith("at most")
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["counters"] == before["counters"]
+
+
 @pytest.mark.parametrize("argv, start", [
     (["train", "smac", "3m", "--algo", "nope"], "marl: error: unknown learner 'nope'; available: "),
     (["train", "smac", "3m", "algo.lr", "--algo", "mappo"], "marl: error: override 'algo.lr' is not key=value"),
