@@ -217,8 +217,8 @@ def test_resume_without_a_checkpoint(trained, tmp_path):
     assert_one_line_error(proc, f"marl: error: no checkpoint at {run / 'checkpoints' / 'last.pt'}")
 
 
-@pytest.mark.parametrize("flags, named", [(["--steps", "128"], "--steps"), (["--seed", "2", "--envs", "4"], "--seed, --envs"),
-                                          (["--algo", "mappo"], "--algo"), (["train.lr=1"], None)])
+@pytest.mark.parametrize("flags, named", [(["--steps", "128"], "--steps"), (["--algo", "mappo"], "--algo"),
+                                          (["--seed", "2", "--envs", "4"], "--seed, --envs"), (["train.lr=1"], None)])
 def test_resume_refuses_what_would_change_the_run_and_leaves_it_untouched(trained, tmp_path, flags, named):
     run = copy_run(trained, tmp_path)
     before = checkpoint.load(run / "checkpoints" / "last.pt")
