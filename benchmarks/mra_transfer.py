@@ -91,15 +91,10 @@ def train(run_dir: Path, scenario: str, algo: str, seed: int, steps: int, overri
     print(f"{'resuming' if resume else 'training'} {algo} on {scenario} seed {seed} -> {run_dir} "
           f"({env_steps_done(run_dir) or 0:,} of {steps:,} env steps)", flush=True)
     trainer = Trainer(config, run_dir, resume=resume, show_progress=sys.stderr.isatty())
-    while True:
-        # with a deadline, a look at the clock every 20 updates (each run() ends with a checkpoint)
-        out = trainer.run(max_updates=None if deadline is None else 20)
-        if out["interrupted"]:
-            raise KeyboardInterrupt
-        if trainer.env_steps >= steps:
-            return "done"
-        if deadline is not None and time.monotonic() >= deadline:
-            return "stopped"
+    out = trainer.run(deadline=deadline)  # past the deadline it stops after the update, with a checkpoint
+    if out["interrupted"]:
+        raise KeyboardInterrupt
+    return "done" if trainer.env_steps >= steps else "stopped"
 
 
 def evaluate_run(run_dir: Path, scenarios: list[str], episodes: int, seed: int = EVAL_SEED) -> dict:

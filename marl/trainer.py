@@ -540,8 +540,9 @@ class Trainer:
         return paths
 
     # ------------------------------------------------------------------ loop
-    def run(self, max_updates: int | None = None) -> dict:
-        """Train until the step budget (or max_updates more updates, or Ctrl-C); returns the last eval."""
+    def run(self, max_updates: int | None = None, deadline: float | None = None) -> dict:
+        """Train until the step budget (or max_updates more updates, or the first update that ends past `deadline`,
+        a time.monotonic() value, or Ctrl-C); each way ends with a checkpoint. Returns the last eval."""
         t = self.config["train"]
         total = math.ceil(t["steps"] / self.per_update) * self.per_update  # the budget rounded up to whole updates
         with RunLogger(self.run_dir, total, self.env_steps, show_progress=self.show_progress,
@@ -567,6 +568,8 @@ class Trainer:
                     logger.message(event)
                 getattr(self.collector, "events", []).clear()
                 logger.progress(self.per_update, sps, self.last_eval)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
             path = self.save()
             if stop.requested:
                 logger.message(f"interrupted: checkpoint saved at {path}; continue with: marl train --resume "

@@ -79,6 +79,16 @@ def test_resume_continues_exactly(tmp_path, extra):
         assert_same(a[key], b[key], key)
 
 
+def test_a_deadline_already_past_stops_after_one_update_with_a_checkpoint(tmp_path):
+    import time
+
+    trainer = Trainer(tiny(tmp_path, "train.checkpoint_interval=0"), tmp_path / "run", show_progress=False)
+    out = trainer.run(deadline=time.monotonic())
+    assert (out["update"], out["env_steps"], out["interrupted"]) == (1, PER_UPDATE, False)
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["counters"]["env_steps"] == PER_UPDATE
+    assert trainer.run(max_updates=2, deadline=time.monotonic() + 3600)["update"] == 3  # far off: no effect
+
+
 def test_linear_lr_decay_follows_the_budget_and_resumes_exactly(tmp_path):
     budget = 256  # six updates of 32 env steps: the rate falls to 1 - 160/256 of lr before the sixth
     cfg = tiny(tmp_path, "algo.lr_decay=linear", f"train.steps={budget}")
