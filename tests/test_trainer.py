@@ -289,7 +289,6 @@ def test_a_budget_aware_learner_is_told_the_fraction_before_each_update(tmp_path
 
     steps = 5 * PER_UPDATE
     tr = Trainer(tiny(tmp_path, f"train.steps={steps}"), tmp_path / "run", show_progress=False)
-    assert not isinstance(tr.learner, BudgetAware)  # MAPPO has no budget schedule
     tr.learner = BudgetRecorder(tr.learner)
     assert isinstance(tr.learner, BudgetAware)
     tr.run(max_updates=3)
