@@ -451,7 +451,7 @@ def test_gate_cost_is_charged_only_from_gate_cost_from(fraction, charged):
     """Before gate_cost_from the update is the same as with gate_cost 0; from it, the same as with the cost."""
     states = {}
     for name, cost, start in [("from", 0.5, 0.5), ("never", 0.0, 0.0), ("always", 0.5, 0.0)]:
-        learner, env = _learner(warmup=0, ppo_epochs=2, gate_cost=cost, gate_cost_from=start)
+        learner, env = _learner(warmup=0, ppo_epochs=2, gate_cost=cost, gate_cost_from=start, gates_from=0.0)
         learner.set_budget_fraction(fraction)
         rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
         learner.update(rollout)
