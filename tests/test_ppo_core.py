@@ -439,14 +439,16 @@ def test_actor_gain_scales_the_orthogonal_actor_head_and_leaves_the_critic_at_on
 
 
 # ------------------------------------------------------------------------------------ the lr schedule
-# each built-in PPO learner's optimisers (attribute paths) and the rate key each follows; None: its rate stays put
+# each built-in PPO learner's optimisers (attribute paths): the key of its base rate, and whether lr_decay moves it
+NETS = {"actor_opt": ("lr", True), "critic_opt": ("critic_lr", True)}
 SCHEDULED = {
-    "mappo": ("smac", "3m", [], {"actor_opt": "lr", "critic_opt": "critic_lr"}),
-    "commformer": ("smac", "3m", [], {"net_opt": "lr", "graph_opt": None}),
-    "mra": ("smac", "3m", [], {"actor_opt": "lr", "critic_opt": "critic_lr"}),
-    "cmorl": ("smac", "3m", ["train.envs=6"], {"actor_opt": "lr", "critic_opt": "critic_lr"}),
+    "mappo": ("smac", "3m", [], NETS),
+    "commformer": ("smac", "3m", [], {"net_opt": ("lr", True), "graph_opt": ("graph_lr", False)}),
+    "mra": ("smac", "3m", [], NETS),
+    "cmorl": ("smac", "3m", ["train.envs=6"], NETS),
     "stepmix": ("comm", "informants", ["algo.baseline=test_stepmix_deep:last_symbol"],
-                {"mappo.actor_opt": "lr", "mappo.critic_opt": "critic_lr", "bound_opt": None}),
+                {"mappo.actor_opt": ("lr", True), "mappo.critic_opt": ("critic_lr", True),
+                 "bound_opt": ("critic_lr", False)}),
 }
 
 
@@ -480,12 +482,11 @@ def test_lr_decay_linear_sets_every_network_rate_from_the_budget_and_none_leaves
         for fraction in (0.0, 0.25, 0.6, 1.0):
             learner.set_budget_fraction(fraction)
             rates[decay, fraction] = {path: [g["lr"] for g in o.param_groups] for path, o in opts.items()}
-        base = {path: cfg["algo"][key or {"graph_opt": "graph_lr", "bound_opt": "critic_lr"}[path]]
-                for path, key in keys.items()}
+        base = {path: cfg["algo"][key] for path, (key, _) in keys.items()}
     for fraction in (0.0, 0.25, 0.6, 1.0):
-        for path, key in keys.items():
+        for path, (_, decays) in keys.items():
             assert all(lr == base[path] for lr in rates["none", fraction][path]), (path, fraction)
-            want = base[path] * (1.0 - fraction) if key else base[path]
+            want = base[path] * (1.0 - fraction) if decays else base[path]
             assert rates["linear", fraction][path] == pytest.approx([want] * len(rates["linear", fraction][path]),
                                                                     rel=1e-12, abs=0.0), (path, fraction)
 

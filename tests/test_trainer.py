@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import signal
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -80,8 +81,6 @@ def test_resume_continues_exactly(tmp_path, extra):
 
 
 def test_a_deadline_already_past_stops_after_one_update_with_a_checkpoint(tmp_path):
-    import time
-
     trainer = Trainer(tiny(tmp_path, "train.checkpoint_interval=0"), tmp_path / "run", show_progress=False)
     out = trainer.run(deadline=time.monotonic())
     assert (out["update"], out["env_steps"], out["interrupted"]) == (1, PER_UPDATE, False)
