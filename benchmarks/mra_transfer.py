@@ -164,15 +164,17 @@ def run_all(args, overrides: list[str]) -> None:
             write_json(path, res)
             print(f"{run_dir.name}: " + ", ".join(f"{k} {v['win_rate']:.1%}" for k, v in res["scenarios"].items()))
     if "adapt" in args.stages:
-        from marl.adapt import adapt
+        from marl.adapt import LR, START_MAX_PROB, adapt
 
         for variant, seed, run_dir in trained:
             if variant != "mra" or not finished(run_dir, args.steps):
                 continue
             for m in args.adapt_maps:
                 path = results / f"adapt-{run_dir.name}-{m}.json"
-                if path.exists() and json.loads(path.read_text()).get("env_steps") == env_steps_done(run_dir):
-                    continue  # adapted from this checkpoint already (a longer run is adapted again)
+                done = json.loads(path.read_text()) if path.exists() else {}
+                if (done.get("env_steps"), done.get("lr"), done.get("start_max_prob")) == (
+                        env_steps_done(run_dir), LR, START_MAX_PROB):
+                    continue  # adapted from this checkpoint already (a longer run, or other settings, adapt again)
                 out = root / "adapted" / f"{run_dir.name}-{m}"
                 if out.exists():  # a previous attempt stopped before writing its result
                     import shutil
@@ -182,7 +184,8 @@ def run_all(args, overrides: list[str]) -> None:
                             eval_episodes=args.episodes, out=out)
                 write_json(path, {"run": res["run"], "scenario": m, "seed": seed, "before": res["before"]["win_rate"],
                                   "after": res["after"]["win_rate"], "episodes": res["episodes"],
-                                  "steps": res["steps"], "eval_episodes": args.episodes,
+                                  "steps": res["steps"], "lr": res["lr"], "start_max_prob": res["start_max_prob"],
+                                  "eval_episodes": args.episodes,
                                   "env_steps": env_steps_done(run_dir)})
                 print(f"{run_dir.name} adapted to {m}: {res['before']['win_rate']:.1%} -> "
                       f"{res['after']['win_rate']:.1%}")

@@ -2,8 +2,18 @@
 
 Only the prior's logits for the new game move; the network stays frozen. Each of `steps` steps plays
 `episodes` fresh episodes on the new scenario (deterministic actions, as evaluation plays, each agent's
-latent mode drawn from the current prior) and takes one Adam step of REINFORCE on the logits:
--mean_episodes (R - mean R) / std R * sum_agents log softmax(logits)[z]. The win rate is measured
+latent mode drawn from the current prior) and takes one plain gradient step (SGD, `lr`) of REINFORCE on
+the logits: -mean_episodes (R - mean R) / std R * sum_agents log softmax(logits)[z] (`reinforce_loss`).
+A step moves the logits as far as the episodes' evidence goes, and not at all when every episode returns
+the same; Adam would move them by about its rate whatever the evidence, and carry one noisy step's
+direction on through its momentum (measured in BENCHMARKS.md).
+
+The steps start from the game's prior tempered so that no mode holds more than `start_max_prob` (0.5 by
+default; 1 starts from the prior as it is). A prior that is nearly one-hot on one mode, as the prior MLP's
+extrapolation to a team larger than any trained on can be (p > 0.999 on 10m and 12m after training on
+3m, 5m, 8m), draws that mode for every agent of every episode: the advantages then sum to zero against
+the same log-probability and the gradient is zero (to rounding), so the steps could never leave a losing mode.
+Tempering keeps the prior's order of the modes and lets the episodes try the others. The win rate is measured
 before and after on `eval_episodes` fresh episodes of another seed, with the same latent draws (the
 evaluation generator reseeded alike), and the adapted learner is written as a new run directory
 whose config names the new scenario (`marl eval` and `marl train --resume` take it as any run; the
@@ -31,6 +41,9 @@ from marl.rollout import play_episodes
 from marl.spec import EnvSpec
 from marl.trainer import LAST, build_env, evaluate
 
+LR = 2.0  # SGD's rate on the logits: chosen on adaptation seeds 501-502 of two 3m,5m,8m runs (BENCHMARKS.md)
+START_MAX_PROB = 0.5
+
 
 class AdaptError(ValueError):
     """A run or a request that `marl adapt` cannot serve; one line."""
@@ -56,9 +69,39 @@ class LatentPrior(Protocol):
         """Restart evaluation's latent draws from a seed."""
 
 
-def adapt(run_dir, scenario: str, episodes: int = 8, steps: int = 5, lr: float = 0.5, seed: int = 12345,
-          eval_episodes: int = 64, out=None) -> dict:
+def tempered(logits: np.ndarray, max_prob: float) -> np.ndarray:
+    """The logits [K] divided by the smallest temperature T >= 1 at which no mode's probability exceeds max_prob
+    (the logits themselves when none does at T = 1; all zeros, the uniform prior, when max_prob <= 1/K)."""
+    logits = np.asarray(logits, np.float64)
+
+    def top(t: float) -> float:  # the most likely mode's probability at temperature t; falls towards 1/K as t grows
+        return float(torch.softmax(torch.as_tensor(logits / t), -1).max())
+
+    if top(1.0) <= max_prob:
+        return logits.astype(np.float32)
+    if max_prob <= 1.0 / len(logits):
+        return np.zeros(len(logits), np.float32)
+    lo, hi = 1.0, 2.0
+    while top(hi) > max_prob:
+        lo, hi = hi, hi * 2
+    for _ in range(60):  # bisection on the temperature: top(lo) > max_prob >= top(hi)
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if top(mid) > max_prob else (lo, mid)
+    return (logits / hi).astype(np.float32)
+
+
+def reinforce_loss(logits: torch.Tensor, z: torch.Tensor, returns: np.ndarray) -> torch.Tensor:
+    """REINFORCE's loss on prior logits [K]: -mean_e (R_e - mean R) / (std R + 1e-8) * sum_a log softmax(logits)[z_ea],
+    for the modes int[E, A] the episodes' agents held and their returns [E]."""
+    adv = torch.as_tensor((returns - returns.mean()) / (returns.std() + 1e-8), dtype=torch.float32)
+    return -(adv * torch.log_softmax(logits, -1)[z].sum(-1)).mean()
+
+
+def adapt(run_dir, scenario: str, episodes: int = 8, steps: int = 5, lr: float = LR, seed: int = 12345,
+          eval_episodes: int = 64, out=None, start_max_prob: float = START_MAX_PROB) -> dict:
     """Adapt the run's prior to `scenario`; write the adapted run to `out`; returns before, after and the logits."""
+    if not 0 < start_max_prob <= 1:
+        raise AdaptError(f"start_max_prob must lie in (0, 1], got {start_max_prob}")
     run_dir = Path(run_dir)
     config = config_mod.load_file(run_dir / "config.yaml")
     out = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}-adapt-{scenario}"
@@ -88,8 +131,9 @@ def adapt(run_dir, scenario: str, episodes: int = 8, steps: int = 5, lr: float =
 
         torch.set_num_threads(1)
         before = measure()
-        logits = torch.tensor(logits0, requires_grad=True)
-        opt = torch.optim.Adam([logits], lr=lr)
+        start = tempered(logits0, start_max_prob)
+        logits = torch.tensor(start, requires_grad=True)
+        opt = torch.optim.SGD([logits], lr=lr)
         history = []
         for s in range(steps):
             learner.set_game_prior_logits(game, logits.detach().numpy())
@@ -107,9 +151,7 @@ def adapt(run_dir, scenario: str, episodes: int = 8, steps: int = 5, lr: float =
             if ret.ndim > 1:  # a vector reward: the run's preference scalarises it, as training did
                 ret = ret @ np.asarray(config["algo"].get("preference") or np.ones(ret.shape[1]), np.float32)
             z = torch.as_tensor(held[0][played["env"]])  # [episodes, A]
-            adv = torch.as_tensor((ret - ret.mean()) / (ret.std() + 1e-8), dtype=torch.float32)
-            log_p = torch.log_softmax(logits, -1)[z].sum(-1)
-            loss = -(adv * log_p).mean()
+            loss = reinforce_loss(logits, z, ret)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -128,6 +170,7 @@ def adapt(run_dir, scenario: str, episodes: int = 8, steps: int = 5, lr: float =
     checkpoint.save(out / "checkpoints" / LAST, payload)
     result = {"run": str(run_dir), "scenario": scenario, "episodes": episodes, "steps": steps, "lr": lr,
               "seed": seed, "before": before, "after": after, "prior_before": logits0.tolist(),
+              "start_max_prob": start_max_prob, "prior_start": start.tolist(),
               "prior_after": logits.detach().numpy().tolist(), "history": history, "out": str(out)}
     checkpoint.atomic_write_text(out / "adapt.json", json.dumps(result, indent=2))
     return result

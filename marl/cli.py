@@ -360,12 +360,13 @@ def _adapt(args: argparse.Namespace) -> int:
     from marl.adapt import adapt, probabilities
 
     res = adapt(args.run_dir, args.scenario, episodes=args.episodes, steps=args.steps, lr=args.lr, seed=args.seed,
-                eval_episodes=args.eval_episodes, out=args.out)
+                eval_episodes=args.eval_episodes, out=args.out, start_max_prob=args.start_max_prob)
     before, after = res["before"], res["after"]
     print(f"adapted {res['run']} to {res['scenario']} ({res['steps']} steps of {res['episodes']} episodes): "
           f"win rate before {before['win_rate']:.1%}, after {after['win_rate']:.1%} (each over "
           f"{after['episodes']} fresh episodes, seed {res['seed']})")
-    print(f"prior over the modes: {probabilities(res['prior_before'])} -> {probabilities(res['prior_after'])}")
+    print(f"prior over the modes: {probabilities(res['prior_before'])} -> {probabilities(res['prior_after'])} "
+          f"(the steps started from {probabilities(res['prior_start'])})")
     print(f"adapted run: {res['out']}")
     return 0
 
@@ -437,6 +438,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expects a probability in (0, 1], got {text!r}")
+    return value
+
+
 def _count(names: list[str]) -> str:
     counts: dict[str, int] = {}
     for n in names:
@@ -487,7 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--scenario", required=True, help="the scenario to adapt to, e.g. a SMAC map such as 12m")
     ad.add_argument("--episodes", type=_positive, default=8, help="fresh episodes per adaptation step")
     ad.add_argument("--steps", type=_positive, default=5, help="REINFORCE steps on the prior's logits")
-    ad.add_argument("--lr", type=float, default=0.5, help="Adam's learning rate on the logits")
+    ad.add_argument("--lr", type=float, default=2.0, help="the gradient step's rate on the prior's logits (SGD)")
+    ad.add_argument("--start-max-prob", type=_probability, default=0.5, metavar="P",
+                    help="the steps start from the prior tempered so that no mode holds more than P (1: the prior "
+                         "as it is; a nearly one-hot prior gives REINFORCE a zero gradient)")
     ad.add_argument("--seed", type=int, default=12345, help="seed of the adaptation and evaluation battles")
     ad.add_argument("--eval-episodes", type=_positive, default=64,
                     help="fresh episodes of another seed for the win rate before and after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,8 +10,11 @@ import pytest
 import torch
 import yaml
 from conftest import whole_and_resumed
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from marl import config as config_mod
+from marl.adapt import reinforce_loss, tempered
 from marl.agents.mra import MRA
 from marl.agents.mra.learner import N_BASIC, game_id_loss, heal_index, mi_estimate
 from marl.cli import main
@@ -326,8 +330,72 @@ def test_adapt_moves_only_the_prior_and_writes_an_adapted_run(tmp_path, capsys):
     assert new["learner"]["adapted_priors"]["sizes"].tolist() == [[8, 8]]
     assert new["config"]["run"]["scenario"] == "8m" and new["env"] is None
     assert config_mod.load_file(out / "config.yaml")["run"]["scenario"] == "8m"
+    record = json.loads((out / "adapt.json").read_text())
+    assert (record["lr"], record["start_max_prob"], len(record["prior_start"])) == (2.0, 0.5, 6)
     assert main(["adapt", str(run), "--scenario", "8m", "--out", str(out)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-20, 20), min_size=2, max_size=8), st.floats(0.05, 1.0))
+def test_tempered_caps_the_top_mode_and_keeps_the_order(logits, max_prob):
+    logits = np.asarray(logits, np.float32)
+    start = tempered(logits, max_prob)
+    p0, p = torch.softmax(torch.as_tensor(logits), -1), torch.softmax(torch.as_tensor(start), -1)
+    K = len(logits)
+    if float(p0.max()) <= max_prob:
+        np.testing.assert_array_equal(start, logits)  # already below the cap: the prior as it is
+    elif max_prob <= 1 / K:
+        np.testing.assert_array_equal(start, np.zeros(K, np.float32))  # no prior that spread but the uniform
+    else:  # the smallest temperature that brings the top mode down to the cap; the order of the modes stays
+        assert float(p.max()) == pytest.approx(max_prob, abs=1e-5)
+        scale = start[np.argmax(logits)] / logits[np.argmax(logits)] if logits[np.argmax(logits)] else None
+        if scale is not None:
+            assert 0 < scale <= 1
+            np.testing.assert_allclose(start, logits * scale, rtol=1e-5, atol=1e-6)
+
+
+def test_reinforce_loss_matches_its_formula_and_a_one_mode_prior_has_no_gradient():
+    """The reason `marl adapt` starts from a tempered prior: when every agent of every episode holds the same mode
+    the normalised advantages sum to zero against the same log-probability, and so does the gradient."""
+    logits = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
+    z = torch.tensor([[0, 0], [1, 2], [2, 2]])
+    ret = np.array([1.0, 3.0, 2.0])
+    loss = reinforce_loss(logits, z, ret)
+    adv = (ret - ret.mean()) / (ret.std() + 1e-8)
+    logp = torch.log_softmax(logits.detach(), -1).numpy()
+    expected = -np.mean([adv[e] * logp[z[e]].sum() for e in range(3)])
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    p = torch.softmax(logits.detach(), -1).numpy()
+    counts = np.stack([np.bincount(z[e].numpy(), minlength=3) for e in range(3)])  # d/dl sum_a log p[z] = n - A p
+    np.testing.assert_allclose(logits.grad.numpy(), -np.mean(adv[:, None] * (counts - 2 * p), 0), rtol=1e-5,
+                               atol=1e-7)
+    saturated = torch.tensor([-9.0, -9.0, 9.0], requires_grad=True)
+    reinforce_loss(saturated, torch.full((8, 10), 2), np.arange(8.0)).backward()
+    assert float(saturated.grad.abs().max()) < 1e-12  # zero but for rounding
+
+
+def test_adapt_checks_its_start_cap(tmp_path, capsys):
+    from marl import adapt as adapt_mod
+
+    with pytest.raises(adapt_mod.AdaptError, match=r"start_max_prob must lie in \(0, 1\], got 0"):
+        adapt_mod.adapt(tmp_path, "8m", start_max_prob=0)
+    with pytest.raises(SystemExit) as exit_:
+        main(["adapt", str(tmp_path), "--scenario", "8m", "--start-max-prob", "1.5"])
+    assert exit_.value.code == 2
+    assert "--start-max-prob: expects a probability in (0, 1], got '1.5'" in capsys.readouterr().err
+    parser_defaults = {a.dest: a.default for a in _adapt_parser()._actions}
+    assert (parser_defaults["lr"], parser_defaults["start_max_prob"]) == (adapt_mod.LR, adapt_mod.START_MAX_PROB)
+
+
+def _adapt_parser():
+    import argparse
+
+    from marl.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["adapt"]
 
 
 # ------------------------------------------------------------------------------------ cheaper, the same function
