@@ -438,6 +438,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expects a positive number, got {text!r}")
+    return value
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -498,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--scenario", required=True, help="the scenario to adapt to, e.g. a SMAC map such as 12m")
     ad.add_argument("--episodes", type=_positive, default=8, help="fresh episodes per adaptation step")
     ad.add_argument("--steps", type=_positive, default=5, help="REINFORCE steps on the prior's logits")
-    ad.add_argument("--lr", type=float, default=2.0, help="the gradient step's rate on the prior's logits (SGD)")
+    ad.add_argument("--lr", type=_positive_float, default=2.0,
+                    help="the gradient step's rate on the prior's logits (SGD)")
     ad.add_argument("--start-max-prob", type=_probability, default=0.5, metavar="P",
                     help="the steps start from the prior tempered so that no mode holds more than P (1: the prior "
                          "as it is; a nearly one-hot prior gives REINFORCE a zero gradient)")

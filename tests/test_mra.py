@@ -385,6 +385,10 @@ def test_adapt_checks_its_start_cap(tmp_path, capsys):
         main(["adapt", str(tmp_path), "--scenario", "8m", "--start-max-prob", "1.5"])
     assert exit_.value.code == 2
     assert "--start-max-prob: expects a probability in (0, 1], got '1.5'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["adapt", str(tmp_path), "--scenario", "8m", "--lr", "-1"])
+    assert exit_.value.code == 2
+    assert "--lr: expects a positive number, got '-1'" in capsys.readouterr().err
     parser_defaults = {a.dest: a.default for a in _adapt_parser()._actions}
     assert (parser_defaults["lr"], parser_defaults["start_max_prob"]) == (adapt_mod.LR, adapt_mod.START_MAX_PROB)
 
