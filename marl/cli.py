@@ -428,34 +428,25 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
-    return value
+def _checked(parse, ok, accepted: str):
+    """An argparse type: `parse` the text and keep values where `ok` holds; otherwise a one-line error naming
+    what is accepted."""
+
+    def check(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expects {accepted}, got {text!r}")
+        return value
+
+    return check
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expects a positive number, got {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expects a probability in (0, 1], got {text!r}")
-    return value
+_positive = _checked(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
+_probability = _checked(float, lambda v: 0 < v <= 1, "a probability in (0, 1]")
 
 
 def _count(names: list[str]) -> str:

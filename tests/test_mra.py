@@ -365,7 +365,7 @@ def test_reinforce_loss_matches_its_formula_and_a_one_mode_prior_has_no_gradient
     adv = (ret - ret.mean()) / (ret.std() + 1e-8)
     logp = torch.log_softmax(logits.detach(), -1).numpy()
     expected = -np.mean([adv[e] * logp[z[e]].sum() for e in range(3)])
-    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
     loss.backward()
     p = torch.softmax(logits.detach(), -1).numpy()
     counts = np.stack([np.bincount(z[e].numpy(), minlength=3) for e in range(3)])  # d/dl sum_a log p[z] = n - A p
