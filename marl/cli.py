@@ -529,6 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `marl` console script."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before training started (parsing, imports, building the env)
+        print("marl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     # overrides may follow options (`marl train smac 3m --steps 1000 algo.lr=3e-4`): collect them too
     args, extra = parser.parse_known_args(argv)
@@ -551,9 +559,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `marl envs | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:  # Ctrl-C before training started (imports, building the env)
-        print("marl: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":
