@@ -11,17 +11,14 @@ trained). It tells whether a zero-shot failure is the network's or the prior's c
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from marl import checkpoint
 from marl import config as config_mod
-from marl.adapt import LatentPrior, probabilities
-from marl.registry import make_learner
-from marl.trainer import LAST, build_env, evaluate
+from marl.adapt import AdaptError, prior_learner, probabilities
+from marl.trainer import evaluate
 
 
 def main() -> None:
@@ -33,14 +30,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     config = config_mod.load_file(args.run_dir / "config.yaml")
-    new = copy.deepcopy(config)
-    new["run"]["scenario"] = args.scenario
-    env = build_env(new, min(args.episodes, 32))
-    learner = make_learner(config["run"]["algo"], env.spec, config["algo"], seed=config["train"]["seed"], device="cpu")
-    if not isinstance(learner, LatentPrior):
-        p.error(f"{args.run_dir} was trained with {config['run']['algo']}, which has no latent modes")
-    path = args.run_dir / "checkpoints" / LAST
-    checkpoint.restore(learner, checkpoint.load(path)["learner"], path)
+    try:
+        _, _, env, learner = prior_learner(args.run_dir, config, args.scenario, min(args.episodes, 32))
+    except AdaptError as err:
+        p.error(str(err))
     game = learner.game_of(env.spec)
     prior = np.asarray(learner.game_prior_logits(game), np.float32)
     print(f"{args.run_dir.name} on {args.scenario}: prior {probabilities(prior)}")

@@ -38,7 +38,7 @@ from marl import checkpoint
 from marl import config as config_mod
 from marl.registry import make_learner
 from marl.rollout import play_episodes
-from marl.spec import EnvSpec
+from marl.spec import EnvSpec, VecEnv
 from marl.trainer import LAST, build_env, evaluate
 
 LR = 2.0  # SGD's rate on the logits: chosen on adaptation seeds 501-502 of two 3m,5m,8m runs (BENCHMARKS.md)
@@ -97,6 +97,28 @@ def reinforce_loss(logits: torch.Tensor, z: torch.Tensor, returns: np.ndarray) -
     return -(adv * torch.log_softmax(logits, -1)[z].sum(-1)).mean()
 
 
+def prior_learner(run_dir: Path, config: dict, scenario: str, n_envs: int) -> tuple[dict, dict, VecEnv, LatentPrior]:
+    """The run's learner, restored from its last checkpoint, playing n_envs battles of `scenario` (which works when no
+    parameter depends on the team size): (the config naming the scenario, the checkpoint's data, the env, the
+    learner). AdaptError when the learner has no latent prior; the env is closed on any error."""
+    path = run_dir / "checkpoints" / LAST
+    data = checkpoint.load(path)
+    new_config = copy.deepcopy(config)
+    new_config["run"]["scenario"] = scenario
+    env = build_env(new_config, n_envs)
+    algo = config["run"]["algo"]
+    try:
+        learner = make_learner(algo, env.spec, config["algo"], seed=config["train"]["seed"], device="cpu")
+        if not isinstance(learner, LatentPrior):
+            raise AdaptError(f"{run_dir} was trained with {algo}, which has no latent prior to adapt; marl adapt "
+                             "adapts runs of --algo mra")
+        checkpoint.restore(learner, data["learner"], path)
+    except BaseException:
+        env.close()
+        raise
+    return new_config, data, env, learner
+
+
 def adapt(run_dir, scenario: str, episodes: int = 8, steps: int = 5, lr: float = LR, seed: int = 12345,
           eval_episodes: int = 64, out=None, start_max_prob: float = START_MAX_PROB) -> dict:
     """Adapt the run's prior to `scenario`; write the adapted run to `out`; returns before, after and the logits."""
@@ -107,18 +129,8 @@ def adapt(run_dir, scenario: str, episodes: int = 8, steps: int = 5, lr: float =
     out = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}-adapt-{scenario}"
     if out.exists():
         raise AdaptError(f"{out} already exists; give another --out DIR")
-    path = run_dir / "checkpoints" / LAST
-    data = checkpoint.load(path)
-    r = config["run"]
-    new_config = copy.deepcopy(config)
-    new_config["run"]["scenario"] = scenario
-    env = build_env(new_config, episodes)
+    new_config, data, env, learner = prior_learner(run_dir, config, scenario, episodes)
     try:
-        learner = make_learner(r["algo"], env.spec, config["algo"], seed=config["train"]["seed"], device="cpu")
-        if not isinstance(learner, LatentPrior):
-            raise AdaptError(f"{run_dir} was trained with {r['algo']}, which has no latent prior to adapt; marl adapt "
-                             "adapts runs of --algo mra")
-        checkpoint.restore(learner, data["learner"], path)
         game = learner.game_of(env.spec)
         logits0 = np.asarray(learner.game_prior_logits(game), np.float32)
         if len(logits0) < 2:
