@@ -312,6 +312,8 @@ class CommFormerSettings(PPOSettings):
                                     ge=0, le=1)
     gates_from: float = setting("fraction of the budget from which the gates decide; before it every gate is open "
                                 "(0: from the start)", ge=0, le=1)
+    gate_lr_decay: bool = setting("the gates' learning rate follows lr_decay, as the network's does (true), or "
+                                  "stays at lr (false)")
     n_embd: int = setting("embedding width", ge=1)
     n_block: int = setting("transformer blocks", ge=1)
     listen_floor: float = setting("share of each encoder attention row spread evenly over the receiver's edges "

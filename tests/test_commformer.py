@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -488,6 +489,67 @@ def test_before_gates_from_every_gate_is_open_and_the_update_is_the_one_without_
     assert p.min() < 1.0
     gates, probs = gated._gate_decisions(torch.as_tensor(rollout.obs[0]), deterministic=True)
     assert torch.equal(gates, (probs > 0.5).float())
+
+
+def _same(a: dict, b: dict, parts=("net", "gates")) -> bool:
+    return all(torch.equal(a[part][k], b[part][k]) for part in parts for k in a[part])
+
+
+def test_the_gates_own_parameter_group_changes_no_bit_of_an_update():
+    """gate_lr_decay: false puts the gates in a second group of the one optimiser; at equal rates the updates are
+    those of the one group (same moments, same clip, same step), with the gates deciding or not."""
+    states = []
+    for gate_decay in (True, False):
+        learner, env = _learner(warmup=0, ppo_epochs=2, gate_cost=0.5, gates_from=0.5, gate_lr_decay=gate_decay)
+        assert len(learner.net_opt.param_groups) == (1 if gate_decay else 2)
+        step = env.reset(seed=0)
+        for fraction in (0.0, 0.6):  # the second update trains the gates
+            learner.set_budget_fraction(fraction)
+            rollout, step, _ = collect(env, learner, step, 8)
+            learner.update(rollout)
+        states.append(learner.state_dict())
+    assert _same(*states)
+    moments = [s["net_opt"]["state"] for s in states]
+    assert moments[0].keys() == moments[1].keys()
+    assert all(torch.equal(moments[0][i][k], moments[1][i][k]) for i in moments[0] for k in moments[0][i])
+
+
+@pytest.mark.parametrize("saved, resumed", [(True, False), (False, True)])
+def test_a_checkpoint_resumes_across_gate_lr_decay(saved, resumed):
+    """A checkpoint of one optimiser layout (the gates in the networks' group, or in their own) loads into the
+    other with the same moments, and the next update is the one the saved layout gives (lr_decay: none)."""
+    learner, env = _learner(warmup=0, ppo_epochs=2, gate_cost=0.5, gate_lr_decay=saved)
+    step = env.reset(seed=0)
+    rollout, step, _ = collect(env, learner, step, 8)
+    learner.update(rollout)
+    state = learner.state_dict()
+    rollout, _, _ = collect(env, learner, step, 8)
+    after = []
+    for layout in (saved, resumed):
+        other, _ = _learner(warmup=0, ppo_epochs=2, gate_cost=0.5, gate_lr_decay=layout)
+        other.load_state_dict(copy.deepcopy(state))  # loading shares the moments, which an update moves in place
+        assert len(other.net_opt.param_groups) == (1 if layout else 2)
+        other.update(rollout)
+        after.append(other.state_dict())
+    assert _same(*after)
+
+
+@pytest.mark.parametrize("gate_decay", [True, False])
+def test_gate_lr_decay_false_keeps_the_gates_rate_while_the_network_decays(gate_decay):
+    learner, _ = _learner(lr_decay="linear", gate_lr_decay=gate_decay)
+    lr = learner.cfg["lr"]
+    for fraction in (0.0, 0.5, 0.75, 1.0):
+        learner.set_budget_fraction(fraction)
+        rates = [g["lr"] for g in learner.net_opt.param_groups]
+        assert rates[0] == pytest.approx(lr * (1 - fraction), rel=1e-12, abs=0.0)
+        assert rates[1:] == ([] if gate_decay else [lr])  # one group (the gates with the network) or the gates' own
+    assert learner.graph_opt.param_groups[0]["lr"] == learner.cfg["graph_lr"]
+
+
+def test_without_gates_the_optimiser_has_the_network_group_only():
+    learner, _ = _learner(gates="false", lr_decay="linear", gate_lr_decay="false")
+    learner.set_budget_fraction(0.5)
+    assert [g["lr"] for g in learner.net_opt.param_groups] == [pytest.approx(learner.cfg["lr"] / 2, rel=1e-12)]
 
 
 def test_a_zero_uniform_draw_never_picks_an_unavailable_action(monkeypatch):

@@ -44,6 +44,19 @@ LISTENING_SAMPLES = 256  # rollout states the listening diagnostic reads (a few 
 DEAF = 0.1  # a receiver whose attention on its senders is below this counts as deaf (graph/deaf_fraction)
 
 
+def _gate_group(opt_state: dict, n_net: int, n_groups: int) -> dict:
+    """A saved network optimiser state in the learner's layout: one parameter group over the networks and the
+    gates, or the gates in a group of their own (gate_lr_decay: false). Both list the same parameters in the same
+    order, so the moments keep their indices; a run that changes the setting on resume (a gate variant continuing
+    a shared first half, before the gates learned anything) loads either. The rates are set before each update."""
+    groups = opt_state["param_groups"]
+    if len(groups) == n_groups:
+        return opt_state
+    ids = [i for group in groups for i in group["params"]]
+    split = [ids[:n_net], ids[n_net:]] if n_groups == 2 else [ids]
+    return {**opt_state, "param_groups": [{**groups[0], "params": part} for part in split]}
+
+
 class _Batch(NamedTuple):
     """A rollout's inputs as tensors [T * E, N, ...], for the minibatches of an update."""
 
@@ -73,8 +86,14 @@ class CommFormer:
                                  cfg.get("listen_floor", 0.0)).to(self.device)
         self.graph = CommGraph(N, cfg["sparsity"], cfg["graph"], cfg["self_loops"], seed).to(self.device)
         self.gates = Gates(spec.obs_dim).to(self.device) if cfg["gates"] else None
-        net_params = list(self.net.parameters()) + (list(self.gates.parameters()) if self.gates else [])
-        self.net_opt = torch.optim.Adam(net_params, lr=cfg["lr"], eps=cfg["adam_eps"])
+        # one optimiser, one gradient clip over the networks and the gates; with gate_lr_decay: false the gates are a
+        # second parameter group, whose rate keeps `lr` while the networks' decays (the same update otherwise)
+        net_params = list(self.net.parameters())
+        gate_params = list(self.gates.parameters()) if self.gates else []
+        own = bool(gate_params) and not cfg.get("gate_lr_decay", True)
+        groups = [{"params": net_params}, {"params": gate_params}] if own else [{"params": net_params + gate_params}]
+        self.net_opt = torch.optim.Adam(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
+        self._net_params = net_params + gate_params  # what the clip sees
         self.graph_opt = torch.optim.Adam([self.graph.edge_logits], lr=cfg["graph_lr"], eps=cfg["adam_eps"])
         self.value_norm = ValueNorm().to(self.device)
         self.generator = torch.Generator().manual_seed(seed)
@@ -215,9 +234,11 @@ class CommFormer:
     def set_budget_fraction(self, fraction: float) -> None:
         """Post-stable: freeze the graph at its top-k once `post_stable_at` of the budget has passed; the
         fraction also sets the Gumbel temperature (graph_tau -> graph_tau_end) and the network's learning rate
-        (`lr_decay`; the edge logits keep graph_lr)."""
+        (`lr_decay`; the edge logits keep graph_lr, and the gates keep lr with `gate_lr_decay: false`)."""
         self.budget_fraction = float(fraction)
         follow_lr_schedule(self.cfg, fraction, {"lr": self.net_opt})
+        if len(self.net_opt.param_groups) == 2:  # the gates' own group (gate_lr_decay: false)
+            self.net_opt.param_groups[1]["lr"] = self.cfg["lr"]
         if self.cfg["post_stable"] and fraction >= self.cfg["post_stable_at"]:
             self.graph.frozen = True
 
@@ -344,7 +365,7 @@ class CommFormer:
         self.net_opt.zero_grad()
         self.graph_opt.zero_grad()
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.net_opt.param_groups[0]["params"], self.cfg["max_grad_norm"])
+        grad_norm = nn.utils.clip_grad_norm_(self._net_params, self.cfg["max_grad_norm"])
         self.net_opt.step()
         return grad_norm
 
@@ -404,7 +425,8 @@ class CommFormer:
         self.graph.load_state_dict(state["graph"])
         if self.gates:
             self.gates.load_state_dict(state["gates"])
-        self.net_opt.load_state_dict(state["net_opt"])
+        self.net_opt.load_state_dict(_gate_group(state["net_opt"], len(self.net_opt.param_groups[0]["params"]),
+                                                 len(self.net_opt.param_groups)))
         for param in self.net_opt.param_groups[0]["params"]:
             # checkpoints from before 2026-11-22 hold two relation embeddings (no edge, edge) where there is one
             # now (GraphAttention keeps row 1 of them); Adam's moments of that parameter follow the same row
