@@ -358,7 +358,9 @@ def _cases() -> list[tuple[str, str, str, str, object]]:
 
 
 CASES = _cases()
-WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
+# words a user types that stay words: "nan", "inf", "yes", "null" and the like read as numbers, booleans or none
+WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).filter(
+    lambda w: config.parse_value(w) == w)
 BIG = 2**40
 
 
