@@ -451,6 +451,7 @@ class MRASettings(PPOSettings):
                                   ge=0)
     eval_latent: Literal["sample", "mode"] = setting("evaluation's latent z: drawn from the prior, or its most "
                                                      "likely mode")
+    prior_temperature: float = setting("T of the prior's logits MLP(sizes/10) / T (the authors': 4)", gt=0)
 
     @classmethod
     def check_spec(cls, config: dict, spec) -> None:

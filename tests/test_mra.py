@@ -177,6 +177,21 @@ def test_shapes_are_right_on_team_sizes_never_seen(A, M):
     assert lr.game_prior_logits((A, M)).shape == (CFG["latent_modes"],)
 
 
+@given(st.integers(1, 30), st.integers(1, 30), st.sampled_from([0.5, 2.0, 4.0]))
+@settings(max_examples=20, deadline=None)
+def test_the_prior_temperature_divides_the_mlps_logits(A, M, T):
+    """prior_temperature T: the same MLP's logits over T on any team size (T = 1 leaves them exactly)."""
+    plain = learner(marine_spec(3, 3))
+    tempered = learner(marine_spec(3, 3), prior_temperature=T)
+    tempered.prior.load_state_dict(plain.prior.state_dict())  # the temperature is no parameter: the same MLP
+    sizes = torch.tensor([A, M])
+    with torch.no_grad():
+        raw = plain.prior.net(sizes.float() / 10.0)
+        assert torch.equal(plain.prior(sizes), raw)
+        assert torch.equal(tempered.prior(sizes), raw / T)
+    np.testing.assert_array_equal(tempered.game_prior_logits((A, M)), (raw / T).numpy())
+
+
 def test_heals_are_scored_per_ally_token_for_medivacs():
     # slot 6 + j of agent i heals agent j, read from agent i's ally row j (below i) or j - 1 (above)
     assert heal_index(3, 4).tolist() == [[-1, 0, 1, -1], [0, -1, 1, -1], [0, 1, -1, -1]]

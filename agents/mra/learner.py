@@ -289,15 +289,17 @@ class Actor(nn.Module):
 
 
 class Prior(nn.Module):
-    """The game-conditioned prior over modes: logits of an MLP of (n_agents/10, n_enemies/10)."""
+    """The game-conditioned prior over modes: logits MLP(n_agents/10, n_enemies/10) / temperature (the authors'
+    temperature is 4; 1, the default, leaves the MLP's logits as they are, bit for bit)."""
 
-    def __init__(self, modes: int, hidden: int = 32):
+    def __init__(self, modes: int, hidden: int = 32, temperature: float = 1.0):
         super().__init__()
         self.net = nn.Sequential(linear(2, hidden), nn.Tanh(), linear(hidden, modes, 0.01))
+        self.temperature = float(temperature)
 
     def forward(self, sizes: torch.Tensor) -> torch.Tensor:
         """Logits [..., K] of team sizes int[..., 2]."""
-        return self.net(sizes.float() / 10.0)
+        return self.net(sizes.float() / 10.0) / self.temperature
 
 
 class GameHead(nn.Module):
@@ -366,7 +368,7 @@ class MRA:
         self.K = K
         self.tokens = Tokens(spec)
         self.actor = Actor(self.tokens, d, heads, K, cfg["encoder_blocks"]).to(self.device)
-        self.prior = Prior(K).to(self.device)
+        self.prior = Prior(K, temperature=cfg.get("prior_temperature", 1.0)).to(self.device)
         self.game_head = GameHead(d, self.actor.dm, K).to(self.device)
         self.critic = Critic(self.tokens, d, heads).to(self.device)
         self.value_norm = ValueNorm().to(self.device)
