@@ -294,6 +294,8 @@ class CommFormerSettings(PPOSettings):
     graph_every: int = setting("every graph_every-th PPO epoch steps only the graph optimiser", ge=1)
     graph_tau: float = setting("Gumbel-softmax temperature of the training graph samples", gt=0)
     graph_tau_end: float = setting("the temperature graph_tau is annealed to (geometrically) over the budget", gt=0)
+    graph_entropy_coef: float = setting("weight of the edge logits' row entropy on graph steps, falling linearly to 0 "
+                                        "at the freeze (post_stable_at; the budget's end without post_stable)", ge=0)
     graph_noise: Literal["batch", "sample"] = setting("one Gumbel draw per minibatch (authors), or one per sample")
     graph_objective: Literal["ppo", "unclipped"] = setting("graph steps follow the clipped PPO loss (authors), or "
                                                            "the loss without the clip")

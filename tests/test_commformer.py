@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from marl import config as config_mod
 from marl.agents.commformer import CommFormer, CommGraph, Gates, apply_gates, k_of
-from marl.agents.commformer.graph import annealed_tau
+from marl.agents.commformer.graph import annealed_tau, decayed_coef
 from marl.agents.commformer.model import CommFormerNet
 from marl.agents.ppo import masked_logits
 from marl.envs.smac import SMACVecEnv
@@ -394,6 +394,52 @@ def test_tau_is_annealed_geometrically_over_the_budget(start, end, fraction, tau
     assert annealed_tau(start, end, fraction) == pytest.approx(tau, rel=1e-12)
 
 
+@pytest.mark.parametrize("start, until, fraction, coef", [
+    (0.01, 0.5, 0.0, 0.01), (0.01, 0.5, 0.25, 0.005), (0.01, 0.5, 0.5, 0.0), (0.01, 0.5, 0.9, 0.0),
+    (0.01, 1.0, 0.75, 0.0025), (0.01, 0.5, -1.0, 0.01), (0.0, 0.5, 0.1, 0.0), (0.01, 0.0, 0.0, 0.0)])
+def test_the_graph_entropy_weight_falls_linearly_to_zero(start, until, fraction, coef):
+    assert decayed_coef(start, until, fraction) == pytest.approx(coef, rel=1e-12)
+
+
+def test_row_entropy_is_the_entropy_of_the_rows_without_the_receiver():
+    graph = CommGraph(3, 0.4)
+    with torch.no_grad():
+        graph.edge_logits.copy_(torch.tensor([[9.0, 0.0, math.log(3)], [1.0, -5.0, 1.0], [2.0, 0.0, 7.0]]))
+    rows = [[0.25, 0.75], [0.5, 0.5], [1 / (1 + math.e ** -2), 1 / (1 + math.e ** 2)]]
+    expected = sum(-sum(p * math.log(p) for p in row) for row in rows) / 3
+    h = graph.row_entropy()
+    assert float(h) == pytest.approx(expected, rel=1e-6)
+    h.backward()
+    grad = graph.edge_logits.grad
+    assert torch.equal(grad.diagonal(), torch.zeros(3)) and torch.isfinite(grad).all()
+    assert grad[0, 1] > 0 > grad[0, 2] and grad[1, 0] == pytest.approx(0.0, abs=1e-7)  # towards even rows
+
+
+def test_the_graph_entropy_term_spreads_the_rows_only_on_graph_steps():
+    def update(coef):
+        learner, env = _learner("3s5z", warmup=0, ppo_epochs=5, graph_every=5, post_stable=False,
+                                graph_entropy_coef=coef, graph_lr=0.01)
+        with torch.no_grad():
+            learner.graph.edge_logits.copy_(torch.eye(8).roll(1, 1) * 4.0)  # each row peaked on one sender
+        learner.set_budget_fraction(0.5)  # coef / 2 at half the budget
+        assert learner.graph_entropy_coef() == pytest.approx(coef / 2)
+        rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+        before = float(learner.graph.row_entropy())
+        learner.update(rollout)
+        return before, float(learner.graph.row_entropy()), learner.diagnostics()["scalars"]["graph/entropy_coef"]
+
+    before, plain, _ = update(0.0)
+    _, spread, logged = update(1.0)
+    assert logged == 0.5
+    # Adam's first step moves each logit by graph_lr against its gradient's sign; the entropy's (about 0.03 per
+    # logit at weight 0.5) outweighs the policy's (about 1e-4), so the peak falls by 0.01 and the others rise by 0.01
+    expected = CommGraph(8, 0.25)
+    with torch.no_grad():
+        expected.edge_logits.copy_(torch.eye(8).roll(1, 1) * 3.98 + 0.01)
+    assert spread == pytest.approx(float(expected.row_entropy()), rel=1e-4)  # Adam eps: steps of 0.00999x
+    assert spread > before + 0.005 and abs(plain - before) < 0.005
+
+
 def test_the_learner_samples_at_the_annealed_tau_and_one_graph_per_sample(monkeypatch):
     learner, env = _learner(warmup=0, graph_tau_end=0.1, graph_noise="sample", post_stable=False)
     assert learner.tau() == 1.0
@@ -650,7 +696,8 @@ def test_graph_score_loss_is_minus_advantage_times_log_probability():
     ("algo.graph_noise=samples", "algo.graph_noise must be one of batch, sample, got 'samples'"),
     ("algo.graph_objective=clip", "algo.graph_objective must be one of ppo, unclipped, got 'clip'"),
     ("algo.graph_estimator=reinforce", "algo.graph_estimator must be one of straight_through, score, got 'reinforce'"),
-    ("algo.graph_tau_end=0", "algo.graph_tau_end must be > 0, got 0")])
+    ("algo.graph_tau_end=0", "algo.graph_tau_end must be > 0, got 0"),
+    ("algo.graph_entropy_coef=-0.1", "algo.graph_entropy_coef must be >= 0, got -0.1")])
 def test_graph_options_outside_their_values_are_one_line_errors(tmp_path, capsys, override, message):
     from marl.cli import main
 

@@ -24,6 +24,13 @@ def k_of(n_agents: int, sparsity: float) -> int:
     return max(int(n_agents * sparsity), 1)
 
 
+def decayed_coef(start: float, until: float, fraction: float) -> float:
+    """A coefficient falling linearly from start (fraction 0) to 0 at fraction `until`, then 0."""
+    if start == 0 or fraction >= until:
+        return 0.0
+    return start * (1.0 - max(fraction, 0.0) / until)
+
+
 def annealed_tau(start: float, end: float, fraction: float) -> float:
     """The Gumbel temperature at a fraction of the budget: geometric from start (0) to end (1), then end."""
     if start == end:
@@ -60,6 +67,12 @@ class CommGraph(nn.Module):
     def probs(self) -> torch.Tensor:
         """Row-wise softmax of the edge logits over senders other than the receiver itself."""
         return torch.softmax(self.edge_logits.masked_fill(self.eye, float("-inf")), dim=1)
+
+    def row_entropy(self) -> torch.Tensor:
+        """The mean over receivers of the entropy of probs()' row (senders other than itself), with its gradient."""
+        off = ~self.eye
+        logp = torch.log_softmax(self.edge_logits[off].view(self.n, self.n - 1), dim=1)
+        return -(logp.exp() * logp).sum(1).mean()
 
     def deterministic(self) -> torch.Tensor:
         """The k-hot top-k of the logits per receiver, plus self loops (no gradient)."""

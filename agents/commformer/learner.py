@@ -37,7 +37,7 @@ from ..ppo import (
     ppo_targets,
     value_loss,
 )
-from .graph import CommGraph, Gates, annealed_tau, apply_gates
+from .graph import CommGraph, Gates, annealed_tau, apply_gates, decayed_coef
 from .model import CommFormerNet
 
 LISTENING_SAMPLES = 256  # rollout states the listening diagnostic reads (a few % of an update's work)
@@ -298,6 +298,12 @@ class CommFormer:
         """The Gumbel temperature of this update's graph samples (graph_tau annealed to graph_tau_end)."""
         return annealed_tau(self.cfg.get("graph_tau", 1.0), self.cfg.get("graph_tau_end", 1.0), self.budget_fraction)
 
+    def graph_entropy_coef(self) -> float:
+        """This update's weight of the edge logits' row entropy on graph steps: graph_entropy_coef falling linearly to
+        0 at the freeze (post_stable_at), or at the budget's end without post_stable."""
+        until = self.cfg["post_stable_at"] if self.cfg["post_stable"] else 1.0
+        return decayed_coef(self.cfg.get("graph_entropy_coef", 0.0), until, self.budget_fraction)
+
     def _training_graph(self, learned: bool, warm: bool, batch: int) -> torch.Tensor:
         """The graph a minibatch of `batch` samples trains under: the soft logits in warm-up, a Gumbel top-k
         sample while the graph learns (one for the batch, or one per sample with graph_noise: sample), else
@@ -340,6 +346,11 @@ class CommFormer:
         if graph_epoch and data.graph is not None:
             # the rollout's graphs are constants of the loss above; the logits learn by their score instead
             loss = loss + self._graph_score_loss(data.graph[idx], batch.advantages[idx], m)
+        if graph_epoch and self.graph_entropy_coef() > 0:
+            # keeps the rows from settling on the edges the warm-up left: only sampled edges get the straight-through
+            # gradient (an unsampled sender's attention weight is 0), so a row whose top k lead by several units of
+            # Gumbel noise stops trying the others
+            loss = loss - self.graph_entropy_coef() * self.graph.row_entropy()
         return loss, {"policy_loss": p_loss, "value_loss": v_loss, "entropy": entropy, **info, "gate_cost": gate_cost}
 
     def _graph_score_loss(self, graph: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -461,6 +472,7 @@ class CommFormer:
                    "graph/entropy": float(-(rows * np.log(rows)).sum(1).mean()),
                    "graph/edges_changed": float(np.abs(mask - self._last_mask)[off].sum()),
                    "graph/tau": self.tau(),
+                   "graph/entropy_coef": self.graph_entropy_coef(),
                    "graph/logit_drift": float((self.graph.edge_logits.detach() - self.initial_logits).abs().max())}
         margins = self.graph.margins()
         if margins is not None:  # how firmly each receiver's top k is chosen: 0 is a tie
