@@ -299,6 +299,8 @@ class CommFormerSettings(PPOSettings):
     graph_noise: Literal["batch", "sample"] = setting("one Gumbel draw per minibatch (authors), or one per sample")
     graph_objective: Literal["ppo", "unclipped"] = setting("graph steps follow the clipped PPO loss (authors), or "
                                                            "the loss without the clip")
+    graph_value_loss: bool = setting("graph steps follow the whole loss, the critic's included (true, the authors'), "
+                                     "or the actors' terms only (false)")
     graph_estimator: Literal["straight_through", "score"] = setting(
         "Gumbel top-k with straight-through gradients (authors), or rollouts' sampled graphs learned by their score")
     warmup: int = setting("first updates use the raw logits as a soft mask", ge=0)

@@ -440,6 +440,20 @@ def test_the_graph_entropy_term_spreads_the_rows_only_on_graph_steps():
     assert spread > before + 0.005 and abs(plain - before) < 0.005
 
 
+def test_graph_steps_without_the_value_loss_drop_only_the_critic_term():
+    learner, env = _learner(warmup=0, gates=False)
+    rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+    batch, data = learner._targets(rollout), learner._batch_tensors(rollout)
+    base = learner.graph.sample(torch.Generator().manual_seed(3), 1.0, None)
+    whole = {graph_epoch: learner._loss(data, batch, slice(None), base, graph_epoch) for graph_epoch in (False, True)}
+    learner.cfg["graph_value_loss"] = False
+    for graph_epoch, (loss, metrics) in whole.items():
+        without, _ = learner._loss(data, batch, slice(None), base, graph_epoch)
+        dropped = learner.cfg["value_coef"] * metrics["value_loss"] if graph_epoch else 0.0
+        assert float(without) == pytest.approx(float(loss - dropped), rel=1e-6, abs=1e-7)
+    assert float(whole[True][1]["value_loss"]) > 0
+
+
 def test_the_learner_samples_at_the_annealed_tau_and_one_graph_per_sample(monkeypatch):
     learner, env = _learner(warmup=0, graph_tau_end=0.1, graph_noise="sample", post_stable=False)
     assert learner.tau() == 1.0

@@ -342,7 +342,10 @@ class CommFormer:
         # gate_cost_from: with the graph still random, listening is worth nothing and a cost would shut the gates
         # (and a closed gate zeroes its receiver's row of the mask, so the graph stops learning there)
         cost = cfg["gate_cost"] if self.budget_fraction >= cfg.get("gate_cost_from", 0.0) else 0.0
-        loss = p_loss - cfg["entropy_coef"] * entropy + cfg["value_coef"] * v_loss + cost * gate_cost
+        # graph_value_loss: false leaves the critic's loss out of graph steps. It favours the graph the rollout was
+        # played under (whose values it holds), which keeps the top k where it is (5m_vs_6m, BENCHMARKS.md)
+        value_coef = 0.0 if graph_epoch and not cfg.get("graph_value_loss", True) else cfg["value_coef"]
+        loss = p_loss - cfg["entropy_coef"] * entropy + value_coef * v_loss + cost * gate_cost
         if graph_epoch and data.graph is not None:
             # the rollout's graphs are constants of the loss above; the logits learn by their score instead
             loss = loss + self._graph_score_loss(data.graph[idx], batch.advantages[idx], m)
