@@ -96,3 +96,33 @@ def test_eval_gates_plays_the_last_checkpoint(tmp_path, capsys):
     assert row["eval_gate_open_rate_needed"] is None and row["eval_gate_open_rate_unneeded"] is None
     out = capsys.readouterr().out
     assert f"| intermittent-learned-s1 | 80 | {row['return_fraction']:.3f} | - | - | - | - | 1.00 |" in out
+
+
+def test_graph_gradients_terms_add_up_to_the_graph_steps_gradient():
+    """benchmarks/graph_gradients.py: policy, entropy and critic terms sum to a graph epoch's whole gradient."""
+    import torch
+
+    from marl.agents.commformer import CommFormer
+    from marl.envs.smac import SMACVecEnv
+    from marl.rollout import collect
+
+    spec_g = importlib.util.spec_from_file_location("graph_gradients", BENCH / "graph_gradients.py")
+    graph_gradients = importlib.util.module_from_spec(spec_g)
+    spec_g.loader.exec_module(graph_gradients)
+    cfg = config_mod.load("smac", "3m", "commformer", ["algo.warmup=0", "algo.gates=false",
+                                                        "algo.graph_noise=sample"])["algo"]
+    env = SMACVecEnv("3m", 2)
+    learner = CommFormer(env.spec, cfg, seed=0)
+    rollout, _, _ = collect(env, learner, env.reset(seed=0), 8)
+    twin = CommFormer(env.spec, cfg, seed=0)  # targets move the value norm's statistics: the same state, once each
+    twin.load_state_dict(learner.state_dict())
+    learner.generator.manual_seed(11)
+    terms = graph_gradients.term_gradients(learner, rollout, samples=1)
+    assert set(terms) == {"policy", "entropy", "value"}
+    twin.generator.manual_seed(11)  # the same Gumbel sample
+    batch, data = twin._targets(rollout), twin._batch_tensors(rollout)
+    base = twin._training_graph(True, False, data.alive.shape[0])
+    loss, _ = twin._loss(data, batch, slice(None), base, graph_epoch=True)
+    (whole,) = torch.autograd.grad(loss, [twin.graph.edge_logits])
+    assert torch.allclose(sum(terms.values()), whole, rtol=1e-4, atol=1e-9)
+    assert all(bool(t.abs().sum() > 0) for t in terms.values())
