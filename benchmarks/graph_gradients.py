@@ -9,7 +9,10 @@ raises the deployed edges and lowers the others keeps the top k where it is.
 
     python benchmarks/graph_gradients.py runs/abl_5m_glr0.01/5m_vs_6m-learned-s3 --rollouts 2 --samples 4
 
-The run's budget fraction is read from its checkpoint (the freeze, the temperature and the gates follow it).
+The run's budget fraction is read from its checkpoint (the freeze, the temperature and the gates follow it). With
+`graph_entropy_coef` > 0 a fourth row gives the edge logits' entropy bonus; "value" is shown even for a run with
+`graph_value_loss: false`, whose graph steps leave it out. Runs with `graph_estimator: score` are refused (their
+graph steps learn by the rollout's own graphs, a term this script does not take apart).
 """
 
 from __future__ import annotations
@@ -26,20 +29,23 @@ from marl.trainer import LAST, build
 
 
 def term_gradients(learner, rollout, samples: int) -> dict[str, torch.Tensor]:
-    """The graph epoch's policy, entropy and value terms' gradients on the edge logits, averaged over samples."""
+    """The graph epoch's policy, entropy and value terms' gradients on the edge logits (and the edge-entropy bonus's,
+    when it is on), averaged over samples."""
     cfg = learner.cfg
     batch, data = learner._targets(rollout), learner._batch_tensors(rollout)
     logits = learner.graph.edge_logits
-    out = {"policy": torch.zeros_like(logits), "entropy": torch.zeros_like(logits), "value": torch.zeros_like(logits)}
+    out = {name: torch.zeros_like(logits) for name in ("policy", "entropy", "value", "graph entropy")}
     for _ in range(samples):
         base = learner._training_graph(True, False, data.alive.shape[0])
         _, metrics = learner._loss(data, batch, slice(None), base, graph_epoch=True)
         terms = {"policy": metrics["policy_loss"], "entropy": -cfg["entropy_coef"] * metrics["entropy"],
                  "value": cfg["value_coef"] * metrics["value_loss"]}
+        if learner.graph_entropy_coef() > 0:
+            terms["graph entropy"] = -learner.graph_entropy_coef() * learner.graph.row_entropy()
         for name, term in terms.items():
             (grad,) = torch.autograd.grad(term, [logits], retain_graph=True)
             out[name] += grad / samples
-    return out
+    return {name: grad for name, grad in out.items() if name != "graph entropy" or learner.graph_entropy_coef() > 0}
 
 
 def main() -> None:
@@ -53,6 +59,8 @@ def main() -> None:
     env, learner = build(config)
     state = checkpoint.load(run / "checkpoints" / LAST)["learner"]
     checkpoint.restore(learner, state, run)
+    if learner.cfg.get("graph_estimator", "straight_through") == "score":
+        raise SystemExit(f"{run}: graph_estimator is score; this script takes apart straight-through graph steps")
     if learner.graph.mode != "learned" or learner.graph.frozen:
         raise SystemExit(f"{run}: the graph is {'frozen' if learner.graph.frozen else learner.graph.mode}; "
                          "only a learned graph that still trains has graph steps")
@@ -66,9 +74,9 @@ def main() -> None:
     for r in range(args.rollouts):
         rollout, _, _ = collect(env, learner, env.reset(seed=1000 + r), config["train"]["rollout"])
         for name, grad in term_gradients(learner, rollout, args.samples).items():
-            descent = -grad
-            print(f"| {r} | {name} | {grad[off].abs().mean():.2e} | {descent[deployed].mean():+.2e} | "
-                  f"{descent[off & ~deployed].mean():+.2e} |")
+            descent, others = -grad, off & ~deployed
+            rest = f"{descent[others].mean():+.2e}" if others.any() else "- (every edge is kept)"
+            print(f"| {r} | {name} | {grad[off].abs().mean():.2e} | {descent[deployed].mean():+.2e} | {rest} |")
 
 
 if __name__ == "__main__":

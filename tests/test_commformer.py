@@ -396,7 +396,8 @@ def test_tau_is_annealed_geometrically_over_the_budget(start, end, fraction, tau
 
 @pytest.mark.parametrize("start, until, fraction, coef", [
     (0.01, 0.5, 0.0, 0.01), (0.01, 0.5, 0.25, 0.005), (0.01, 0.5, 0.5, 0.0), (0.01, 0.5, 0.9, 0.0),
-    (0.01, 1.0, 0.75, 0.0025), (0.01, 0.5, -1.0, 0.01), (0.0, 0.5, 0.1, 0.0), (0.01, 0.0, 0.0, 0.0)])
+    (0.01, 1.0, 0.75, 0.0025), (0.01, 0.5, -1.0, 0.01), (0.0, 0.5, 0.1, 0.0), (0.01, 0.0, 0.0, 0.0),
+    (0.01, 0.0, -1.0, 0.0)])
 def test_the_graph_entropy_weight_falls_linearly_to_zero(start, until, fraction, coef):
     assert decayed_coef(start, until, fraction) == pytest.approx(coef, rel=1e-12)
 
@@ -408,14 +409,30 @@ def test_row_entropy_is_the_entropy_of_the_rows_without_the_receiver():
     rows = [[0.25, 0.75], [0.5, 0.5], [1 / (1 + math.e ** -2), 1 / (1 + math.e ** 2)]]
     expected = sum(-sum(p * math.log(p) for p in row) for row in rows) / 3
     h = graph.row_entropy()
-    assert float(h) == pytest.approx(expected, rel=1e-6)
+    assert float(h.detach()) == pytest.approx(expected, rel=1e-6)
     h.backward()
     grad = graph.edge_logits.grad
     assert torch.equal(grad.diagonal(), torch.zeros(3)) and torch.isfinite(grad).all()
     assert grad[0, 1] > 0 > grad[0, 2] and grad[1, 0] == pytest.approx(0.0, abs=1e-7)  # towards even rows
 
 
-def test_the_graph_entropy_term_spreads_the_rows_only_on_graph_steps():
+def test_the_graph_entropy_weight_reaches_zero_at_the_freeze():
+    learner, _ = _learner(graph_entropy_coef=0.002, post_stable_at=0.5)
+    for fraction, coef in [(0.0, 0.002), (0.25, 0.001), (0.5, 0.0), (0.8, 0.0)]:
+        learner.set_budget_fraction(fraction)
+        assert learner.graph_entropy_coef() == pytest.approx(coef, rel=1e-12, abs=1e-15)
+    assert learner.graph.frozen
+
+
+def test_a_samples_hard_top_k_is_the_same_at_every_temperature():
+    graph = CommGraph(8, 0.4)
+    with torch.no_grad():
+        graph.edge_logits.copy_(torch.randn(8, 8, generator=torch.Generator().manual_seed(0)))
+    masks = [graph.sample(torch.Generator().manual_seed(7), tau, batch=64).detach().round() for tau in (0.3, 1.0, 5.0)]
+    assert torch.equal(masks[0], masks[1]) and torch.equal(masks[1], masks[2])
+
+
+def test_the_graph_entropy_term_spreads_the_rows():
     def update(coef):
         learner, env = _learner("3s5z", warmup=0, ppo_epochs=5, graph_every=5, post_stable=False,
                                 graph_entropy_coef=coef, graph_lr=0.01)

@@ -26,7 +26,7 @@ def k_of(n_agents: int, sparsity: float) -> int:
 
 def decayed_coef(start: float, until: float, fraction: float) -> float:
     """A coefficient falling linearly from start (fraction 0) to 0 at fraction `until`, then 0."""
-    if start == 0 or fraction >= until:
+    if start == 0 or until <= 0 or fraction >= until:
         return 0.0
     return start * (1.0 - max(fraction, 0.0) / until)
 

@@ -350,18 +350,18 @@ class CommFormer:
             # the rollout's graphs are constants of the loss above; the logits learn by their score instead
             loss = loss + self._graph_score_loss(data.graph[idx], batch.advantages[idx], m)
         if graph_epoch and self.graph_entropy_coef() > 0:
-            # keeps the rows from settling on the edges the warm-up left: only sampled edges get the straight-through
-            # gradient (an unsampled sender's attention weight is 0), so a row whose top k lead by several units of
-            # Gumbel noise stops trying the others
+            # keeps the rows from settling on the edges the warm-up left: an unsampled sender's attention weight is 0,
+            # so its edge gets only the softmax's shared term (in proportion to its own small probability), and a row
+            # whose top k lead by several units of Gumbel noise stops trying the others
             loss = loss - self.graph_entropy_coef() * self.graph.row_entropy()
         return loss, {"policy_loss": p_loss, "value_loss": v_loss, "entropy": entropy, **info, "gate_cost": gate_cost}
 
     def _graph_score_loss(self, graph: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Score-function loss of the sampled graphs [B, N, N]: -A_i log P(row i) with the receiver's advantage
-        (the critic is the baseline). log P(row i) is the sum of the selected senders' log-softmax at the
-        sampling temperature: exact for k = 1, the first-order term of the top-k draw's Plackett-Luce
-        probability otherwise."""
-        logp = torch.log_softmax(self.graph.edge_logits.masked_fill(self.graph.eye, float("-inf")) / self.tau(), -1)
+        (the critic is the baseline). log P(row i) is the sum of the selected senders' log-softmax: exact for k = 1,
+        the first-order term of the top-k draw's Plackett-Luce probability otherwise. The draw is the top k of logits
+        + Gumbel noise whatever the temperature, so its law, and this loss, do not depend on tau."""
+        logp = torch.log_softmax(self.graph.edge_logits.masked_fill(self.graph.eye, float("-inf")), -1)
         picked = (graph * (1 - self._eye) * logp.nan_to_num(0.0, neginf=0.0)).sum(-1)  # [B, N]
         return -masked_mean(advantages * picked, mask)
 
