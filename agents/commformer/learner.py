@@ -349,11 +349,12 @@ class CommFormer:
         if graph_epoch and data.graph is not None:
             # the rollout's graphs are constants of the loss above; the logits learn by their score instead
             loss = loss + self._graph_score_loss(data.graph[idx], batch.advantages[idx], m)
-        if graph_epoch and self.graph_entropy_coef() > 0:
+        edge_entropy_coef = self.graph_entropy_coef() if graph_epoch else 0.0
+        if edge_entropy_coef > 0:
             # keeps the rows from settling on the edges the warm-up left: an unsampled sender's attention weight is 0,
             # so its edge gets only the softmax's shared term (in proportion to its own small probability), and a row
             # whose top k lead by several units of Gumbel noise stops trying the others
-            loss = loss - self.graph_entropy_coef() * self.graph.row_entropy()
+            loss = loss - edge_entropy_coef * self.graph.row_entropy()
         return loss, {"policy_loss": p_loss, "value_loss": v_loss, "entropy": entropy, **info, "gate_cost": gate_cost}
 
     def _graph_score_loss(self, graph: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
