@@ -378,23 +378,32 @@ def _config(args: argparse.Namespace) -> int:
     from marl import settings
     from marl.registry import _suggest, env_plugins
 
-    if len(args.env) > 2:
-        raise CLIError(f"--env takes an environment and at most one scenario, got {' '.join(args.env)}")
-    env, scenario = args.env[0], (args.env[1] if len(args.env) > 1 else None)
+    # KEY=VALUE overrides may follow the learner or the scenario (--env takes every word after it)
+    algo = args.algo
+    overrides = [*([algo] if "=" in algo else []), *args.overrides, *(w for w in args.env if "=" in w)]
+    algo = "commformer" if "=" in algo else algo
+    env_words = [w for w in args.env if "=" not in w]
+    if not env_words or len(env_words) > 2:
+        raise CLIError(f"--env takes an environment and at most one scenario, got {' '.join(env_words) or 'none'}")
+    env, scenario = env_words[0], (env_words[1] if len(env_words) > 1 else None)
     plugins = env_plugins()
     if env not in plugins:
         raise CLIError(f"unknown environment {env!r}{_suggest(env, list(plugins))}; known environments: "
                        f"{', '.join(sorted(plugins))}")
-    config, sources = config_mod.resolve(env, scenario, args.algo)
+    if scenario is not None and plugins[env].check is not None:
+        plugins[env].check(scenario)  # a mistyped map would otherwise show the settings without its preset
+    config, sources = config_mod.resolve(env, scenario, algo, overrides)
     config_mod.validate(config, sources)
     rows = settings.describe(config)
     preset = config_mod.config_path(f"presets/{env}/{scenario}.yaml")
+    given = {config_mod.override_key(o) for o in overrides}
     for row in rows:
         text = yaml.safe_dump(row["value"], default_flow_style=True, width=1000).removesuffix("\n...\n").strip()
-        row["shown"] = text + (" *" if sources.get(row["key"]) == preset else "")
+        mark = " +" if row["key"] in given else " *" if sources.get(row["key"]) == preset else ""
+        row["shown"] = text + mark
     head = {"key": "key", "type": "type", "shown": "value", "domain": "domain"}
     width = {c: max(len(str(r[c])) for r in [*rows, head]) for c in head}
-    print(f"Settings of {args.algo} on {env}{' ' + scenario if scenario else ''} (set one with SECTION.KEY=VALUE on "
+    print(f"Settings of {algo} on {env}{' ' + scenario if scenario else ''} (set one with SECTION.KEY=VALUE on "
           f"marl train)")
     for section in config_mod.SECTIONS:
         print()
@@ -406,8 +415,11 @@ def _config(args: argparse.Namespace) -> int:
         if section == "env" and config_mod.env_passes_through(env) and (
                 schema is None or schema.model_config.get("extra") == "allow"):
             print(f"(other env.KEY=VALUE keys go to the {env} environment's factory as keyword arguments)")
-    if any(r["shown"].endswith(" *") for r in rows):
-        print(f"\n* set by the preset {preset}")
+    notes = [*([f"* set by the preset {preset}"] if any(r["shown"].endswith(" *") for r in rows) else []),
+             *(["+ set on the command line"] if given else [])]
+    if notes:
+        print()
+        print("\n".join(notes))
     return 0
 
 
@@ -519,8 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("env", nargs="?", help="only this environment (e.g. smac, mpe or a plug-in)")
     e.set_defaults(func=_envs)
     cf = sub.add_parser("config", help="every setting of a run with its type, domain, value and description: "
-                        "marl config [ALGO] [--env ENV [SCENARIO]]")
+                        "marl config [ALGO] [--env ENV [SCENARIO]] [KEY=VALUE ...]")
     cf.add_argument("algo", nargs="?", default="commformer", help="learner (default: commformer)")
+    cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="settings as marl train takes them (algo.lr=0.0003), checked against their domains")
     cf.add_argument("--env", nargs="+", default=["smac"], metavar="ENV [SCENARIO]",
                     help="environment and scenario whose preset applies (default: smac, no scenario)")
     cf.set_defaults(func=_config)

@@ -273,6 +273,11 @@ def check_built(config: dict, spec) -> None:
             check(config, spec)
 
 
+def override_key(item: str) -> str:
+    """The `section.key` a `section.key=value` override sets (ConfigError for one without `=`)."""
+    return _split(item)[0]
+
+
 def _split(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not key=value (for example algo.lr=0.0003)")

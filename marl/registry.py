@@ -52,6 +52,8 @@ class EnvPlugin:
     description: str = ""
     scenarios: Sequence[str] | Callable[[], Sequence[str]] = ()
     schema: Any = None  # the env section's settings: a marl.settings.Settings subclass or a "module:Class" path
+    check: Callable[[str], Any] | None = None  # raises RegistryError for a scenario the factory would refuse,
+    # without building it (`marl config` calls it; None: the factory alone knows)
 
     def scenario_names(self) -> list[str]:
         """The scenarios this kind offers (an empty list when it takes any, such as a factory path)."""
@@ -64,9 +66,9 @@ def _suggest(name: str, known: list[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def _make_smac(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
-    """One SMAC map (SMACVecEnv), or several named with commas (SMACMixture: `3m,5m,8m`)."""
-    from marl.envs.smac import SMACMixture, SMACVecEnv, is_scenario, scenario_names
+def _smac_scenarios(scenario: str | None) -> list[str]:
+    """The maps `marl train smac SCENARIO` names (`3m,5m,8m`: three); RegistryError for a missing or unknown one."""
+    from marl.envs.smac import is_scenario, scenario_names
     from marl.envs.smac.maps import MARINE_PATTERN
 
     names = scenario_names()
@@ -80,6 +82,14 @@ def _make_smac(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
         if not is_scenario(name):
             raise RegistryError(f"unknown SMAC map {name!r}{_suggest(name, names)}; maps: {', '.join(names)}; "
                                 f"marine battles {MARINE_PATTERN}")
+    return listed
+
+
+def _make_smac(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
+    """One SMAC map (SMACVecEnv), or several named with commas (SMACMixture: `3m,5m,8m`)."""
+    from marl.envs.smac import SMACMixture, SMACVecEnv
+
+    listed = _smac_scenarios(scenario)
     if "," in scenario:
         return SMACMixture(listed, n_envs, **options)
     return SMACVecEnv(scenario, n_envs, **options)
@@ -129,10 +139,10 @@ def _make_comm(scenario: str | None, n_envs: int, options: dict) -> VecEnv:
 
 BUILTIN_ENVS: dict[str, EnvPlugin] = {
     "smac": EnvPlugin(_make_smac, "embedded SMAC-compatible simulator (no StarCraft II needed): marl train smac MAP, "
-                      "or several maps in one run: marl train smac 3m,5m,8m", _smac_maps),
+                      "or several maps in one run: marl train smac 3m,5m,8m", _smac_maps, check=_smac_scenarios),
     "pettingzoo": EnvPlugin(_make_pettingzoo, "any PettingZoo ParallelEnv: marl train pettingzoo "
                             "module:factory (e.g. mpe2:simple_spread_v3) env.KEY=VALUE ..."),
-    "mpe": EnvPlugin(_make_mpe, "mpe2's particle games (pip install mpe2): marl train mpe simple_spread env.N=3",
+    "mpe": EnvPlugin(_make_mpe, "mpe2's particle games: marl train mpe simple_spread env.N=3",
                      _mpe_games),
     "gym": EnvPlugin(_make_gym, "Gymnasium / MO-Gymnasium single-agent envs as one-agent teams: "
                      "marl train gym CartPole-v1"),

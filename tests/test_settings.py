@@ -499,8 +499,35 @@ def test_marl_config_of_an_adapter_says_other_keys_pass_through(capsys):
     assert "* set by" not in out
 
 
+def test_marl_config_shows_overrides_after_the_learner_or_the_scenario(capsys):
+    assert main(["config", "mappo", "algo.lr=0.001", "--env", "smac", "3m", "train.envs=4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {ln.split()[0]: re.split(r"\s{2,}", ln) for ln in lines if re.match(r"(train|env|algo)\.", ln)}
+    assert rows["algo.lr"][:3] == ["algo.lr", "float", "0.001 +"]
+    assert rows["train.envs"][:3] == ["train.envs", "int", "4 +"]  # over the preset's value
+    assert rows["algo.ppo_epochs"][:3] == ["algo.ppo_epochs", "int", "15 *"]  # 3m's preset
+    assert lines[-2:] == [f"* set by the preset {config.config_path('presets/smac/3m.yaml')}",
+                          "+ set on the command line"]
+    assert main(["config", "algo.gate_cost=0.5"]) == 0  # an override alone: CommFormer, the default learner
+    out = capsys.readouterr().out
+    assert out.startswith("Settings of commformer on smac (")
+    assert re.search(r"^algo\.gate_cost +float +0\.5 \+ ", out, re.M)
+    assert "* set by" not in out
+
+
+def test_marl_config_refuses_a_map_the_simulator_does_not_play(capsys):
+    assert main(["config", "--env", "smac", "3s5zz"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("marl: error: unknown SMAC map '3s5zz' (did you mean 3s5z, 1c3s5z, 3s_vs_5z?); maps: ")
+    assert err.count("\n") == 1
+    assert main(["config", "--env", "smac", "9m_vs_10m"]) == 0  # a generated marine battle is a map too
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["config", "nope"], "unknown learner 'nope'; available: cmorl, commformer, mappo, mra, stepmix"),
+    (["config", "commformer", "--env", "smac", "3s5z", "algo.clip=-1"], "algo.clip must be in (0, 1], got -1"),
+    (["config", "--env", "smac", "3m,,5m"], "empty map name in '3m,,5m'; several maps are written 3m,5m,8m"),
     (["config", "--env", "smak"], "unknown environment 'smak' (did you mean smac?); known environments: comm, gym, "
                                   "mpe, pettingzoo, sc2, smac"),
     (["config", "--env", "smac", "3m", "extra"], "--env takes an environment and at most one scenario, got smac 3m "
