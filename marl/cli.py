@@ -151,19 +151,41 @@ def returns_text(mean_return, names) -> str:
 EVAL_SEED = 12345  # `marl eval`'s battles unless --seed says otherwise; benchmarks use them too, so numbers repeat
 
 
-def load_for_eval(run_dir, episodes: int, scenario: str | None = None,
-                  env_options: list[str] | tuple = ()) -> tuple[dict, dict, object, object, str]:
-    """What `marl eval` plays: the run's config, its last checkpoint, an env of min(episodes, 32) battles per
-    scenario, the learner restored from the checkpoint, and the scenarios' label (`scenario`: --scenario's text)."""
+def checkpoint_file(run_dir, name: str | None):
+    """The checkpoint `marl eval --checkpoint NAME` plays: RUN_DIR/checkpoints/last.pt without a name; else a file
+    of RUN_DIR/checkpoints (step-1360000.pt, or its env steps alone: 1360000), or a path. CLIError names the
+    checkpoints there when none matches."""
+    from pathlib import Path
+
+    from marl.trainer import LAST, kept_checkpoint_name
+
+    folder = Path(run_dir) / "checkpoints"
+    if name is None:
+        return folder / LAST
+    candidates = [folder / kept_checkpoint_name(int(name))] if name.isdigit() else [folder / name, Path(name)]
+    for path in candidates:
+        if path.is_file():
+            return path
+    kept = sorted((p.name for p in folder.glob("*.pt")), key=lambda n: (len(n), n)) if folder.is_dir() else []
+    raise CLIError(f"no checkpoint {name!r} in {folder}; there: {', '.join(kept) or 'none'} (keep one per "
+                   "checkpoint interval with train.keep_checkpoints=true)")
+
+
+def load_for_eval(run_dir, episodes: int, scenario: str | None = None, env_options: list[str] | tuple = (),
+                  checkpoint_name: str | None = None) -> tuple[dict, dict, object, object, str]:
+    """What `marl eval` plays: the run's config, its last checkpoint (or `checkpoint_name`, see checkpoint_file),
+    an env of min(episodes, 32) battles per scenario, the learner restored from the checkpoint, and the scenarios'
+    label (`scenario`: --scenario's text)."""
     from pathlib import Path
 
     from marl import checkpoint
     from marl import config as config_mod
-    from marl.trainer import LAST, build, build_scenario_eval
+    from marl.trainer import build, build_scenario_eval
 
     run_dir = Path(run_dir)
     config = config_mod.load_file(run_dir / "config.yaml")
-    data = checkpoint.load(run_dir / "checkpoints" / LAST)
+    path = checkpoint_file(run_dir, checkpoint_name)
+    data = checkpoint.load(path)
     batch = min(episodes, 32)
     if env_options:
         config = _with_env_options(config, env_options)
@@ -175,7 +197,7 @@ def load_for_eval(run_dir, episodes: int, scenario: str | None = None,
         return config, data, env, learner, ",".join(scenarios)
     n_scenarios = max(len(config_mod.scenario_list(config)), 1)
     env, learner = build(config, n_envs=batch * n_scenarios)
-    checkpoint.restore(learner, data["learner"], run_dir / "checkpoints" / LAST)
+    checkpoint.restore(learner, data["learner"], path)
     return config, data, env, learner, config["run"]["scenario"] or ""
 
 
@@ -206,12 +228,12 @@ def _with_env_options(config: dict, items) -> dict:
     return changed
 
 
-def evaluate_run(run_dir, episodes: int, seed: int = EVAL_SEED) -> dict:
-    """`marl eval RUN_DIR --episodes N --seed S` as a dict: evaluate()'s figures (win rate with its 95% interval,
-    mean return and length) and "env_steps", those of the checkpoint it played."""
+def evaluate_run(run_dir, episodes: int, seed: int = EVAL_SEED, checkpoint_name: str | None = None) -> dict:
+    """`marl eval RUN_DIR --episodes N --seed S [--checkpoint NAME]` as a dict: evaluate()'s figures (win rate with
+    its 95% interval, mean return and length) and "env_steps", those of the checkpoint it played."""
     from marl.trainer import evaluate
 
-    _, data, env, learner, _ = load_for_eval(run_dir, episodes)
+    _, data, env, learner, _ = load_for_eval(run_dir, episodes, checkpoint_name=checkpoint_name)
     try:
         res = evaluate(env, learner, episodes, seed=seed)
     finally:
@@ -228,7 +250,8 @@ def _eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if args.out and not args.record:
         raise CLIError("--out DIR goes with --record N (the number of battles to record)")
-    config, data, env, learner, what = load_for_eval(run_dir, args.episodes, args.scenario, args.env_option)
+    config, data, env, learner, what = load_for_eval(run_dir, args.episodes, args.scenario, args.env_option,
+                                                     args.checkpoint)
     r = config["run"]
     if args.env_option:
         what = f"{what} ({', '.join(args.env_option)})".lstrip()
@@ -486,8 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--address", metavar="HOST:PORT", help="join the Ray cluster whose head is at HOST:PORT "
                     "(train.ray_address; default: RAY_ADDRESS, else a local Ray)")
     tr.set_defaults(func=_train)
-    ev = sub.add_parser("eval", help="evaluate a run's last checkpoint deterministically")
+    ev = sub.add_parser("eval", help="evaluate a run's last checkpoint (or a kept one) deterministically")
     ev.add_argument("run_dir")
+    ev.add_argument("--checkpoint", metavar="NAME", help="a kept checkpoint instead of the last: step-1360000.pt, its "
+                    "env steps (1360000) or a path (runs with train.keep_checkpoints=true keep one per interval)")
     ev.add_argument("--episodes", type=int, default=32)
     ev.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the evaluation battles")
     ev.add_argument("--record", type=_positive, default=0, metavar="N",

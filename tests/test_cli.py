@@ -174,6 +174,22 @@ def test_eval_with_env_options_plays_other_battles_and_refuses_other_shapes(trai
                           "marl: error: unknown config key 'env.turnin'; valid keys in env: ")
 
 
+def test_eval_of_a_kept_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "smac", "3m", "--steps", "64", *TINY, "train.checkpoint_interval=1", "train.eval_interval=0",
+                 "train.keep_checkpoints=true", "train.record_replays=false", "train.runs_dir=R"]) == 0
+    (run,) = run_dirs(tmp_path / "R")
+    folder = run / "checkpoints"
+    capsys.readouterr()
+    for name, steps in [("32", 32), ("step-64.pt", 64), (str(folder / "step-32.pt"), 32), (None, 64)]:
+        assert main(["eval", str(run), "--episodes", "2", *(["--checkpoint", name] if name else [])]) == 0
+        assert f" mappo after {steps} env steps: " in capsys.readouterr().out
+    assert main(["eval", str(run), "--checkpoint", "48"]) == 2
+    assert capsys.readouterr().err == (
+        f"marl: error: no checkpoint '48' in {folder}; there: last.pt, step-32.pt, step-64.pt (keep one per "
+        "checkpoint interval with train.keep_checkpoints=true)\n")
+
+
 def test_eval_of_a_missing_run(tmp_path):
     proc = marl("eval", "NONEXISTENT", cwd=tmp_path)
     assert_one_line_error(proc, "marl: error: ")
