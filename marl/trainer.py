@@ -268,8 +268,9 @@ def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def evaluate(env, learner, episodes: int, seed: int) -> dict:
-    """Deterministic episodes of the learner: win rate (with 95% interval), mean return and length.
+def evaluate(env, learner, episodes: int, seed: int, deterministic: bool = True) -> dict:
+    """Deterministic episodes of the learner: win rate (with 95% interval), mean return and length
+    (`deterministic=False`: its sampled actions, from its own generator).
 
     For an environment without wins (EnvSpec.can_win False) the win-rate entries are left out. With a
     vector reward (K objectives) "episode_return" is a list of K means, one per objective. A learner with
@@ -279,29 +280,31 @@ def evaluate(env, learner, episodes: int, seed: int) -> dict:
     E = env.n_envs
     members = getattr(getattr(env, "spec", None), "scenarios", ())
     if members:  # several scenarios: `episodes` on each, split over its own battles
-        return _evaluate_scenarios(env, learner, episodes, seed, members)
+        return _evaluate_scenarios(env, learner, episodes, seed, members, deterministic)
     quota = np.full(E, episodes // E)
     quota[: episodes % E] += 1
-    tally = _Tally(learner, E)
+    tally = _Tally(learner, E, deterministic)
     played = play_episodes(env, tally.act, quota, seed, on_done=tally.done)
     can_win = getattr(getattr(env, "spec", None), "can_win", True)  # scripted test envs may carry no spec
     return _summary(played, np.ones(len(played["won"]), bool), can_win, tally)
 
 
 class _Tally:
-    """evaluate()'s acting: the learner's deterministic actions, and the extras it names as EvalCounters summed
-    over the living agents of each episode, kept per counted episode (in the order play_episodes counts them)."""
+    """evaluate()'s acting: the learner's deterministic (or sampled) actions, and the extras it names as EvalCounters
+    summed over the living agents of each episode, kept per counted episode (in the order play_episodes counts
+    them)."""
 
-    def __init__(self, learner, n_envs: int):
+    def __init__(self, learner, n_envs: int, deterministic: bool = True):
         self.learner = learner
+        self.deterministic = deterministic
         self.keys = dict(learner.eval_counters) if isinstance(learner, EvalCounters) else {}
         self.running: dict[str, np.ndarray] = {}  # extra -> f64[E]: its sum over the episode under way
         self.agent_steps = np.zeros(n_envs, np.float64)
         self.episodes: list[tuple[float, dict]] = []  # per counted episode: living agent-steps, {extra: sum}
 
     def act(self, step: Step) -> np.ndarray:
-        """The learner's deterministic actions; its counted extras added to each battle's running sums."""
-        actions, extras = self.learner.act(step, deterministic=True)
+        """The learner's actions; its counted extras added to each battle's running sums."""
+        actions, extras = self.learner.act(step, deterministic=self.deterministic)
         if self.keys:
             alive = np.asarray(step.alive, bool)
             self.agent_steps += alive.sum(1)
@@ -346,7 +349,8 @@ def _summary(played: dict, keep: np.ndarray, can_win: bool, tally: _Tally | None
     return out
 
 
-def _evaluate_scenarios(env, learner, episodes: int, seed: int, members: tuple[EnvSpec, ...]) -> dict:
+def _evaluate_scenarios(env, learner, episodes: int, seed: int, members: tuple[EnvSpec, ...],
+                        deterministic: bool = True) -> dict:
     """evaluate() on a VecEnv of several scenarios: `episodes` per scenario; the whole and, under "scenarios",
     each scenario's figures by its label (3m, ...). Every scenario needs a battle of its own."""
     assign = np.asarray(env.reset(seed=seed).scenario)  # which scenario each battle plays (fixed)
@@ -357,7 +361,7 @@ def _evaluate_scenarios(env, learner, episodes: int, seed: int, members: tuple[E
             raise ValueError(f"evaluation battles play no {scenario_label(member)}: each scenario needs a battle")
         quota[battles] = episodes // battles.size
         quota[battles[: episodes % battles.size]] += 1
-    tally = _Tally(learner, env.n_envs)
+    tally = _Tally(learner, env.n_envs, deterministic)
     played = play_episodes(env, tally.act, quota, seed, on_done=tally.done)
     scenario_of = assign[played["env"]]
     out = _summary(played, np.ones(len(scenario_of), bool), env.spec.can_win, tally)

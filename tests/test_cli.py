@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -184,6 +185,17 @@ def test_eval_of_a_kept_checkpoint(tmp_path, monkeypatch, capsys):
     for name, steps in [("32", 32), ("step-64.pt", 64), (str(folder / "step-32.pt"), 32), (None, 64)]:
         assert main(["eval", str(run), "--episodes", "2", *(["--checkpoint", name] if name else [])]) == 0
         assert f" mappo after {steps} env steps: " in capsys.readouterr().out
+    # benchmarks/checkpoint_evals.py: each kept checkpoint in both modes, then read back from its jsonl
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "checkpoint_evals.py"
+    proc = subprocess.run([sys.executable, str(script), str(run), "--episodes", "2", "--to", "40"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (run / "checkpoint_evals.jsonl").read_text().splitlines()]
+    assert [(r["env_steps"], r["mode"], r["episodes"]) for r in rows] == [(32, "deterministic", 2), (32, "sampled", 2)]
+    assert proc.stdout.splitlines()[1].split()[0] == "32" and len(proc.stdout.splitlines()) == 2
+    again = subprocess.run([sys.executable, str(script), str(run), "--episodes", "2", "--to", "40"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert again.stdout == proc.stdout and len((run / "checkpoint_evals.jsonl").read_text().splitlines()) == 2
     assert main(["eval", str(run), "--checkpoint", "48"]) == 2
     assert capsys.readouterr().err == (
         f"marl: error: no checkpoint '48' in {folder}; there: last.pt, step-32.pt, step-64.pt (keep one per "

@@ -725,6 +725,13 @@ def test_evaluate_takes_a_fixed_number_of_episodes_from_each_battle():
     assert res["episode_length"] == pytest.approx((2 + 3 + 2 + 3) / 4)
 
 
+def test_evaluate_asks_for_sampled_actions_when_told():
+    learner = GreedyOnly()
+    res = evaluate(ScriptedEnv(lengths=[2, 3], returns=[1.0, 0.5], won=[True, False]), learner, 4, seed=77,
+                   deterministic=False)
+    assert set(learner.modes) == {False} and res["episodes"] == 4 and res["win_rate"] == 0.5
+
+
 def test_evaluate_is_not_biased_towards_short_episodes():
     env = ScriptedEnv(lengths=[1, 3], returns=[1.0, 0.0], won=[True, False])
     res = evaluate(env, GreedyOnly(), 2, seed=0)  # one episode per battle would give 1 win in 2
