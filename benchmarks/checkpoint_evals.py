@@ -49,14 +49,29 @@ def evaluate_checkpoint(run_dir: Path, path: Path, episodes: int, seed: int) -> 
 
 
 def cached(run_dir: Path) -> dict[tuple, dict]:
-    """RUN_DIR/checkpoint_evals.jsonl by (env steps, mode, episodes, seed)."""
+    """RUN_DIR/checkpoint_evals.jsonl by (env steps, mode, episodes, seed); a line torn by a kill is skipped."""
     path = run_dir / "checkpoint_evals.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     return {(r["env_steps"], r["mode"], r["episodes"], r["seed"]): r for r in rows}
 
 
+def cell(row: dict) -> str:
+    """One mode's win rate with its interval ("-" for an environment without wins) and mean return (a list of
+    numbers for a vector reward)."""
+    win = ("-" if row.get("win_rate") is None else
+           f"{row['win_rate']:.0%} ({row['win_rate_low']:.0%}-{row['win_rate_high']:.0%})")
+    ret = row["episode_return"]
+    ret = f"{ret:.2f}" if isinstance(ret, float | int) else "[" + ", ".join(f"{r:.2f}" for r in ret) + "]"
+    return f"{win:>30}  {ret:>6}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    from marl.cli import EVAL_SEED
+    from marl.cli import EVAL_SEED, CLIError
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
@@ -75,19 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     for steps, path in checkpoints:
         keys = {m: (steps, m, args.episodes, args.seed) for m in MODES}
         if not all(k in done for k in keys.values()):
-            res = evaluate_checkpoint(args.run_dir, path, args.episodes, args.seed)
+            try:
+                res = evaluate_checkpoint(args.run_dir, path, args.episodes, args.seed)
+            except (ValueError, CLIError) as err:  # a damaged checkpoint or config: one line, what is done is kept
+                print(f"checkpoint_evals: {err}", file=sys.stderr)
+                return 2
             with open(args.run_dir / "checkpoint_evals.jsonl", "a") as f:
                 for m, k in keys.items():
                     done[k] = {"env_steps": steps, "mode": m, "episodes": args.episodes, "seed": args.seed,
-                               **{key: res[m][key] for key in ("win_rate", "win_rate_low", "win_rate_high",
-                                                               "episode_return", "episode_length")}}
+                               **{key: res[m].get(key) for key in ("win_rate", "win_rate_low", "win_rate_high",
+                                                                   "episode_return", "episode_length")}}
                     f.write(json.dumps(done[k]) + "\n")
-        cells = []
-        for m in MODES:
-            r = done[keys[m]]
-            win = f"{r['win_rate']:.0%} ({r['win_rate_low']:.0%}-{r['win_rate_high']:.0%})"
-            cells.append(f"{win:>30}  {r['episode_return']:>6.2f}")
-        print(f"{steps:>10}  " + "  ".join(cells), flush=True)
+        print(f"{steps:>10}  " + "  ".join(cell(done[keys[m]]) for m in MODES), flush=True)
     return 0
 
 

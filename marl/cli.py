@@ -162,12 +162,15 @@ def checkpoint_file(run_dir, name: str | None):
     folder = Path(run_dir) / "checkpoints"
     if name is None:
         return folder / LAST
-    candidates = [folder / kept_checkpoint_name(int(name))] if name.isdigit() else [folder / name, Path(name)]
+    steps = name.isascii() and name.isdigit()
+    candidates = [folder / kept_checkpoint_name(int(name))] if steps else [folder / name, Path(name)]
     for path in candidates:
         if path.is_file():
             return path
     kept = sorted((p.name for p in folder.glob("*.pt")), key=lambda n: (len(n), n)) if folder.is_dir() else []
-    raise CLIError(f"no checkpoint {name!r} in {folder}; there: {', '.join(kept) or 'none'} (keep one per "
+    shown = ", ".join(kept if len(kept) <= 8 else [*kept[:4], "...", *kept[-3:]]) + (
+        f" ({len(kept)} in all)" if len(kept) > 8 else "")
+    raise CLIError(f"no checkpoint {name!r} in {folder}; there: {shown or 'none'} (keep one per "
                    "checkpoint interval with train.keep_checkpoints=true)")
 
 

@@ -8,7 +8,8 @@ registered here; other packages add theirs through the entry-point group `marl.e
     relay = "marl_plugin_example:plugin"
 
 The entry point may load an `EnvPlugin`, or a bare factory callable, which may carry `description`,
-`scenarios` and `schema` attributes. `options` holds the run's `env.KEY=VALUE` settings. Learners are
+`scenarios`, `schema` and `check` attributes (`check(scenario)` raises for a scenario the factory would refuse,
+without building it; `marl config` calls it). `options` holds the run's `env.KEY=VALUE` settings. Learners are
 found the same way through `marl.agents`: the entry point loads a class `cls(spec, cfg, seed=, device=)`
 with a `defaults` dict of its settings (the `algo` section of the config) and, optionally, a `schema`
 beside it. A plug-in that fails to load is reported in one line on stderr and left out; it never stops
@@ -187,7 +188,7 @@ def as_env_plugin(name: str, obj: Any) -> EnvPlugin:
         return obj
     if callable(obj):
         return EnvPlugin(obj, str(getattr(obj, "description", "") or ""), getattr(obj, "scenarios", ()) or (),
-                         getattr(obj, "schema", None))
+                         getattr(obj, "schema", None), getattr(obj, "check", None))
     raise RegistryError(f"marl.envs plug-in {name!r} is a {type(obj).__name__}, not an EnvPlugin or a factory")
 
 

@@ -202,6 +202,21 @@ def test_eval_of_a_kept_checkpoint(tmp_path, monkeypatch, capsys):
         "checkpoint interval with train.keep_checkpoints=true)\n")
 
 
+def test_checkpoint_names_are_listed_at_most_eight_at_a_time(tmp_path):
+    from marl.cli import CLIError, checkpoint_file
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for steps in range(1, 11):
+        (folder / f"step-{steps * 1000}.pt").write_bytes(b"")
+    with pytest.raises(CLIError) as err:
+        checkpoint_file(tmp_path, "\u00b2")  # a digit to str.isdigit, not an env-step count
+    assert str(err.value) == (f"no checkpoint '\u00b2' in {folder}; there: step-1000.pt, step-2000.pt, step-3000.pt, "
+                              "step-4000.pt, ..., step-8000.pt, step-9000.pt, step-10000.pt (10 in all) (keep one per "
+                              "checkpoint interval with train.keep_checkpoints=true)")
+    assert checkpoint_file(tmp_path, "3000") == folder / "step-3000.pt"
+
+
 def test_eval_of_a_missing_run(tmp_path):
     proc = marl("eval", "NONEXISTENT", cwd=tmp_path)
     assert_one_line_error(proc, "marl: error: ")
