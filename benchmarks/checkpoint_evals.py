@@ -22,29 +22,21 @@ from pathlib import Path
 MODES = ("deterministic", "sampled")
 
 
-def kept(run_dir: Path, lo: int, hi: int) -> list[tuple[int, Path]]:
-    """The run's kept checkpoints with lo <= env steps <= hi, in order."""
-    out = []
-    for path in (run_dir / "checkpoints").glob("step-*.pt"):
-        steps = path.stem.removeprefix("step-")
-        if steps.isdigit() and lo <= int(steps) <= hi:
-            out.append((int(steps), path))
-    return sorted(out)
-
-
 def evaluate_checkpoint(run_dir: Path, path: Path, episodes: int, seed: int) -> dict[str, dict]:
-    """Both modes' evaluate() figures of one checkpoint, each on the battles of `seed` (the learner's generator,
-    which sampling draws from, restarts from the checkpoint's state for each mode)."""
+    """Both modes' evaluate() figures of one checkpoint, each on the battles of `seed` (the learner's state, its
+    generator included, which sampling draws from, is restored from the checkpoint before each mode)."""
+    from marl import checkpoint
     from marl.cli import load_for_eval
     from marl.trainer import evaluate
 
+    _, data, env, learner, _ = load_for_eval(run_dir, episodes, checkpoint_name=str(path))
     out = {}
-    for mode in MODES:
-        _, _, env, learner, _ = load_for_eval(run_dir, episodes, checkpoint_name=str(path))
-        try:
+    try:
+        for mode in MODES:
+            checkpoint.restore(learner, data["learner"], path)
             out[mode] = evaluate(env, learner, episodes, seed=seed, deterministic=mode == "deterministic")
-        finally:
-            env.close()
+    finally:
+        env.close()
     return out
 
 
@@ -72,6 +64,7 @@ def cell(row: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from marl.cli import EVAL_SEED, CLIError
+    from marl.trainer import kept_checkpoints
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
@@ -80,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="lo", type=int, default=0, help="first env steps to evaluate")
     p.add_argument("--to", dest="hi", type=int, default=10**12, help="last env steps to evaluate")
     args = p.parse_args(argv)
-    checkpoints = kept(args.run_dir, args.lo, args.hi)
+    checkpoints = [(steps, path) for steps, path in kept_checkpoints(args.run_dir) if args.lo <= steps <= args.hi]
     if not checkpoints:
         print(f"checkpoint_evals: no kept checkpoints (checkpoints/step-*.pt) between {args.lo} and {args.hi} env "
               f"steps in {args.run_dir}; train with train.keep_checkpoints=true", file=sys.stderr)

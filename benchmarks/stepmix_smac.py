@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -40,7 +39,6 @@ from statistics import NormalDist
 import numpy as np
 
 MODES = ("epsmix", "stepmix", "mappo")
-KEPT = re.compile(r"step-(\d+)\.pt$")
 
 
 # ------------------------------------------------------------------------------------------- the table
@@ -164,7 +162,7 @@ def baseline(args) -> dict:
     """Stage 1: MAPPO with kept checkpoints, then the one whose sampled win rate is nearest 50% within 40-60%."""
     from marl import checkpoint
     from marl import config as config_mod
-    from marl.trainer import LAST
+    from marl.trainer import LAST, kept_checkpoints
 
     root = Path(args.root)
     out = root / "baseline.json"
@@ -178,7 +176,7 @@ def baseline(args) -> dict:
     run = root / "mappo-baseline"
     _train(cfg, run, args.resume)
     picks = []
-    for path in sorted(run.glob("checkpoints/step-*.pt"), key=lambda p: int(KEPT.search(p.name).group(1))):
+    for _, path in kept_checkpoints(run):
         data = checkpoint.load(path)
         sampled, det = _play(cfg, data["learner"], args.pick_episodes, 4_000_037)
         row = {"checkpoint": path.name, "env_steps": data["counters"]["env_steps"],

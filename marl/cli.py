@@ -102,7 +102,7 @@ def _train(args: argparse.Namespace) -> int:
         for flag, key in [("steps", "train.steps"), ("seed", "train.seed"), ("envs", "train.envs")]:
             if getattr(args, flag) is not None:
                 overrides.append(f"{key}={getattr(args, flag)}")
-        args.algo = args.algo or "commformer"
+        args.algo = args.algo or DEFAULT_ALGO
         config = config_mod.load(args.env, scenario, args.algo, overrides)
         _ray_flags(args, config)
         run_dir = Path(config["train"]["runs_dir"]) / run_dir_name(config)
@@ -148,6 +148,7 @@ def returns_text(mean_return, names) -> str:
     return "mean return " + ", ".join(f"{n} {r:.2f}" for n, r in zip(names, mean_return, strict=True))
 
 
+DEFAULT_ALGO = "commformer"  # the learner of `marl train` and `marl config` when none is named
 EVAL_SEED = 12345  # `marl eval`'s battles unless --seed says otherwise; benchmarks use them too, so numbers repeat
 
 
@@ -407,7 +408,7 @@ def _config(args: argparse.Namespace) -> int:
     # KEY=VALUE overrides may follow the learner or the scenario (--env takes every word after it)
     algo = args.algo
     overrides = [*([algo] if "=" in algo else []), *args.overrides, *(w for w in args.env if "=" in w)]
-    algo = "commformer" if "=" in algo else algo
+    algo = DEFAULT_ALGO if "=" in algo else algo
     env_words = [w for w in args.env if "=" not in w]
     if not env_words or len(env_words) > 2:
         raise CLIError(f"--env takes an environment and at most one scenario, got {' '.join(env_words) or 'none'}")
@@ -560,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_envs)
     cf = sub.add_parser("config", help="every setting of a run with its type, domain, value and description: "
                         "marl config [ALGO] [--env ENV [SCENARIO]] [KEY=VALUE ...]")
-    cf.add_argument("algo", nargs="?", default="commformer", help="learner (default: commformer)")
+    cf.add_argument("algo", nargs="?", default=DEFAULT_ALGO, help=f"learner (default: {DEFAULT_ALGO})")
     cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                     help="settings as marl train takes them (algo.lr=0.0003), checked against their domains")
     cf.add_argument("--env", nargs="+", default=["smac"], metavar="ENV [SCENARIO]",

@@ -53,6 +53,16 @@ def kept_checkpoint_name(env_steps: int) -> str:
     return f"step-{env_steps}.pt"
 
 
+def kept_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """A run's kept checkpoints (kept_checkpoint_name's files) as (env steps, path), by env steps."""
+    out = []
+    for path in (Path(run_dir) / "checkpoints").glob("step-*.pt"):
+        steps = path.stem.removeprefix("step-")
+        if steps.isascii() and steps.isdigit() and path.name == kept_checkpoint_name(int(steps)):
+            out.append((int(steps), path))
+    return sorted(out)
+
+
 def episode_rows(episodes: list[dict], update: int, env_steps: int) -> str:
     """episodes.csv lines of one update's finished episodes: update, env_steps (both at the update's end), the
     return (one column per objective for a vector reward), length and won (0/1)."""
