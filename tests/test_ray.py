@@ -127,6 +127,8 @@ SHARDED = {  # a small run of each learner whose acting state a shard's copy is 
     "cmorl": lambda tmp: config_mod.load("smac", "3m", "cmorl", [
         *[o for o in small(tmp, "train.act_chunks=2", "train.envs=6", "algo.eval_every=0") if not o.startswith(
             ("env.", "train.envs=4"))]]),
+    "mra": lambda tmp: config_mod.load("smac", "3m,5m", "mra", [
+        *[o for o in small(tmp, "train.act_chunks=2") if not o.startswith("env.")]]),
 }
 
 

@@ -665,6 +665,44 @@ class MRA:
             raise ValueError(f"adapted prior logits of {self.override_logits.shape[-1]} modes for a learner of "
                              f"{self.K}")
 
+    # ------------------------------------------------------------------ acting in shards (ActingState)
+    def acting_state(self) -> dict:
+        """What act() reads: the actor, the prior (and the adapted priors), the critic that gives the stored values;
+        and this copy's sampling generator and the z its training battles hold (drawn once per episode, so a
+        shard keeps them across updates rather than redrawing them mid-episode)."""
+        adapted = {"sizes": self.override_sizes.clone(), "logits": self.override_logits.clone()}
+        z = self.latents.get("train")
+        return {"policy": {"actor": self.actor.state_dict(), "prior": self.prior.state_dict(),
+                           "critic": self.critic.state_dict(), "adapted_priors": adapted},
+                "shard": {"generator": self.generator.get_state(),
+                          "latents": torch.zeros(0, 0, dtype=torch.long) if z is None else z.cpu().clone()}}
+
+    def load_acting_state(self, state: dict) -> None:
+        """Restore the parts of acting_state() given."""
+        if "policy" in state:
+            p = state["policy"]
+            self.actor.load_state_dict(p["actor"])
+            self.prior.load_state_dict(p["prior"])
+            self.critic.load_state_dict(p["critic"])
+            self.override_sizes = torch.as_tensor(p["adapted_priors"]["sizes"], dtype=torch.long).clone()
+            self.override_logits = torch.as_tensor(p["adapted_priors"]["logits"], dtype=torch.float32).clone()
+        if "shard" in state:
+            self.generator.set_state(state["shard"]["generator"])
+            z = torch.as_tensor(state["shard"]["latents"], dtype=torch.long)
+            if z.numel():
+                self.latents["train"] = z.to(self.device).clone()
+            else:
+                self.latents.pop("train", None)
+
+    def set_shard(self, offset: int, total: int, seed: int) -> None:
+        """Sample z and actions from a stream of the shard's own; the per-battle state, the held z, starts empty
+        (the shard's battles start at reset, where every z is drawn)."""
+        self.generator = torch.Generator().manual_seed(seed)
+        self.latents.pop("train", None)
+
+    def prepare_acting(self, step: Step) -> None:
+        """Nothing to settle before acting."""
+
     def diagnostics(self) -> dict:
         """A histogram of the modes the training battles' agents hold."""
         z = self.latents.get("train")
