@@ -158,6 +158,18 @@ def test_a_copy_loaded_with_a_shards_acting_state_acts_as_the_shard_does(tmp_pat
     tr.close()
 
 
+def test_mras_latent_histogram_shows_the_z_its_shards_hold(tmp_path):
+    """With copies acting on shards the driver holds no training z; its histogram shows the shards' z, in battle
+    order, as the rollout's last step recorded them."""
+    cfg = SHARDED["mra"](tmp_path)
+    tr = Trainer(cfg, tmp_path / "mra", show_progress=False)
+    tr.run(max_updates=1)
+    held = np.concatenate([s.learner.held_latents(deterministic=False) for s in tr.collector.shards])
+    assert tr.learner.held_latents(deterministic=False).size == 0 and held.shape == (4, 5)
+    assert np.array_equal(tr.learner.diagnostics()["histograms"]["mra/latent_z"], held.reshape(-1))
+    tr.close()
+
+
 # ------------------------------------------------------------------------------------------- the same run
 def test_two_ray_workers_are_bit_identical_to_two_in_process_chunks_and_resume_exactly(tmp_path, cluster):
     """In-process 2 chunks, 2 updates == Ray 2 workers, 2 updates == another Ray run resumed after update 1."""

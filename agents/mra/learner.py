@@ -393,6 +393,7 @@ class MRA:
         # held z int[E, A] of training's ("train") and evaluation's ("eval") battles, once they have acted: battle
         # state, not model shape, so a fresh learner holds none (marl eval --scenario compares model shapes only)
         self.latents: dict[str, torch.Tensor] = {}
+        self._held_z: np.ndarray | None = None  # the z held at the last rollout's end (diagnostics)
 
     # ------------------------------------------------------------------ the prior and the latents
     def prior_logits(self, sizes: torch.Tensor) -> torch.Tensor:
@@ -542,6 +543,8 @@ class MRA:
         battle-steps, as before) takes its living agents' rows. One minibatch takes them all, unpermuted: the
         permutation is still drawn, so the generator's stream is that of any number of minibatches."""
         cfg = self.cfg
+        # the z the battles held at the rollout's last step (the shards' when copies acted), for diagnostics()
+        self._held_z = np.asarray(rollout.extras["z"][-1])
         value_norm = self.value_norm if cfg["value_norm"] else None
         T, E, A = rollout.alive.shape
         batch = ppo_targets(rollout, lambda obs, state, alive: self.values(state), cfg["gamma"], cfg["gae_lambda"],
@@ -704,6 +707,10 @@ class MRA:
         """Nothing to settle before acting."""
 
     def diagnostics(self) -> dict:
-        """A histogram of the modes the training battles' agents hold."""
-        z = self.latents.get("train")
-        return {"histograms": {"mra/latent_z": z.flatten().numpy()}} if z is not None and z.numel() else {}
+        """A histogram of the modes the training battles' agents held at the last rollout's end (with shards or Ray
+        workers the copies hold them, not this learner); before any update, those this learner holds."""
+        z = self._held_z
+        if z is None:
+            held = self.latents.get("train")
+            z = None if held is None else held.cpu().numpy()
+        return {"histograms": {"mra/latent_z": z.reshape(-1)}} if z is not None and z.size else {}
