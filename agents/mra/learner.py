@@ -639,8 +639,24 @@ class MRA:
                 "critic_opt": self.critic_opt.state_dict(), "generator": self.generator.get_state(),
                 "eval_generator": self.eval_generator.get_state(),
                 "latents": {k: v.cpu().clone() for k, v in self.latents.items()},
-                "adapted_priors": ({"sizes": self.override_sizes.clone(), "logits": self.override_logits.clone()}
-                                   if len(self.override_sizes) else {})}
+                "adapted_priors": self._adapted_priors()}
+
+    def _adapted_priors(self) -> dict:
+        """The games `marl adapt` set a prior for: {"sizes", "logits"}, or {} when there are none."""
+        if not len(self.override_sizes):
+            return {}
+        return {"sizes": self.override_sizes.clone(), "logits": self.override_logits.clone()}
+
+    def _load_adapted_priors(self, adapted: dict) -> None:
+        """Restore _adapted_priors() ({} or no sizes: none)."""
+        if adapted and len(adapted["sizes"]):
+            self.override_sizes = torch.as_tensor(adapted["sizes"], dtype=torch.long).clone()
+            self.override_logits = torch.as_tensor(adapted["logits"], dtype=torch.float32).clone()
+        else:
+            self.override_sizes, self.override_logits = torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, self.K)
+        if self.override_logits.shape[-1] != self.K:
+            raise ValueError(f"adapted prior logits of {self.override_logits.shape[-1]} modes for a learner of "
+                             f"{self.K}")
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from state_dict() (of a run on any team size: no parameter depends on it)."""
@@ -659,24 +675,16 @@ class MRA:
         adapted = state.get("adapted_priors")
         if adapted is None:  # a checkpoint written before adapted_priors
             adapted = {"sizes": state["override_sizes"], "logits": state["override_logits"]}
-        if adapted and len(adapted["sizes"]):
-            self.override_sizes = torch.as_tensor(adapted["sizes"], dtype=torch.long).clone()
-            self.override_logits = torch.as_tensor(adapted["logits"], dtype=torch.float32).clone()
-        else:
-            self.override_sizes, self.override_logits = torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, self.K)
-        if self.override_logits.shape[-1] != self.K:
-            raise ValueError(f"adapted prior logits of {self.override_logits.shape[-1]} modes for a learner of "
-                             f"{self.K}")
+        self._load_adapted_priors(adapted)
 
     # ------------------------------------------------------------------ acting in shards (ActingState)
     def acting_state(self) -> dict:
         """What act() reads: the actor, the prior (and the adapted priors), the critic that gives the stored values;
         and this copy's sampling generator and the z its training battles hold (drawn once per episode, so a
         shard keeps them across updates rather than redrawing them mid-episode)."""
-        adapted = {"sizes": self.override_sizes.clone(), "logits": self.override_logits.clone()}
         z = self.latents.get("train")
         return {"policy": {"actor": self.actor.state_dict(), "prior": self.prior.state_dict(),
-                           "critic": self.critic.state_dict(), "adapted_priors": adapted},
+                           "critic": self.critic.state_dict(), "adapted_priors": self._adapted_priors()},
                 "shard": {"generator": self.generator.get_state(),
                           "latents": torch.zeros(0, 0, dtype=torch.long) if z is None else z.cpu().clone()}}
 
@@ -687,8 +695,7 @@ class MRA:
             self.actor.load_state_dict(p["actor"])
             self.prior.load_state_dict(p["prior"])
             self.critic.load_state_dict(p["critic"])
-            self.override_sizes = torch.as_tensor(p["adapted_priors"]["sizes"], dtype=torch.long).clone()
-            self.override_logits = torch.as_tensor(p["adapted_priors"]["logits"], dtype=torch.float32).clone()
+            self._load_adapted_priors(p["adapted_priors"])
         if "shard" in state:
             self.generator.set_state(state["shard"]["generator"])
             z = torch.as_tensor(state["shard"]["latents"], dtype=torch.long)
@@ -708,9 +715,6 @@ class MRA:
 
     def diagnostics(self) -> dict:
         """A histogram of the modes the training battles' agents held at the last rollout's end (with shards or Ray
-        workers the copies hold them, not this learner); before any update, those this learner holds."""
+        workers the copies hold them, not this learner); empty before the first update."""
         z = self._held_z
-        if z is None:
-            held = self.latents.get("train")
-            z = None if held is None else held.cpu().numpy()
         return {"histograms": {"mra/latent_z": z.reshape(-1)}} if z is not None and z.size else {}
