@@ -798,3 +798,24 @@ def test_listen_floor_spreads_its_share_of_each_row_evenly_over_the_edges():
     weights, _ = att.softmax_weights(x, k, support.expand(5, N, N))
     torch.testing.assert_close(weights.sum(-1), torch.ones(5, N))
     assert (weights[:, 3, :3] == 0).all()  # no edge, no weight
+
+
+@pytest.mark.parametrize("graph", ["full", "random"])
+def test_the_graph_settings_leave_the_fixed_graph_ablations_bit_identical(graph):
+    """The 5m_vs_6m preset's graph settings act on graph steps only, so its full and random rows are the runs made
+    without them: two updates (each with graph epochs) give the same network, gates and edge logits."""
+    states = []
+    for over in ({}, {"graph_lr": 0.01, "graph_noise": "sample", "graph_objective": "unclipped",
+                      "graph_value_loss": False}):
+        learner, env = _learner(graph=graph, warmup=0, **over)
+        step = env.reset(seed=0)
+        for _ in range(2):
+            rollout, step, _ = collect(env, learner, step, 8)
+            learner.update(rollout)
+        states.append(learner.state_dict())
+    a, b = states
+    for part in ("net", "gates", "graph"):
+        assert a[part].keys() == b[part].keys() and a[part]
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert learner.graph.mode == graph and learner.cfg["graph_value_loss"] is False
