@@ -804,9 +804,9 @@ def test_listen_floor_spreads_its_share_of_each_row_evenly_over_the_edges():
 def test_the_graph_settings_leave_the_fixed_graph_ablations_bit_identical(graph):
     """The 5m_vs_6m preset's graph settings act on graph steps only, so its full and random rows are the runs made
     without them: two updates (each with graph epochs) give the same network, gates and edge logits."""
+    preset = config_mod._read_yaml("presets/smac/5m_vs_6m.yaml")["algos"]["commformer"]
     states = []
-    for over in ({}, {"graph_lr": 0.01, "graph_noise": "sample", "graph_objective": "unclipped",
-                      "graph_value_loss": False}):
+    for over in ({}, preset):
         learner, env = _learner(graph=graph, warmup=0, **over)
         step = env.reset(seed=0)
         for _ in range(2):
