@@ -232,17 +232,29 @@ def _with_env_options(config: dict, items) -> dict:
     return changed
 
 
-def evaluate_run(run_dir, episodes: int, seed: int = EVAL_SEED, checkpoint_name: str | None = None) -> dict:
-    """`marl eval RUN_DIR --episodes N --seed S [--checkpoint NAME]` as a dict: evaluate()'s figures (win rate with
-    its 95% interval, mean return and length) and "env_steps", those of the checkpoint it played."""
+def evaluate_run(run_dir, episodes: int, seed: int = EVAL_SEED, checkpoint_name: str | None = None,
+                 sampled: bool = False) -> dict:
+    """`marl eval RUN_DIR --episodes N --seed S [--checkpoint NAME] [--sampled]` as a dict: evaluate()'s figures (win
+    rate with its 95% interval, mean return and length) and "env_steps", those of the checkpoint it played."""
     from marl.trainer import evaluate
 
     _, data, env, learner, _ = load_for_eval(run_dir, episodes, checkpoint_name=checkpoint_name)
     try:
-        res = evaluate(env, learner, episodes, seed=seed)
+        if sampled:
+            seed_acting(learner, env.n_envs, seed)
+        res = evaluate(env, learner, episodes, seed=seed, deterministic=not sampled)
     finally:
         env.close()
     return {**res, "env_steps": data["counters"]["env_steps"]}
+
+
+def seed_acting(learner, n_envs: int, seed: int) -> None:
+    """Seed a learner's acting randomness (its sampled actions, gates, latents) from `seed`, where it can say how
+    (ActingState.set_shard); another learner samples from its own stream, restored from the checkpoint."""
+    from marl.spec import ActingState
+
+    if isinstance(learner, ActingState):
+        learner.set_shard(0, n_envs, seed)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -261,8 +273,12 @@ def _eval(args: argparse.Namespace) -> int:
         what = f"{what} ({', '.join(args.env_option)})".lstrip()
     if args.preference is not None:
         _choose(learner, args.preference, r["algo"], env.spec)
-    res = evaluate(env, learner, args.episodes, seed=args.seed)
+    if args.sampled:
+        seed_acting(learner, env.n_envs, args.seed)
+    res = evaluate(env, learner, args.episodes, seed=args.seed, deterministic=not args.sampled)
     head = f"{r['env']} {what} {r['algo']} after {data['counters']['env_steps']:,} env steps"
+    if args.sampled:
+        head += " (sampled actions)"
     if res.get("scenarios"):
         _scenario_rows(head, res, env.spec.reward_names)
     else:
@@ -513,12 +529,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--address", metavar="HOST:PORT", help="join the Ray cluster whose head is at HOST:PORT "
                     "(train.ray_address; default: RAY_ADDRESS, else a local Ray)")
     tr.set_defaults(func=_train)
-    ev = sub.add_parser("eval", help="evaluate a run's last checkpoint (or a kept one) deterministically")
+    ev = sub.add_parser("eval", help="evaluate a run's last checkpoint (or a kept one): its most likely actions, or "
+                        "with --sampled its sampled ones")
     ev.add_argument("run_dir")
     ev.add_argument("--checkpoint", metavar="NAME", help="a kept checkpoint instead of the last: step-1360000.pt, its "
                     "env steps (1360000) or a path (runs with train.keep_checkpoints=true keep one per interval)")
     ev.add_argument("--episodes", type=int, default=32)
     ev.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the evaluation battles")
+    ev.add_argument("--sampled", action="store_true",
+                    help="play the policy's sampled actions, as in training, instead of its most likely ones (the "
+                    "field's convention and the default); the sampling is seeded by --seed")
     ev.add_argument("--record", type=_positive, default=0, metavar="N",
                     help="also record N deterministic battles as replays (watch them with marl replay)")
     ev.add_argument("--out", metavar="DIR", help="folder for the replays (default: RUN_DIR/replays)")

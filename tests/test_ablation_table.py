@@ -162,6 +162,24 @@ def test_marl_eval_prints_commformers_messages_and_gate_rate(run_3m, capsys):
                                  f"gate open rate {res['gate_open_rate']:.3f}")
 
 
+def test_marl_eval_sampled_plays_the_seeded_sampled_policy(run_3m, capsys):
+    from marl import cli
+    from marl.trainer import evaluate
+
+    res = cli.evaluate_run(run_3m, 4, seed=7, sampled=True)
+    assert cli.evaluate_run(run_3m, 4, seed=7, sampled=True) == res  # the action noise is seeded by --seed
+    _, _, env, learner, _ = cli.load_for_eval(run_3m, 4)
+    learner.set_shard(0, env.n_envs, 7)  # CommFormer's ActingState: its acting stream from the seed
+    direct = evaluate(env, learner, 4, seed=7, deterministic=False)
+    env.close()
+    assert {**direct, "env_steps": 80} == res
+    assert cli.main(["eval", str(run_3m), "--episodes", "4", "--seed", "7", "--sampled"]) in (0, None)
+    out = capsys.readouterr().out
+    assert out.startswith(f"smac 3m commformer after 80 env steps (sampled actions): win rate {res['win_rate']:.1%} "
+                          f"(95% CI {res['win_rate_low']:.1%}-{res['win_rate_high']:.1%}) over 4 episodes, mean return "
+                          f"{res['episode_return']:.2f}, mean episode length {res['episode_length']:.1f}, ")
+
+
 def test_summarise_gives_the_first_eval_at_90_and_the_lowest_after_it(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
