@@ -31,6 +31,12 @@ final_eval_messages_per_agent_step and final_eval_gate_open_rate. The result is 
 RUN_DIR/final_eval.json with the checkpoint's env steps, N and the seed, so a second --table reads it;
 a checkpoint that moved on, or another N, plays it again.
 
+--sampled-episodes M (0, none, by default) adds `marl eval RUN_DIR --episodes M --sampled` of the same checkpoint:
+the policy's sampled actions, as in training, on the same seed, kept in RUN_DIR/final_eval_sampled.json; the
+table gets its win rate with the interval and its mean return, per run and per variant. On 5m_vs_6m at 1M the
+argmax's win rate moved from 0% to 61% when only the graph changed, while the sampled one stayed within 2-4 points
+per variant (BENCHMARKS.md, issue 14): where the argmax swings, compare variants on the sampled columns.
+
 Only a run's last checkpoint is kept, so with --at a run gets the final evaluation only when its last
 checkpoint is less than one update (train.rollout x train.envs env steps) past --at, as a run stopped
 there with --stop-at is; a run that trained on (e.g. a longer default run read at --at) gets "-" rather
@@ -101,12 +107,16 @@ def summarise(run_dir: Path, at: int | None = None) -> dict:
 
 
 FINAL_EVAL = "final_eval.json"
+FINAL_SAMPLED = "final_eval_sampled.json"
+FIELDS = ("steps", "win_rate", "win_rate_low", "win_rate_high", "return", "messages_per_agent_step", "gate_open_rate")
 
 
-def final_eval(run_dir: Path, episodes: int, at: int | None = None) -> dict | None:
+def final_eval(run_dir: Path, episodes: int, at: int | None = None, sampled: bool = False) -> dict | None:
     """`marl eval RUN_DIR --episodes N` (seed EVAL_SEED) of the last checkpoint as the row's final_eval_* fields,
     read from RUN_DIR/final_eval.json when it holds the same checkpoint's env steps, N and seed, else played and
-    written there. None when `episodes` is 0; the fields None when the checkpoint lies an update or more past `at`."""
+    written there. None when `episodes` is 0; the fields None when the checkpoint lies an update or more past `at`.
+    With `sampled`, `marl eval ... --sampled` (the policy's sampled actions, seeded by the same seed) as the
+    final_sampled_* fields, kept in RUN_DIR/final_eval_sampled.json."""
     if episodes <= 0:
         return None
     from marl import checkpoint
@@ -114,13 +124,12 @@ def final_eval(run_dir: Path, episodes: int, at: int | None = None) -> dict | No
     from marl.cli import EVAL_SEED, evaluate_run
     from marl.trainer import LAST
 
+    prefix = "final_sampled" if sampled else "final_eval"
     steps = checkpoint.load(run_dir / "checkpoints" / LAST)["counters"]["env_steps"]
     t = config_mod.load_file(run_dir / "config.yaml")["train"]
     if at is not None and steps - at >= t["rollout"] * t["envs"]:
-        return dict.fromkeys(("final_eval_steps", "final_eval_win_rate", "final_eval_win_rate_low",
-                              "final_eval_win_rate_high", "final_eval_return", "final_eval_messages_per_agent_step",
-                              "final_eval_gate_open_rate"))
-    path = run_dir / FINAL_EVAL
+        return dict.fromkeys(f"{prefix}_{f}" for f in FIELDS)
+    path = run_dir / (FINAL_SAMPLED if sampled else FINAL_EVAL)
     # "counters": results written since evaluation counts messages and gates (EvalCounters); older ones play again
     key = {"env_steps": steps, "episodes": episodes, "seed": EVAL_SEED, "counters": 1}
     try:
@@ -128,16 +137,15 @@ def final_eval(run_dir: Path, episodes: int, at: int | None = None) -> dict | No
     except (OSError, ValueError):  # none yet, or torn by a killed write of an older version
         cached = {}
     if not all(k in cached and cached[k] == v for k, v in key.items()) or "eval" not in cached:
-        res = evaluate_run(run_dir, episodes, EVAL_SEED)
+        res = (evaluate_run(run_dir, episodes, EVAL_SEED, sampled=True) if sampled
+               else evaluate_run(run_dir, episodes, EVAL_SEED))
         # the checkpoint played: a training that wrote a newer one meanwhile is caught on the next read
         cached = {**key, "env_steps": res.pop("env_steps"), "eval": res}
         checkpoint.atomic_write_text(path, json.dumps(cached, indent=1) + "\n")
     ev = cached["eval"]
-    return {"final_eval_steps": cached["env_steps"], "final_eval_win_rate": ev.get("win_rate"),
-            "final_eval_win_rate_low": ev.get("win_rate_low"), "final_eval_win_rate_high": ev.get("win_rate_high"),
-            "final_eval_return": ev["episode_return"],
-            "final_eval_messages_per_agent_step": ev.get("messages_per_agent_step"),
-            "final_eval_gate_open_rate": ev.get("gate_open_rate")}
+    values = (cached["env_steps"], ev.get("win_rate"), ev.get("win_rate_low"), ev.get("win_rate_high"),
+              ev["episode_return"], ev.get("messages_per_agent_step"), ev.get("gate_open_rate"))
+    return {f"{prefix}_{f}": v for f, v in zip(FIELDS, values, strict=True)}
 
 
 def by_variant(rows: list[dict]) -> list[dict]:
@@ -150,7 +158,8 @@ def by_variant(rows: list[dict]) -> list[dict]:
     for name, runs in groups.items():
         row = {"variant": name, "seeds": len(runs)}
         for k in ("final_win_rate", "mean_last_3", "best_win_rate", "return_last_3", "messages_per_agent_step",
-                  "final_eval_win_rate", "final_eval_return", "final_eval_messages_per_agent_step"):
+                  "final_eval_win_rate", "final_eval_return", "final_eval_messages_per_agent_step",
+                  "final_sampled_win_rate", "final_sampled_return"):
             # rows without the final evaluation lack its keys; a vector reward's return (a list) is not averaged
             vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
             row[k] = (sum(vals) / len(vals), min(vals), max(vals)) if vals else None
@@ -172,11 +181,11 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _ci(r: dict) -> str:
-    """The final evaluation's win rate with its 95% interval: 41% (33-50%)."""
-    if r.get("final_eval_win_rate") is None:
+def _ci(r: dict, prefix: str = "final_eval") -> str:
+    """The final evaluation's (prefix final_sampled: the sampled one's) win rate with its 95% interval: 41% (33-50%)."""
+    if r.get(f"{prefix}_win_rate") is None:
         return "-"
-    return f"{r['final_eval_win_rate']:.0%} ({r['final_eval_win_rate_low']:.0%}-{r['final_eval_win_rate_high']:.0%})"
+    return f"{r[f'{prefix}_win_rate']:.0%} ({r[f'{prefix}_win_rate_low']:.0%}-{r[f'{prefix}_win_rate_high']:.0%})"
 
 
 def main(argv=None) -> None:
@@ -193,6 +202,8 @@ def main(argv=None) -> None:
     p.add_argument("--at", type=int, help="with --table: read every run up to this many env steps")
     p.add_argument("--final-episodes", type=int, default=128, metavar="N",
                    help="episodes of `marl eval` on each run's last checkpoint at the end (0: none)")
+    p.add_argument("--sampled-episodes", type=int, default=0, metavar="M",
+                   help="also M episodes of `marl eval --sampled` (sampled actions) on each last checkpoint (0: none)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
     args = p.parse_args(argv)
     # key=value words after --variants are overrides, not variants (argparse hands them to --variants)
@@ -204,22 +215,29 @@ def main(argv=None) -> None:
     if args.final_episodes < 0:
         p.error(f"--final-episodes takes 0 (no final evaluation) or a positive number of episodes, "
                 f"got {args.final_episodes}")
-    n = args.final_episodes
+    if args.sampled_episodes < 0:
+        p.error(f"--sampled-episodes takes 0 (none) or a positive number of episodes, got {args.sampled_episodes}")
+    n, m = args.final_episodes, args.sampled_episodes
     rows = []
     if args.table:
         for run_dir in args.table:
             rows.append({"variant": Path(run_dir).name, **summarise(Path(run_dir), args.at),
-                         **(final_eval(Path(run_dir), n, args.at) or {})})
+                         **(final_eval(Path(run_dir), n, args.at) or {}),
+                         **((final_eval(Path(run_dir), m, args.at, sampled=True) or {}) if m else {})})
     else:
         for name in args.variants:
             run_dir = run_variant(name, args.map, args.steps, args.seed, Path(args.runs_dir), args.overrides,
                                   args.stop_at)
-            row = {"variant": name, "map": args.map, **summarise(run_dir), **(final_eval(run_dir, n) or {})}
+            row = {"variant": name, "map": args.map, **summarise(run_dir), **(final_eval(run_dir, n) or {}),
+                   **((final_eval(run_dir, m, sampled=True) or {}) if m else {})}
             print(json.dumps(row), flush=True)
             rows.append(row)
     extra_head = (f" {n}-episode eval of the last checkpoint (95% CI) | its mean return | its messages / agent / "
                   "step | its gate open rate |" if n else "")
     extra_rule = " --- | --- | --- | --- |" if n else ""
+    if m:
+        extra_head += f" {m}-episode sampled eval (95% CI) | its mean return |"
+        extra_rule += " --- | --- |"
     if n:
         from marl.cli import EVAL_SEED
 
@@ -233,6 +251,8 @@ def main(argv=None) -> None:
         first = f"{r['first_90']:,}" if r["first_90"] is not None else "-"
         extra = (f" {_ci(r)} | {_num(r['final_eval_return'])} | {_num(r['final_eval_messages_per_agent_step'])} | "
                  f"{_num(r['final_eval_gate_open_rate'])} |" if n else "")
+        if m:
+            extra += f" {_ci(r, 'final_sampled')} | {_num(r['final_sampled_return'])} |"
         print(f"| {r['variant']} | {r['steps'] or 0:,} | {_pct(r['final_win_rate'])} | {_pct(r['mean_last_3'])} | "
               f"{_pct(r['best_win_rate'])} | {first} | {_pct(r.get('lowest_after_90'))} | {_num(r['return_last_3'])} | "
               f"{r['messages_per_agent_step']:.2f} |" + extra)
@@ -240,11 +260,15 @@ def main(argv=None) -> None:
     if len(seeds) < len(rows):  # some variant ran with several seeds: their mean, lowest and highest
         print("\n| variant | seeds | final eval win rate | mean of the last 3 evals | best | "
               "eval return, mean of the last 3 | messages / agent / step |"
-              + (f" {n}-episode eval win rate | its mean return | its messages / agent / step |" if n else ""))
-        print("| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if n else ""))
+              + (f" {n}-episode eval win rate | its mean return | its messages / agent / step |" if n else "")
+              + (f" {m}-episode sampled eval win rate | its mean return |" if m else ""))
+        print("| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if n else "")
+              + (" --- | --- |" if m else ""))
         for r in seeds:
             extra = (f" {_range(r['final_eval_win_rate'], _pct)} | {_range(r['final_eval_return'], _num)} | "
                      f"{_range(r['final_eval_messages_per_agent_step'], _num)} |" if n else "")
+            if m:
+                extra += f" {_range(r['final_sampled_win_rate'], _pct)} | {_range(r['final_sampled_return'], _num)} |"
             print(f"| {r['variant']} | {r['seeds']} | {_range(r['final_win_rate'], _pct)} | "
                   f"{_range(r['mean_last_3'], _pct)} | {_range(r['best_win_rate'], _pct)} | "
                   f"{_range(r['return_last_3'], _num)} | {_range(r['messages_per_agent_step'], _num)} |" + extra)

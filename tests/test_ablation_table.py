@@ -180,6 +180,32 @@ def test_marl_eval_sampled_plays_the_seeded_sampled_policy(run_3m, capsys):
                           f"{res['episode_return']:.2f}, mean episode length {res['episode_length']:.1f}, ")
 
 
+def test_the_sampled_final_evaluation_joins_the_table_and_is_cached_apart(run_3m, capsys):
+    from marl import cli
+
+    (run_3m / ablation.FINAL_SAMPLED).unlink(missing_ok=True)
+    res = cli.evaluate_run(run_3m, 4, seed=12345, sampled=True)
+    ablation.main(["--table", str(run_3m), "--final-episodes", "0", "--sampled-episodes", "4"])
+    out = capsys.readouterr().out
+    assert "| 4-episode sampled eval (95% CI) | its mean return |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| 3m-learned-s1 | 80 |"))
+    assert row.endswith(f"| {res['win_rate']:.0%} ({res['win_rate_low']:.0%}-{res['win_rate_high']:.0%}) | "
+                        f"{res['episode_return']:.2f} |")
+    assert row.count("|") == 12  # the nine columns of the curve and the sampled two
+    cache = json.loads((run_3m / ablation.FINAL_SAMPLED).read_text())
+    assert (cache["env_steps"], cache["episodes"], cache["seed"]) == (80, 4, 12345)
+    assert ablation.final_eval(run_3m, 4, sampled=True) == {
+        "final_sampled_steps": 80, "final_sampled_win_rate": res["win_rate"],
+        "final_sampled_win_rate_low": res["win_rate_low"], "final_sampled_win_rate_high": res["win_rate_high"],
+        "final_sampled_return": res["episode_return"],
+        "final_sampled_messages_per_agent_step": res["messages_per_agent_step"],
+        "final_sampled_gate_open_rate": res["gate_open_rate"]}
+    assert set(ablation.final_eval(run_3m, 4, at=40, sampled=True).values()) == {None}
+    with pytest.raises(SystemExit):
+        ablation.main(["--table", str(run_3m), "--sampled-episodes", "-1"])
+    assert "--sampled-episodes takes 0 (none) or a positive number of episodes, got -1" in capsys.readouterr().err
+
+
 def test_summarise_gives_the_first_eval_at_90_and_the_lowest_after_it(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
