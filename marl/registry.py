@@ -41,6 +41,12 @@ from marl.spec import EnvSpec, VecEnv
 EnvFactory = Callable[[str | None, int, dict], VecEnv]
 
 
+def error_line(err: BaseException) -> str:
+    """An error as one line for a message that must not break: its type and its message's first line."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 class RegistryError(ValueError):
     """An unknown environment, scenario or learner name; the message is one line."""
 
@@ -174,8 +180,7 @@ def _entry_points(group: str) -> dict[str, Any]:
         try:
             found[ep.name] = ep.load()
         except Exception as err:  # noqa: BLE001 - a broken plug-in must not break marl
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            message = f"{type(err).__name__}: {first}" if first else type(err).__name__
+            message = error_line(err)
             PLUGIN_ERRORS[f"{group}:{ep.name}"] = message
             _warn(f"{group} plug-in {ep.name!r} ({ep.value}) failed to load and is skipped: {message}")
     _discovered[group] = found

@@ -27,7 +27,7 @@ from marl import replay as replay_mod
 from marl.collectors import CollectorError, InProcessCollector, ShardedCollector, WorkersFailed
 from marl.logging import RunLogger
 from marl.padding import pad_env, padded_spec
-from marl.registry import make_env, make_learner
+from marl.registry import error_line, make_env, make_learner
 from marl.rollout import play_episodes
 from marl.spec import (
     BudgetAware,
@@ -547,10 +547,10 @@ class Trainer:
                 # replay_mod.record raises its one-line ReplayError for an env without frames
                 (rep,) = replay_mod.record(env, self.learner, 1, t["seed"] + 2_000_003 + self.update_index, meta)
                 paths.append(replay_mod.save(rep, self.run_dir / "replays" / replay_mod.file_name(rep)))
-            except ValueError as err:  # never a crash for a replay: say why once, and stop trying this scenario
+            except Exception as err:  # never a crash for a replay: say why once, and stop trying this scenario
                 self._scenario_record_envs[label] = None
                 if logger is not None:
-                    logger.message(f"replays of {label} skipped: {err}")
+                    logger.message(f"replays of {label} skipped: {error_line(err)}")
         return paths
 
     # ------------------------------------------------------------------ loop

@@ -19,7 +19,7 @@ from marl.cli import main
 from marl.envs.smac import SMACEnv, SMACError, SMACMixture, SMACVecEnv, get_map
 from marl.envs.smac.maps import ODIS_MARINE_LIMITS, marine_limit
 from marl.envs.smac.mixture import split_battles
-from marl.trainer import Trainer, run_dir_name
+from marl.trainer import Trainer, run_dir_name, scenario_label
 
 DATA = Path(__file__).parent / "data"
 V1_MARINES = ["3m", "8m", "25m", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "27m_vs_30m"]
@@ -310,3 +310,55 @@ def test_eval_on_a_larger_scenario_names_the_shape_a_size_dependent_learner_cann
                           "obs_dim 50, state_dim 90, n_actions 11 and 8m needs n_agents 8, obs_dim 80, state_dim 168, "
                           "n_actions 14 (")
     assert "is [" in err and "in the checkpoint" in err
+
+
+def test_commformer_trains_on_a_mixture_under_the_padded_team(tmp_path):
+    """CommFormer sees the mixture's padded arrays: its graph spans the largest team's 5 slots, and one update
+    moves its networks and keeps k incoming edges per receiver."""
+    config = config_mod.load("smac", "3m,5m", "commformer", [
+        "train.envs=3", "train.rollout=32", "algo.ppo_epochs=1", "algo.warmup=0", "train.eval_interval=0",
+        "train.checkpoint_interval=0", "train.log_interval=100", f"train.runs_dir={tmp_path}", "train.steps=100000",
+        *ONE_THREAD])
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    assert trainer.spec.n_agents == 5 and [scenario_label(s) for s in trainer.spec.scenarios] == ["3m", "5m"]
+    before = {k: v.clone() for k, v in trainer.learner.net.state_dict().items()}
+    trainer.run(max_updates=1)
+    assert trainer.env_steps == 96
+    graph = trainer.learner.communication_graph()
+    k = trainer.learner.graph.k
+    assert graph.shape == (5, 5) and not graph.diagonal().any()
+    assert (graph.sum(axis=1) == k).all()
+    moved = [name for name, v in trainer.learner.net.state_dict().items() if not torch.equal(v, before[name])]
+    assert moved, "one update changed no network weight"
+    assert all(torch.isfinite(v).all() for v in trainer.learner.net.state_dict().values())
+
+
+class _Lines:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def test_a_scenario_that_cannot_record_is_skipped_once_with_one_line_and_the_others_record(tmp_path, monkeypatch):
+    import marl.trainer as trainer_mod
+
+    calls = []
+    real = trainer_mod.scenario_record_env
+
+    def failing_for_5m(config, like, index, n_envs=1):
+        calls.append(index)
+        if scenario_label(like.scenarios[index]) == "5m":
+            raise RuntimeError("no frames for this scenario\nsecond line of detail")
+        return real(config, like, index, n_envs)
+
+    monkeypatch.setattr(trainer_mod, "scenario_record_env", failing_for_5m)
+    trainer = Trainer(mixture_config(tmp_path), tmp_path / "run", show_progress=False)
+    log = _Lines()
+    first = trainer.record_scenario_replays(log)
+    assert [p.name.split("_mappo")[0] for p in first] == ["3m"] and first[0].is_file()
+    assert log.lines == ["replays of 5m skipped: RuntimeError: no frames for this scenario"]
+    second = trainer.record_scenario_replays(log)
+    assert [p.name.split("_mappo")[0] for p in second] == ["3m"]
+    assert calls == [0, 1] and len(log.lines) == 1  # built once each; the skipped one is neither retried nor re-said
