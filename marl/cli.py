@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 
 class CLIError(Exception):
@@ -592,11 +594,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `marl` console script."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # A script's background job starts with SIGINT ignored. Training honours SIGINT (StopSignals), so start-up
+        # honours it too: one rule at every moment, instead of a Ctrl-C lost before the first update.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before training started (parsing, imports, building the env)
         print("marl: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _main(argv: list[str] | None) -> int:

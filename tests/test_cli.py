@@ -318,10 +318,12 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> N
         time.sleep(0.1)
 
 
-def _start(args: list[str], cwd: Path, log: str) -> tuple[subprocess.Popen, Path]:
+def _start(args: list[str], cwd: Path, log: str, sigint=signal.SIG_DFL) -> tuple[subprocess.Popen, Path]:
+    """Start marl with SIGINT's disposition set to `sigint`, whatever the disposition pytest itself inherited."""
     err = cwd / f"{log}.err"
     with open(cwd / f"{log}.out", "w") as out, open(err, "w") as errf:
-        proc = subprocess.Popen([*MARL, *args], cwd=cwd, stdout=out, stderr=errf)
+        proc = subprocess.Popen([*MARL, *args], cwd=cwd, stdout=out, stderr=errf,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     return proc, err
 
 
@@ -361,11 +363,17 @@ def test_sigint_checkpoints_and_exits_130_then_resume_continues(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]
 
 
-def test_sigint_during_start_up_exits_cleanly(tmp_path):
-    proc, err = _start(["train", "smac", "3m", "--steps", "100000000", *TINY, "train.runs_dir=RUNS"], tmp_path, "early")
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
+def test_sigint_during_start_up_exits_cleanly(tmp_path, inherited):
+    # "ignored": how a non-interactive shell starts a background job (`marl train ... &` in a script)
+    proc, err = _start(["train", "smac", "3m", "--steps", "100000000", *TINY, "train.runs_dir=RUNS"], tmp_path, "early",
+                       sigint=inherited)
     time.sleep(0.5)  # still importing torch
     proc.send_signal(signal.SIGINT)
-    rc = proc.wait(timeout=60)
+    try:
+        rc = proc.wait(timeout=60)
+    finally:
+        proc.kill()  # never leave a training behind
     assert "Traceback" not in _read(err) and rc in (2, 130)
 
 
