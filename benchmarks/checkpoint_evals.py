@@ -23,10 +23,11 @@ MODES = ("deterministic", "sampled")
 
 
 def evaluate_checkpoint(run_dir: Path, path: Path, episodes: int, seed: int) -> dict[str, dict]:
-    """Both modes' evaluate() figures of one checkpoint, each on the battles of `seed` (the learner's state, its
-    generator included, which sampling draws from, is restored from the checkpoint before each mode)."""
+    """Both modes' evaluate() figures of one checkpoint, each on the battles of `seed`: the learner's state is
+    restored from the checkpoint before each mode, and the sampled mode's acting randomness is seeded by `seed`, as
+    `marl eval --sampled --seed` does, so a row is `marl eval`'s figure for that checkpoint."""
     from marl import checkpoint
-    from marl.cli import load_for_eval
+    from marl.cli import load_for_eval, seed_acting
     from marl.trainer import evaluate
 
     _, data, env, learner, _ = load_for_eval(run_dir, episodes, checkpoint_name=str(path))
@@ -34,6 +35,8 @@ def evaluate_checkpoint(run_dir: Path, path: Path, episodes: int, seed: int) -> 
     try:
         for mode in MODES:
             checkpoint.restore(learner, data["learner"], path)
+            if mode == "sampled":
+                seed_acting(learner, env.n_envs, seed)
             out[mode] = evaluate(env, learner, episodes, seed=seed, deterministic=mode == "deterministic")
     finally:
         env.close()
@@ -41,14 +44,17 @@ def evaluate_checkpoint(run_dir: Path, path: Path, episodes: int, seed: int) -> 
 
 
 def cached(run_dir: Path) -> dict[tuple, dict]:
-    """RUN_DIR/checkpoint_evals.jsonl by (env steps, mode, episodes, seed); a line torn by a kill is skipped."""
+    """RUN_DIR/checkpoint_evals.jsonl by (env steps, mode, episodes, seed); a line torn by a kill is skipped, and so
+    is a sampled line written before the sampled mode was seeded by --seed (it has no "acting_seeded")."""
     path = run_dir / "checkpoint_evals.jsonl"
     rows = []
     for line in path.read_text().splitlines() if path.exists() else []:
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if row["mode"] == "deterministic" or row.get("acting_seeded"):
+            rows.append(row)
     return {(r["env_steps"], r["mode"], r["episodes"], r["seed"]): r for r in rows}
 
 
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.run_dir / "checkpoint_evals.jsonl", "a") as f:
                 for m, k in keys.items():
                     done[k] = {"env_steps": steps, "mode": m, "episodes": args.episodes, "seed": args.seed,
+                               **({"acting_seeded": True} if m == "sampled" else {}),
                                **{key: res[m].get(key) for key in ("win_rate", "win_rate_low", "win_rate_high",
                                                                    "episode_return", "episode_length")}}
                     f.write(json.dumps(done[k]) + "\n")

@@ -17,7 +17,7 @@ import pytest
 
 from marl import checkpoint
 from marl import config as config_mod
-from marl.cli import main
+from marl.cli import EVAL_SEED, evaluate_run, main
 
 _SCRIPT = Path(sys.executable).with_name("marl")
 MARL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "marl"]
@@ -193,6 +193,9 @@ def test_eval_of_a_kept_checkpoint(tmp_path, monkeypatch, capsys):
     rows = [json.loads(line) for line in (run / "checkpoint_evals.jsonl").read_text().splitlines()]
     assert [(r["env_steps"], r["mode"], r["episodes"]) for r in rows] == [(32, "deterministic", 2), (32, "sampled", 2)]
     assert proc.stdout.splitlines()[1].split()[0] == "32" and len(proc.stdout.splitlines()) == 2
+    for row in rows:  # each row is marl eval's figure for that checkpoint, the sampled one seeded by --seed
+        res = evaluate_run(run, 2, EVAL_SEED, checkpoint_name="32", sampled=row["mode"] == "sampled")
+        assert (row["win_rate"], row["episode_return"]) == (res["win_rate"], res["episode_return"])
     again = subprocess.run([sys.executable, str(script), str(run), "--episodes", "2", "--to", "40"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=TIMEOUT)
     assert again.stdout == proc.stdout and len((run / "checkpoint_evals.jsonl").read_text().splitlines()) == 2
