@@ -13,11 +13,15 @@ For each run it plays, deterministically, `--episodes` battles under:
 - `--graphs` random graphs of the run's in-degree (each receiver's k senders drawn uniformly, from `--graph-seed`).
 
 Every graph plays on battles of its own seed (`--seed` + its index), so under the hypothesis that the graph does
-not matter the random graphs' win counts are independent binomial draws of one rate, and the chi-square test of
-homogeneity (its p-value in the table) is exact in the large-sample sense. The run's gates decide as they do in
-`marl eval`.
+not matter the random graphs' win counts are independent binomial draws of one rate; the chi-square statistic of
+homogeneity of those counts, with its p-value from a permutation test, says whether they are. The run's gates
+decide as they do in `marl eval`.
 
-    python benchmarks/graph_choice.py runs/abl/5m_vs_6m-full-s6 runs/abl/5m_vs_6m-random-s4 --graphs 24
+With `--sampled` every graph also plays its battles with the policy's sampled actions (seeded by the battles'
+seed, as `marl eval --sampled --seed` does): where the argmax's win rate swings between graphs and the sampled one
+does not, the graphs differ in which of near-tied actions the argmax picks, not in what the policy can do.
+
+    python benchmarks/graph_choice.py runs/abl/5m_vs_6m-full-s6 runs/abl/5m_vs_6m-random-s4 --graphs 24 --sampled
 
 It writes RUN_DIR/graph_choice.json (every graph's edges, win rate and return) and prints one table per run and
 a summary: the random graphs' mean, lowest and highest win rate, their spread against the binomial spread
@@ -89,6 +93,10 @@ class Player:
         if self.graph is None:
             self.env.close()
             raise SystemExit(f"{run_dir}: not a CommFormer run (its learner has no communication graph)")
+        if self.graph.mode == "learned" and self.learner.updates < self.learner.cfg["warmup"]:
+            self.env.close()  # it acts under the raw logits as a soft mask, which no graph here reproduces
+            raise SystemExit(f"{run_dir}: its last checkpoint is in the graph's warm-up ({self.learner.updates} of "
+                             f"{self.learner.cfg['warmup']} updates); train past it first")
         n = self.graph.n
         self.own = self.graph.deterministic().detach().cpu().numpy() * (1 - np.eye(n, dtype=np.float32))
 
@@ -136,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=128, help="battles per graph (default 128)")
     ap.add_argument("--seed", type=int, default=20261203, help="battles' seed of the first graph; +1 per graph")
     ap.add_argument("--graph-seed", type=int, default=0, help="seed of the random graphs (the same for every run)")
+    ap.add_argument("--sampled", action="store_true",
+                    help="every graph also plays its battles with the policy's sampled actions")
     args = ap.parse_args(argv)
     if args.graphs < 2 or args.episodes < 1:
         ap.error(f"--graphs must be at least 2 and --episodes at least 1, got {args.graphs} and {args.episodes}")
@@ -172,12 +182,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(player.play(f"{best['graph']}-again", np.array(best["edges"], np.float32), again))
             # the run's own graph with the policy's sampled actions, as it played in training
             rows.append(player.play("own-sampled", player.own, again, deterministic=False))
+            sampled_rows = ([player.play(name, player.own if g is None else g, args.seed + i, deterministic=False)
+                             for i, (name, g) in enumerate(graphs.items())] if args.sampled else [])
         finally:
             player.close()
         s = summary(rows, args.episodes)
         s["best"] = best["graph"]
-        (run / "graph_choice.json").write_text(json.dumps({"k": k, "episodes": args.episodes, "summary": s,
-                                                           "rows": rows, "env_steps": player.env_steps}, indent=1))
+        out = {"k": k, "episodes": args.episodes, "summary": s, "rows": rows, "env_steps": player.env_steps}
+        if sampled_rows:
+            out["sampled_summary"], out["sampled_rows"] = summary(sampled_rows, args.episodes), sampled_rows
+        (run / "graph_choice.json").write_text(json.dumps(out, indent=1))
         def cell(r: dict) -> str:
             return f"{r['win_rate']:.1%} ({r['episode_return']:.2f})"
 
@@ -186,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['mean']:.1%} ({s['low']:.1%}-{s['high']:.1%}), spread {s['sd']:.3f} against {s['binomial_sd']:.3f} "
               f"from one rate, permutation p = {s['p_value']:.2g}; on fresh battles own {cell(own_again)}, best "
               f"{s['best']} {cell(best_again)}, own sampled {cell(sampled)}", flush=True)
+        if sampled_rows:
+            t = out["sampled_summary"]
+            print(f"{run.name}, sampled actions: own {cell(sampled_rows[0])}, full {cell(sampled_rows[1])}, none "
+                  f"{cell(sampled_rows[2])}; {t['graphs']} random graphs {t['mean']:.1%} "
+                  f"({t['low']:.1%}-{t['high']:.1%}), "
+                  f"spread {t['sd']:.3f} against {t['binomial_sd']:.3f} from one rate, permutation p = "
+                  f"{t['p_value']:.2g}", flush=True)
     return 0
 
 

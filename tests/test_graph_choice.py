@@ -1,9 +1,11 @@
 """benchmarks/graph_choice.py: random graphs of one in-degree, and the test that graphs' win counts share one rate."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,3 +51,39 @@ def test_the_permutation_p_value_tells_one_rate_from_several():
     # the same seed gives the same p-value
     assert graph_choice.homogeneity([3, 7, 5, 9], 50, 2000, seed=3) == graph_choice.homogeneity([3, 7, 5, 9], 50, 2000,
                                                                                                  seed=3)
+
+
+def test_every_graph_plays_both_ways_and_the_runs_own_graph_is_marl_eval(tmp_path, capsys):
+    from marl import config as config_mod
+    from marl.cli import evaluate_run
+    from marl.trainer import Trainer
+
+    cfg = config_mod.load("smac", "3m", "commformer", [
+        "train.envs=2", "train.rollout=20", "train.steps=40", "train.eval_interval=0", "train.torch_threads=1",
+        "train.update_threads=1", "train.record_replays=false"])
+    run = tmp_path / "3m-learned-s1"
+    Trainer(cfg, run, show_progress=False).run()
+    with pytest.raises(SystemExit, match=r"3m-learned-s1: its last checkpoint is in the graph's warm-up \(1 of 10 "
+                       r"updates\); train past it first"):
+        graph_choice.main([str(run), "--graphs", "2", "--episodes", "3"])
+    cfg["algo"]["warmup"] = 0  # the top-k graph acts from the first update
+    run = tmp_path / "3m-learned-s2"
+    Trainer(cfg, run, show_progress=False).run()
+    assert graph_choice.main([str(run), "--graphs", "2", "--episodes", "3", "--seed", "50", "--sampled"]) == 0
+    out = json.loads((run / "graph_choice.json").read_text())
+    names = [r["graph"] for r in out["rows"]]
+    assert names[:5] == ["own", "full", "none", "r00", "r01"] and names[7] == "own-sampled"
+    assert names[5] == "own-again" and names[6] in ("r00-again", "r01-again")
+    assert [r["graph"] for r in out["sampled_rows"]] == names[:5]
+    assert [r["seed"] for r in out["sampled_rows"]] == [50, 51, 52, 53, 54] == [r["seed"] for r in out["rows"][:5]]
+    n = 3
+    assert out["k"] == 1 and out["rows"][1]["edges"] == (1 - np.eye(n, dtype=int)).tolist()
+    assert out["rows"][2]["edges"] == np.zeros((n, n), int).tolist()
+    assert all(np.array(r["edges"]).sum(1).tolist() == [1, 1, 1] for r in out["rows"][3:5])
+    # the run's own graph is what marl eval plays: its argmax, and its sampled actions seeded by the battles' seed
+    for row, sampled in [(out["rows"][0], False), (out["sampled_rows"][0], True)]:
+        res = evaluate_run(run, 3, 50, sampled=sampled)
+        assert (row["win_rate"], row["episode_return"]) == (res["win_rate"], res["episode_return"])
+    res = evaluate_run(run, 3, 50 + 100000, sampled=True)
+    assert out["rows"][7]["episode_return"] == res["episode_return"]
+    assert out["sampled_summary"]["graphs"] == 2 and "3m-learned-s2, sampled actions: own " in capsys.readouterr().out
