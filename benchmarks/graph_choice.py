@@ -137,6 +137,25 @@ def summary(rows: list[dict], episodes: int) -> dict:
             "return_high": float(max(r["episode_return"] for r in rand))}
 
 
+def play_every_graph(player: Player, graphs: dict[str, np.ndarray | None], seed: int, deterministic: bool
+                     ) -> list[dict]:
+    """Each graph's row in order, the i-th on the battles of seed + i (None: the run's own graph)."""
+    return [player.play(name, player.own if g is None else g, seed + i, deterministic)
+            for i, (name, g) in enumerate(graphs.items())]
+
+
+def _cell(r: dict) -> str:
+    return f"{r['win_rate']:.1%} ({r['episode_return']:.2f})"
+
+
+def _graphs_line(rows: list[dict], s: dict) -> str:
+    """Own, full and no messages, then the random graphs' summary `s`, of one way of playing."""
+    own, full, none = rows[:3]
+    return (f"own {_cell(own)}, full {_cell(full)}, none {_cell(none)}; {s['graphs']} random graphs {s['mean']:.1%} "
+            f"({s['low']:.1%}-{s['high']:.1%}), spread {s['sd']:.3f} against {s['binomial_sd']:.3f} from one rate, "
+            f"permutation p = {s['p_value']:.2g}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="CommFormer run directories (their last checkpoint plays)")
@@ -171,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run}: {n} agents, k = {k}, {len(graphs)} graphs x {args.episodes} battles", flush=True)
         player = Player(run, args.episodes)
         try:
-            rows = [player.play(name, player.own if g is None else g, args.seed + i)
-                    for i, (name, g) in enumerate(graphs.items())]
+            rows = play_every_graph(player, graphs, args.seed, deterministic=True)
             # the best random graph is the best of many draws: it and the run's own graph play again, on fresh
             # battles shared by both, so that the comparison carries no selection bias
             best = max((r for r in rows if r["graph"].startswith("r") and "-" not in r["graph"]),
@@ -182,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(player.play(f"{best['graph']}-again", np.array(best["edges"], np.float32), again))
             # the run's own graph with the policy's sampled actions, as it played in training
             rows.append(player.play("own-sampled", player.own, again, deterministic=False))
-            sampled_rows = ([player.play(name, player.own if g is None else g, args.seed + i, deterministic=False)
-                             for i, (name, g) in enumerate(graphs.items())] if args.sampled else [])
+            sampled_rows = play_every_graph(player, graphs, args.seed, deterministic=False) if args.sampled else []
         finally:
             player.close()
         s = summary(rows, args.episodes)
@@ -192,21 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         if sampled_rows:
             out["sampled_summary"], out["sampled_rows"] = summary(sampled_rows, args.episodes), sampled_rows
         (run / "graph_choice.json").write_text(json.dumps(out, indent=1))
-        def cell(r: dict) -> str:
-            return f"{r['win_rate']:.1%} ({r['episode_return']:.2f})"
-
-        own, full, none, own_again, best_again, sampled = rows[0], rows[1], rows[2], *rows[-3:]
-        print(f"{run.name}: own {cell(own)}, full {cell(full)}, none {cell(none)}; {s['graphs']} random graphs "
-              f"{s['mean']:.1%} ({s['low']:.1%}-{s['high']:.1%}), spread {s['sd']:.3f} against {s['binomial_sd']:.3f} "
-              f"from one rate, permutation p = {s['p_value']:.2g}; on fresh battles own {cell(own_again)}, best "
-              f"{s['best']} {cell(best_again)}, own sampled {cell(sampled)}", flush=True)
+        own_again, best_again, sampled = rows[-3:]
+        print(f"{run.name}: {_graphs_line(rows, s)}; on fresh battles own {_cell(own_again)}, best {s['best']} "
+              f"{_cell(best_again)}, own sampled {_cell(sampled)}", flush=True)
         if sampled_rows:
-            t = out["sampled_summary"]
-            print(f"{run.name}, sampled actions: own {cell(sampled_rows[0])}, full {cell(sampled_rows[1])}, none "
-                  f"{cell(sampled_rows[2])}; {t['graphs']} random graphs {t['mean']:.1%} "
-                  f"({t['low']:.1%}-{t['high']:.1%}), "
-                  f"spread {t['sd']:.3f} against {t['binomial_sd']:.3f} from one rate, permutation p = "
-                  f"{t['p_value']:.2g}", flush=True)
+            print(f"{run.name}, sampled actions: {_graphs_line(sampled_rows, out['sampled_summary'])}", flush=True)
     return 0
 
 
